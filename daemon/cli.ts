@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+import { PalisadeError, UsageError } from '../lib/errors.js';
+import { compileCommand, COMPILE_HELP } from './compile-command.js';
+import { explainCommand, EXPLAIN_HELP } from './explain-command.js';
+import { processIO } from './command-io.js';
+import type { CommandIO } from './command-io.js';
+
+const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets
+
+Usage: palisade <command> [options]
+
+Commands:
+  compile   print the ipsets and iptables rules a node would get from manifests
+  explain   say whether policy allows a connection, and which rules decide it
+
+Run "palisade <command> --help" for a command's options.
+`;
+
+type Command = (argv: readonly string[], io: CommandIO) => Promise<number>;
+
+const COMMANDS: Readonly<Record<string, { run: Command; help: string }>> = {
+  compile: { run: compileCommand, help: COMPILE_HELP },
+  explain: { run: explainCommand, help: EXPLAIN_HELP },
+};
+
+/** Exit codes: 0 success, 1 the input or the system failed, 2 the command line was wrong. */
+export async function runCli(argv: readonly string[], io: CommandIO): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    io.stdout(HELP);
+    return name === undefined ? 2 : 0;
+  }
+  const command = COMMANDS[name];
+  if (command === undefined) {
+    io.stderrLine(`palisade: unknown command "${name}"\n\n${HELP}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest, io);
+  } catch (error) {
+    return reportFailure(name, error, io, command.help);
+  }
+}
+
+function reportFailure(name: string, error: unknown, io: CommandIO, help: string): number {
+  // parseArgs throws TypeErrors with codes like ERR_PARSE_ARGS_UNKNOWN_OPTION for bad flags.
+  const code = (error as { code?: unknown }).code;
+  if (error instanceof UsageError || (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS'))) {
+    io.stderrLine(`palisade ${name}: ${(error as Error).message}\n\n${help}`);
+    return 2;
+  }
+  if (error instanceof PalisadeError) {
+    io.stderrLine(`palisade ${name}: ${error.message}`);
+    return 1;
+  }
+  io.stderrLine(`palisade ${name}: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  return 1;
+}
+
+// Only daemon/ decides to exit the process, and only here.
+const invokedDirectly = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (invokedDirectly || process.argv[1]?.endsWith('/palisade') === true) {
+  process.exitCode = await runCli(process.argv.slice(2), processIO);
+}

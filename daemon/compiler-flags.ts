@@ -1,0 +1,49 @@
+import { UsageError } from '../lib/errors.js';
+import { makeSettings, DEFAULT_SETTINGS } from '../rules/settings.js';
+import type { CompilerSettings } from '../rules/settings.js';
+
+/** The flags every command that compiles shares, parsed into validated compiler settings. */
+export const COMPILER_FLAGS = {
+  'node-name': { type: 'string' },
+  'interface-prefix': { type: 'string' },
+  'chain-prefix': { type: 'string' },
+  'allow-mark': { type: 'string' },
+  'unknown-endpoint': { type: 'string' },
+} as const;
+
+export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth prefixes, comma separated (default ${DEFAULT_SETTINGS.interfacePrefixes.join(',')})
+  --chain-prefix P        prefix of every chain and set (default ${DEFAULT_SETTINGS.chainPrefix})
+  --allow-mark BIT        packet-mark bit for "allowed" (default 0x${DEFAULT_SETTINGS.allowMark.toString(16)})
+  --unknown-endpoint A    drop|allow traffic of pod interfaces not known yet (default ${DEFAULT_SETTINGS.unknownEndpoint})`;
+
+export interface CompilerFlagValues {
+  readonly 'node-name'?: string | undefined;
+  readonly 'interface-prefix'?: string | undefined;
+  readonly 'chain-prefix'?: string | undefined;
+  readonly 'allow-mark'?: string | undefined;
+  readonly 'unknown-endpoint'?: string | undefined;
+}
+
+export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNodeName?: string): CompilerSettings {
+  const errors: string[] = [];
+  const nodeName = values['node-name'] ?? defaultNodeName;
+  if (nodeName === undefined) errors.push('--node-name is required');
+  const mark = values['allow-mark'];
+  const allowMark = mark === undefined ? undefined : Number(mark);
+  if (mark !== undefined && (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(mark) || !Number.isFinite(allowMark))) errors.push(`--allow-mark "${mark}": not a number`);
+  const unknown = values['unknown-endpoint'];
+  if (unknown !== undefined && unknown !== 'drop' && unknown !== 'allow') errors.push(`--unknown-endpoint "${unknown}": must be drop or allow`);
+  const prefixes = values['interface-prefix']?.split(',').map((s) => s.trim());
+  if (errors.length === 0) {
+    const result = makeSettings({
+      nodeName: nodeName!,
+      ...(prefixes === undefined ? {} : { interfacePrefixes: prefixes }),
+      ...(values['chain-prefix'] === undefined ? {} : { chainPrefix: values['chain-prefix'] }),
+      ...(allowMark === undefined ? {} : { allowMark }),
+      ...(unknown === undefined ? {} : { unknownEndpoint: unknown as 'drop' | 'allow' }),
+    });
+    if (result.ok) return result.settings;
+    errors.push(...result.errors);
+  }
+  throw new UsageError(errors.join('\n'));
+}

@@ -1,0 +1,97 @@
+import { parseArgs } from 'node:util';
+import { UsageError } from '../lib/errors.js';
+import { Evaluator } from '../rules/evaluator.js';
+import type { DirectionVerdict, PacketProtocol, Verdict } from '../rules/evaluator.js';
+import { parseIPv4 } from '../rules/ipv4.js';
+import { snapshotFromFiles } from './snapshot-files.js';
+import type { CommandIO } from './command-io.js';
+
+export const EXPLAIN_HELP = `Usage: palisade explain --from NS/POD|IP --to NS/POD|IP --port N [--protocol TCP] [--output text|json] FILE|DIR...
+
+Says whether NetworkPolicy allows a new connection, and which policies and rules decide it, for the
+source's egress and the destination's ingress.
+
+Options:
+  --from NS/POD|IP        source pod (namespace/name) or IPv4 address
+  --to NS/POD|IP          destination pod or address
+  --port N                destination port (not for ICMP)
+  --protocol P            TCP (default), UDP, SCTP or ICMP
+  --output F              text (default) or json: one object whose boolean "allowed" is the verdict
+`;
+
+const PROTOCOLS: readonly PacketProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
+
+interface Endpoint {
+  readonly address: string;
+  readonly pod: string | null;
+}
+
+function resolve(flag: string, value: string | undefined, evaluator: Evaluator): Endpoint {
+  if (value === undefined) throw new UsageError(`--${flag} is required`);
+  if (parseIPv4(value) !== null) {
+    const pod = evaluator.podAt(value);
+    return { address: value, pod: pod === undefined ? null : `${pod.namespace}/${pod.name}` };
+  }
+  const match = /^([^/]+)\/([^/]+)$/.exec(value);
+  if (match === null) throw new UsageError(`--${flag} "${value}": expected NAMESPACE/POD or an IPv4 address`);
+  const pod = evaluator.findPod(match[1]!, match[2]!);
+  if (pod === undefined) throw new UsageError(`--${flag} ${value}: no such pod in the given manifests`);
+  if (pod.ip === null) throw new UsageError(`--${flag} ${value}: the pod has no IPv4 address yet`);
+  return { address: pod.ip, pod: value };
+}
+
+function parsePort(value: string | undefined, protocol: PacketProtocol): number | null {
+  if (protocol === 'ICMP') {
+    if (value !== undefined) throw new UsageError('--port makes no sense with ICMP');
+    return null;
+  }
+  if (value === undefined) throw new UsageError('--port is required');
+  const port = Number(value);
+  if (!/^[0-9]+$/.test(value) || port < 1 || port > 65535) throw new UsageError(`--port "${value}": must be a number from 1 to 65535`);
+  return port;
+}
+
+function describe(endpoint: Endpoint): string {
+  return endpoint.pod === null ? endpoint.address : `${endpoint.pod} (${endpoint.address})`;
+}
+
+function directionLine(v: DirectionVerdict): string {
+  return `  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${v.reason}`;
+}
+
+export async function explainCommand(argv: readonly string[], io: CommandIO): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: [...argv],
+    options: {
+      from: { type: 'string' },
+      to: { type: 'string' },
+      port: { type: 'string' },
+      protocol: { type: 'string', default: 'TCP' },
+      output: { type: 'string', default: 'text' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (values.help === true) {
+    io.stdout(EXPLAIN_HELP);
+    return 0;
+  }
+  const protocol = values.protocol.toUpperCase() as PacketProtocol;
+  if (!PROTOCOLS.includes(protocol)) throw new UsageError(`--protocol "${values.protocol}": must be one of ${PROTOCOLS.join(', ')}`);
+  if (values.output !== 'text' && values.output !== 'json') throw new UsageError(`--output "${values.output}": must be text or json`);
+  const port = parsePort(values.port, protocol);
+  if (positionals.length === 0) throw new UsageError('explain: give at least one manifest file or directory');
+  const { snapshot } = await snapshotFromFiles(positionals, io.stderrLine);
+  const evaluator = new Evaluator(snapshot);
+  const from = resolve('from', values.from, evaluator);
+  const to = resolve('to', values.to, evaluator);
+  const verdict: Verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });
+  if (values.output === 'json') {
+    io.stdout(`${JSON.stringify({ allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress }, null, 2)}\n`);
+  } else {
+    const what = port === null ? protocol : `${protocol}/${port}`;
+    io.stdout(`${describe(from)} -> ${describe(to)} ${what}: ${verdict.allowed ? 'ALLOWED' : 'DENIED'}\n${directionLine(verdict.egress)}\n${directionLine(verdict.ingress)}\n`);
+  }
+  return 0;
+}

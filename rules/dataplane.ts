@@ -1,0 +1,64 @@
+/**
+ * The compiler's output: the desired dataplane as plain data. Rendering to restore text (render.ts)
+ * and applying it to the kernel (lib/) are separate steps that only read this.
+ */
+
+/** One iptables rule as argv-style tokens; quoting and comment escaping happen only in render.ts. */
+export interface Rule {
+  readonly match: readonly string[];
+  /** e.g. ['-j', 'DROP'], ['-g', 'pal-fw-0123456789a'], ['-j', 'MARK', '--set-xmark', '0x100000/0x100000']. */
+  readonly target: readonly string[];
+  /** Human-readable, already free of Kubernetes-controlled characters that iptables could misread. */
+  readonly comment: string;
+}
+
+export interface Chain {
+  readonly name: string;
+  readonly rules: readonly Rule[];
+}
+
+export type IpSetType = 'hash:ip' | 'hash:net' | 'hash:ip,port';
+
+export interface IpSet {
+  readonly name: string;
+  readonly type: IpSetType;
+  /**
+   * In `ipset add` syntax: "10.0.0.1", "10.0.0.0/8", "10.1.0.0/16 nomatch", "10.0.0.1,tcp:8080".
+   * Unordered: a set of cluster-wide pods changes one member at a time, and sorting ten thousand
+   * members on every change would cost more than the change; render.ts sorts when it writes text.
+   */
+  readonly members: ReadonlySet<string>;
+  /** What the set stands for, for status pages and debugging. */
+  readonly description: string;
+}
+
+/** A rule palisade places at the top of a built-in chain to send traffic into its own chains. */
+export interface HookRule {
+  readonly table: 'filter';
+  readonly chain: 'FORWARD' | 'INPUT';
+  readonly rule: Rule;
+}
+
+export interface EndpointInfo {
+  readonly namespace: string;
+  readonly name: string;
+  readonly ip: string;
+  /** Host-side interface names this pod may have, one per configured prefix. */
+  readonly interfaces: readonly string[];
+  readonly isolatedIngress: boolean;
+  readonly isolatedEgress: boolean;
+  /** "namespace/name" of the policies that select the pod and isolate it in that direction. */
+  readonly ingressPolicies: readonly string[];
+  readonly egressPolicies: readonly string[];
+  /** The pod's own chains: `to` holds its ingress checks, `from` its egress checks and anti-spoofing. */
+  readonly toChain: string;
+  readonly fromChain: string;
+}
+
+export interface Dataplane {
+  readonly ipsets: ReadonlyMap<string, IpSet>;
+  readonly chains: ReadonlyMap<string, Chain>;
+  readonly hooks: readonly HookRule[];
+  /** Local endpoints, sorted by namespace/name. */
+  readonly endpoints: readonly EndpointInfo[];
+}

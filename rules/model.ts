@@ -1,0 +1,140 @@
+/**
+ * The normalised cluster model the compiler and the evaluator work on. Objects from the API server or
+ * from manifest files are parsed into these records once (see pod.ts, namespace.ts, policy.ts); nothing
+ * downstream looks at raw Kubernetes objects again.
+ */
+
+export type Protocol = 'TCP' | 'UDP' | 'SCTP';
+export const PROTOCOLS: readonly Protocol[] = ['TCP', 'UDP', 'SCTP'];
+
+export type Labels = Readonly<Record<string, string>>;
+
+export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+
+export interface SelectorRequirement {
+  readonly key: string;
+  readonly operator: SelectorOperator;
+  /** Sorted and de-duplicated, so equal selectors have equal canonical forms. */
+  readonly values: readonly string[];
+}
+
+/** A parsed label selector: every requirement must hold. No requirements selects everything. */
+export interface Selector {
+  readonly requirements: readonly SelectorRequirement[];
+  /** Canonical text form, used as a map key and hashed into set names. */
+  readonly canonical: string;
+}
+
+export interface NamedContainerPort {
+  readonly name: string;
+  readonly protocol: Protocol;
+  readonly port: number;
+}
+
+/** What the compiler needs to know of a pod, nothing more (the daemon keeps only these). */
+export interface PodRecord {
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Labels;
+  /** The pod's IPv4 address, or null while it has none. */
+  readonly ip: string | null;
+  readonly nodeName: string | null;
+  readonly hostNetwork: boolean;
+  /** Succeeded or Failed: its IP may already belong to another pod. */
+  readonly finished: boolean;
+  readonly namedPorts: readonly NamedContainerPort[];
+}
+
+export interface NamespaceRecord {
+  readonly name: string;
+  readonly labels: Labels;
+}
+
+export interface NodeRecord {
+  readonly name: string;
+  /** The node's own IPv4 addresses (InternalIP, ExternalIP). */
+  readonly addresses: readonly string[];
+}
+
+export interface Cidr {
+  /** Network address as an unsigned 32-bit integer. */
+  readonly base: number;
+  readonly prefix: number;
+  /** Canonical text, e.g. "10.1.0.0/16". */
+  readonly text: string;
+}
+
+export interface IpBlock {
+  readonly cidr: Cidr;
+  readonly except: readonly Cidr[];
+}
+
+/**
+ * One entry of `from`/`to`. A selector peer selects pods: those of the policy's own namespace when
+ * `namespaceSelector` is null, else those of every namespace the namespaceSelector matches.
+ */
+export type Peer =
+  | { readonly kind: 'pods'; readonly podSelector: Selector; readonly namespaceSelector: Selector | null }
+  | { readonly kind: 'ipBlock'; readonly ipBlock: IpBlock };
+
+/** One entry of `ports`. `port` null means every port of the protocol. */
+export type PortSpec =
+  | { readonly kind: 'number'; readonly protocol: Protocol; readonly port: number; readonly endPort: number }
+  | { readonly kind: 'named'; readonly protocol: Protocol; readonly name: string }
+  | { readonly kind: 'any'; readonly protocol: Protocol };
+
+/**
+ * A rule: `peers` null means from/to was absent or empty (any peer); `ports` null means ports was absent
+ * or empty (every port of every protocol, ICMP included). A rule whose every listed peer was unusable
+ * (an IPv6 ipBlock, say) is dropped by the parser rather than widened to "any peer".
+ */
+export interface PolicyRule {
+  readonly peers: readonly Peer[] | null;
+  readonly ports: readonly PortSpec[] | null;
+}
+
+export type Direction = 'ingress' | 'egress';
+
+export interface PolicyRecord {
+  readonly namespace: string;
+  readonly name: string;
+  readonly podSelector: Selector;
+  /** After defaulting: does this policy isolate the pods it selects in that direction? */
+  readonly affectsIngress: boolean;
+  readonly affectsEgress: boolean;
+  readonly ingress: readonly PolicyRule[];
+  readonly egress: readonly PolicyRule[];
+  /**
+   * The policy could not be compiled whole. It still isolates what it selects, and grants nothing:
+   * failing closed never opens traffic the author meant to deny.
+   */
+  readonly failed: boolean;
+}
+
+export function objectKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+export function podKey(pod: Pick<PodRecord, 'namespace' | 'name'>): string {
+  return objectKey(pod.namespace, pod.name);
+}
+
+export function policyKey(policy: Pick<PolicyRecord, 'namespace' | 'name'>): string {
+  return objectKey(policy.namespace, policy.name);
+}
+
+/**
+ * A pod takes part in policy (as an endpoint or a peer) only with an IPv4 address, when it is not
+ * finished, and when it has its own network namespace.
+ */
+export function podCounts(pod: PodRecord): pod is PodRecord & { readonly ip: string } {
+  return pod.ip !== null && !pod.finished && !pod.hostNetwork;
+}
+
+export function rulesFor(policy: PolicyRecord, direction: Direction): readonly PolicyRule[] {
+  return direction === 'ingress' ? policy.ingress : policy.egress;
+}
+
+export function affects(policy: PolicyRecord, direction: Direction): boolean {
+  return direction === 'ingress' ? policy.affectsIngress : policy.affectsEgress;
+}

@@ -1,0 +1,86 @@
+import { createHash } from 'node:crypto';
+import type { Direction } from './model.js';
+
+/**
+ * Every name palisade gives a chain or set: owned (one prefix), short (chains at most 28 characters,
+ * sets at most 31) and derived from what it stands for, so the same input always yields the same names.
+ * Nothing taken from a Kubernetes object reaches iptables except through a hash.
+ */
+
+export const MAX_CHAIN_NAME = 28;
+export const MAX_IPSET_NAME = 31;
+
+function hash16(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16);
+}
+
+/** The suffix the AWS VPC CNI (and Calico) use for a pod's host-side veth: sha1("<namespace>.<pod>"), 11 hex chars. */
+export function vethSuffix(namespace: string, pod: string): string {
+  return createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11);
+}
+
+export function hostInterfaceName(prefix: string, namespace: string, pod: string): string {
+  return prefix + vethSuffix(namespace, pod);
+}
+
+export class Names {
+  readonly prefix: string;
+
+  constructor(prefix: string) {
+    this.prefix = prefix;
+  }
+
+  /** Entry chains the hook rules jump to. */
+  forward(): string {
+    return `${this.prefix}-FORWARD`;
+  }
+
+  input(): string {
+    return `${this.prefix}-INPUT`;
+  }
+
+  /** Sets the allow mark; reached by goto, so it returns straight to the endpoint chain. */
+  allow(): string {
+    return `${this.prefix}-allow`;
+  }
+
+  dispatchRoot(side: 'from' | 'to'): string {
+    return `${this.prefix}-${side}-wl-dispatch`;
+  }
+
+  /** A dispatch subtree for interfaces starting with `interfacePrefix` (our own hex names, so safe). */
+  dispatchNode(side: 'from' | 'to', interfacePrefix: string): string {
+    return `${this.prefix}-${side === 'from' ? 'fd' : 'td'}-${interfacePrefix}`;
+  }
+
+  /** `from` chains see traffic leaving the pod (egress), `to` chains traffic entering it (ingress). */
+  endpoint(side: 'from' | 'to', namespace: string, pod: string): string {
+    return `${this.prefix}-${side === 'from' ? 'fw' : 'tw'}-${vethSuffix(namespace, pod)}`;
+  }
+
+  policy(direction: Direction, namespace: string, name: string): string {
+    return `${this.prefix}-${direction === 'ingress' ? 'pi' : 'po'}-${hash16(`${namespace}/${name}`)}`;
+  }
+
+  /** One set per distinct selector peer (scope + pod selector), shared by every rule that uses it. */
+  peerSet(definition: string): string {
+    return `${this.prefix}-p-${hash16(definition)}`;
+  }
+
+  ipBlockSet(definition: string): string {
+    return `${this.prefix}-n-${hash16(definition)}`;
+  }
+
+  namedPortSet(definition: string): string {
+    return `${this.prefix}-np-${hash16(definition)}`;
+  }
+
+  owns(name: string): boolean {
+    return name.startsWith(`${this.prefix}-`);
+  }
+}
+
+/** Keeps comment text to characters that mean nothing to iptables-restore's tokenizer. */
+export function sanitizeComment(text: string): string {
+  return text.replace(/[^A-Za-z0-9 ._:/=,()-]/g, '_').slice(0, 240);
+}

@@ -1,0 +1,82 @@
+import type { Chain, Dataplane, HookRule, IpSet, Rule } from './dataplane.js';
+
+/**
+ * Restore text from the desired dataplane. The only place that turns rules into text, so quoting
+ * lives here alone. Output is deterministic: chains and sets sorted by name, members sorted, so the
+ * same input gives byte-identical text.
+ */
+
+const SAFE_TOKEN = /^[A-Za-z0-9_.:/,+=!-]+$/;
+
+/** iptables-restore splits on whitespace and honours double quotes; anything else unusual is quoted. */
+export function quoteToken(token: string): string {
+  if (SAFE_TOKEN.test(token)) return token;
+  return `"${token.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+}
+
+export function ruleArgs(rule: Rule): string[] {
+  const comment = rule.comment === '' ? [] : ['-m', 'comment', '--comment', rule.comment];
+  return [...rule.match, ...comment, ...rule.target];
+}
+
+export function renderRule(chain: string, rule: Rule, verb: '-A' | '-I' = '-A'): string {
+  const position = verb === '-I' ? [chain, '1'] : [chain];
+  return [verb, ...position, ...ruleArgs(rule)].map(quoteToken).join(' ');
+}
+
+function byName<T extends { readonly name: string }>(a: T, b: T): number {
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+/** The chain declarations and rules, in one filter-table transaction, for `iptables-restore --noflush`. */
+export function renderChains(chains: Iterable<Chain>, hooks: readonly HookRule[] = []): string {
+  const sorted = [...chains].sort(byName);
+  const lines = ['*filter'];
+  for (const chain of sorted) lines.push(`:${chain.name} - [0:0]`);
+  for (const chain of sorted) for (const rule of chain.rules) lines.push(renderRule(chain.name, rule));
+  for (const hook of hooks) lines.push(renderRule(hook.chain, hook.rule, '-I'));
+  lines.push('COMMIT');
+  return `${lines.join('\n')}\n`;
+}
+
+/**
+ * The whole ruleset, hooks included, as it loads into a namespace that has none of it yet. The daemon
+ * does not use the hook lines: it places and keeps hooks at position 1 itself.
+ */
+export function renderIptables(dataplane: Dataplane): string {
+  return renderChains(dataplane.chains.values(), dataplane.hooks);
+}
+
+export function sortedMembers(set: IpSet): string[] {
+  return [...set.members].sort(compareMembers);
+}
+
+/** Numeric order of the leading address, so "10.0.0.9" sorts before "10.0.0.10" and diffs read naturally. */
+function compareMembers(a: string, b: string): number {
+  const ka = memberSortKey(a);
+  const kb = memberSortKey(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+function memberSortKey(member: string): string {
+  const match = /^(\d+)\.(\d+)\.(\d+)\.(\d+)(.*)$/.exec(member);
+  if (match === null) return member;
+  const octets = match.slice(1, 5).map((o) => o.padStart(3, '0')).join('.');
+  return `${octets}${match[5] ?? ''}`;
+}
+
+/** Creates and fills every set, for `ipset restore`; `-exist` makes it safe to load over existing sets. */
+export function renderIpsets(sets: Iterable<IpSet>): string {
+  const lines: string[] = [];
+  for (const set of [...sets].sort(byName)) {
+    lines.push(`create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${IPSET_MAX_ELEMENTS} -exist`);
+    for (const member of sortedMembers(set)) lines.push(`add ${set.name} ${member} -exist`);
+  }
+  return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+/**
+ * One fixed limit, far above any cluster's pod count: maxelem cannot be raised on a live set, and a
+ * create line that changed with the member count would no longer match the set it recreates.
+ */
+export const IPSET_MAX_ELEMENTS = 1048576;

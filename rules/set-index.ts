@@ -1,0 +1,174 @@
+import type { NamespaceRecord, PodRecord } from './model.js';
+import { podCounts, podKey } from './model.js';
+import type { IpSet } from './dataplane.js';
+import type { SetDefinition } from './set-definitions.js';
+import { ipBlockMembers, namedPortMember, setType } from './set-definitions.js';
+import { selectorMatches } from './selector.js';
+
+/**
+ * The ipsets policies refer to, reference-counted, with their members kept up to date as pods and
+ * namespaces change. A pod change tests only the sets that could hold it (those scoped to its
+ * namespace, those with a namespaceSelector, the named-port sets of its port names), so the cost of a
+ * change does not grow with the number of pods.
+ */
+
+export interface ClusterView {
+  allPods(): Iterable<PodRecord>;
+  podsInNamespace(namespace: string): Iterable<PodRecord>;
+  namespacesWithPods(): Iterable<string>;
+  namespace(name: string): NamespaceRecord;
+}
+
+interface SetState {
+  readonly name: string;
+  readonly definition: SetDefinition;
+  refs: number;
+  /** Pod key to the member(s) that pod contributes. */
+  readonly members: Map<string, readonly string[]>;
+}
+
+function add(index: Map<string, Set<string>>, key: string, name: string): void {
+  const set = index.get(key);
+  if (set === undefined) index.set(key, new Set([name]));
+  else set.add(name);
+}
+
+function remove(index: Map<string, Set<string>>, key: string, name: string): void {
+  const set = index.get(key);
+  set?.delete(name);
+  if (set?.size === 0) index.delete(key);
+}
+
+export class SetIndex {
+  private readonly view: ClusterView;
+  private readonly sets = new Map<string, SetState>();
+  private readonly byNamespace = new Map<string, Set<string>>();
+  private readonly byNamespaceSelector = new Set<string>();
+  private readonly byPortName = new Map<string, Set<string>>();
+  private readonly dirty = new Set<string>();
+
+  constructor(view: ClusterView) {
+    this.view = view;
+  }
+
+  acquire(name: string, definition: SetDefinition): void {
+    const existing = this.sets.get(name);
+    if (existing !== undefined) {
+      existing.refs++;
+      return;
+    }
+    const state: SetState = { name, definition, refs: 1, members: new Map() };
+    this.sets.set(name, state);
+    if (definition.kind === 'pods') {
+      if (definition.namespace !== null) add(this.byNamespace, definition.namespace, name);
+      else this.byNamespaceSelector.add(name);
+    } else if (definition.kind === 'namedPort') add(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
+    for (const pod of this.candidatePods(definition)) this.refreshMember(state, pod);
+    this.dirty.add(name);
+  }
+
+  /** Only pods that could be members: a namespaceSelector is tested once per namespace, not once per pod. */
+  private *candidatePods(definition: SetDefinition): Iterable<PodRecord> {
+    if (definition.kind === 'ipBlock') return;
+    if (definition.kind === 'namedPort') {
+      yield* this.view.allPods();
+      return;
+    }
+    if (definition.namespace !== null) {
+      yield* this.view.podsInNamespace(definition.namespace);
+      return;
+    }
+    for (const namespace of this.view.namespacesWithPods()) {
+      if (selectorMatches(definition.namespaceSelector!, this.view.namespace(namespace).labels)) yield* this.view.podsInNamespace(namespace);
+    }
+  }
+
+  release(name: string): void {
+    const state = this.sets.get(name);
+    if (state === undefined || --state.refs > 0) return;
+    this.sets.delete(name);
+    const { definition } = state;
+    if (definition.kind === 'pods') {
+      if (definition.namespace !== null) remove(this.byNamespace, definition.namespace, name);
+      else this.byNamespaceSelector.delete(name);
+    } else if (definition.kind === 'namedPort') remove(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
+    this.dirty.add(name);
+  }
+
+  /** Call with the pod as it was and as it is (either may be undefined for add and delete). */
+  podChanged(before: PodRecord | undefined, after: PodRecord | undefined): void {
+    const pod = after ?? before;
+    if (pod === undefined) return;
+    const candidates = new Set<string>(this.byNamespace.get(pod.namespace));
+    for (const name of this.byNamespaceSelector) candidates.add(name);
+    for (const port of [...(before?.namedPorts ?? []), ...(after?.namedPorts ?? [])]) {
+      for (const name of this.byPortName.get(`${port.protocol}/${port.name}`) ?? []) candidates.add(name);
+    }
+    for (const name of candidates) {
+      const state = this.sets.get(name)!;
+      if (after === undefined) {
+        if (state.members.delete(podKey(pod))) this.dirty.add(name);
+      } else this.refreshMember(state, after);
+    }
+  }
+
+  /** A namespace's labels changed: sets that select namespaces by label may gain or lose its pods. */
+  namespaceChanged(namespace: string): void {
+    for (const name of this.byNamespaceSelector) {
+      const state = this.sets.get(name)!;
+      for (const pod of this.view.podsInNamespace(namespace)) this.refreshMember(state, pod);
+    }
+  }
+
+  private refreshMember(state: SetState, pod: PodRecord): void {
+    const key = podKey(pod);
+    const next = this.membersOf(state.definition, pod);
+    const previous = state.members.get(key);
+    if (next.length === 0) {
+      if (previous !== undefined) {
+        state.members.delete(key);
+        this.dirty.add(state.name);
+      }
+      return;
+    }
+    if (previous !== undefined && previous.length === next.length && previous.every((m, i) => m === next[i])) return;
+    state.members.set(key, next);
+    this.dirty.add(state.name);
+  }
+
+  private membersOf(definition: SetDefinition, pod: PodRecord): readonly string[] {
+    if (!podCounts(pod)) return [];
+    switch (definition.kind) {
+      case 'ipBlock':
+        return [];
+      case 'namedPort':
+        return pod.namedPorts
+          .filter((p) => p.name === definition.portName && p.protocol === definition.protocol)
+          .map((p) => namedPortMember(pod.ip, p.protocol, p.port));
+      case 'pods': {
+        const inScope = definition.namespace !== null
+          ? pod.namespace === definition.namespace
+          : selectorMatches(definition.namespaceSelector!, this.view.namespace(pod.namespace).labels);
+        return inScope && selectorMatches(definition.podSelector, pod.labels) ? [pod.ip] : [];
+      }
+    }
+  }
+
+  /** The sets whose content changed since the last call: new contents, or null for a removed set. */
+  takeChanges(): Map<string, IpSet | null> {
+    const out = new Map<string, IpSet | null>();
+    for (const name of this.dirty) {
+      const state = this.sets.get(name);
+      out.set(name, state === undefined ? null : this.toIpSet(state));
+    }
+    this.dirty.clear();
+    return out;
+  }
+
+  private toIpSet(state: SetState): IpSet {
+    const { definition } = state;
+    const members = new Set<string>(definition.kind === 'ipBlock' ? ipBlockMembers(definition.ipBlock) : []);
+    for (const list of state.members.values()) for (const member of list) members.add(member);
+    return { name: state.name, type: setType(definition), members, description: definition.key };
+  }
+}

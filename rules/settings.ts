@@ -1,0 +1,70 @@
+/**
+ * What the compiler needs to know about the node and the naming it owns. Validated here, once, so the
+ * compiler never meets a prefix that could produce an over-long or clashing name.
+ */
+
+export interface CompilerSettings {
+  readonly nodeName: string;
+  /** Host-side veth prefixes: `eni` for the AWS VPC CNI, `cali` for Calico. */
+  readonly interfacePrefixes: readonly string[];
+  /** Prefix of every chain and ipset palisade owns. */
+  readonly chainPrefix: string;
+  /** The packet-mark bit a policy sets to say "allowed". */
+  readonly allowMark: number;
+  /**
+   * Traffic through an interface that has the prefix but belongs to no known pod yet. 'drop' (the
+   * default) closes the window between a pod's interface appearing and its rules landing.
+   */
+  readonly unknownEndpoint: 'drop' | 'allow';
+}
+
+export const DEFAULT_SETTINGS = {
+  interfacePrefixes: ['eni'],
+  chainPrefix: 'pal',
+  allowMark: 0x100000,
+  unknownEndpoint: 'drop',
+} as const satisfies Omit<CompilerSettings, 'nodeName'>;
+
+/** Marks others on an EKS node already use: kube-proxy's masquerade and drop bits, the VPC CNI's connmark. */
+export const RESERVED_MARKS: ReadonlyMap<number, string> = new Map([
+  [0x4000, 'kube-proxy masquerade mark'],
+  [0x8000, 'kube-proxy drop mark'],
+  [0x80, 'AWS VPC CNI connmark'],
+]);
+
+/** Chain prefixes earlier versions used; cleanup removes their leftovers too. */
+export const HISTORIC_CHAIN_PREFIXES: readonly string[] = ['pal'];
+
+export type SettingsInput = Partial<CompilerSettings> & { readonly nodeName: string };
+
+export type SettingsResult = { readonly ok: true; readonly settings: CompilerSettings } | { readonly ok: false; readonly errors: readonly string[] };
+
+export function makeSettings(input: SettingsInput): SettingsResult {
+  const settings: CompilerSettings = Object.freeze({
+    nodeName: input.nodeName,
+    interfacePrefixes: Object.freeze([...(input.interfacePrefixes ?? DEFAULT_SETTINGS.interfacePrefixes)]),
+    chainPrefix: input.chainPrefix ?? DEFAULT_SETTINGS.chainPrefix,
+    allowMark: input.allowMark ?? DEFAULT_SETTINGS.allowMark,
+    unknownEndpoint: input.unknownEndpoint ?? DEFAULT_SETTINGS.unknownEndpoint,
+  });
+  const errors: string[] = [];
+  if (settings.nodeName === '') errors.push('node name: must not be empty');
+  if (settings.interfacePrefixes.length === 0) errors.push('interface prefixes: at least one is needed');
+  for (const prefix of settings.interfacePrefixes) {
+    // Host-side names are the prefix plus 11 hex characters and must fit the kernel's 15.
+    if (!/^[a-z][a-z0-9]{0,3}$/.test(prefix)) errors.push(`interface prefix "${prefix}": must be 1 to 4 lowercase letters or digits, starting with a letter`);
+  }
+  const prefixes = settings.interfacePrefixes;
+  for (const a of prefixes) for (const b of prefixes) {
+    if (a !== b && b.startsWith(a)) errors.push(`interface prefixes "${a}" and "${b}" overlap`);
+  }
+  // Chain names must stay within iptables' 28 characters: prefix + "-pi-" + 16 hash characters.
+  if (!/^[a-z][a-z0-9]{0,7}$/.test(settings.chainPrefix)) errors.push(`chain prefix "${settings.chainPrefix}": must be 1 to 8 lowercase letters or digits, starting with a letter`);
+  const mark = settings.allowMark;
+  if (!Number.isInteger(mark) || mark <= 0 || mark > 0xffffffff || (mark & (mark - 1)) !== 0) {
+    errors.push(`allow mark ${String(mark)}: must be a single bit, e.g. 0x100000`);
+  } else if (RESERVED_MARKS.has(mark)) {
+    errors.push(`allow mark 0x${mark.toString(16)}: clashes with the ${RESERVED_MARKS.get(mark)!}`);
+  }
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, settings };
+}

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { parseObjects } from '../../rules/snapshot.js';
+import type { Snapshot } from '../../rules/snapshot.js';
+import { formatProblem } from '../../rules/problems.js';
+
+/**
+ * Builders of raw Kubernetes objects, as the API server or a manifest would give them, so tests go
+ * through the same parsing as production. Tweaks are named options; defaults are the boring case.
+ */
+
+type Obj = Record<string, unknown>;
+
+export interface PodOptions {
+  readonly labels?: Record<string, string>;
+  readonly ip?: string | null;
+  readonly node?: string;
+  readonly ports?: readonly { name: string; port: number; protocol?: 'TCP' | 'UDP' | 'SCTP' }[];
+  readonly phase?: string;
+  readonly hostNetwork?: boolean;
+  /** Address only in the VPC CNI annotation (status not published yet). */
+  readonly annotationIp?: string;
+}
+
+export function pod(namespace: string, name: string, options: PodOptions = {}): Obj {
+  const ip = options.ip === undefined ? null : options.ip;
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      namespace,
+      labels: options.labels ?? {},
+      ...(options.annotationIp === undefined ? {} : { annotations: { 'vpc.amazonaws.com/pod-ips': options.annotationIp } }),
+    },
+    spec: {
+      nodeName: options.node ?? 'node-a',
+      hostNetwork: options.hostNetwork ?? false,
+      containers: [{
+        name: 'main',
+        image: 'busybox',
+        ports: (options.ports ?? []).map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol ?? 'TCP' })),
+      }],
+    },
+    status: {
+      phase: options.phase ?? (ip === null && options.annotationIp === undefined ? 'Pending' : 'Running'),
+      ...(ip === null ? {} : { podIP: ip, podIPs: [{ ip }] }),
+    },
+  };
+}
+
+export function namespace(name: string, labels: Record<string, string> = {}): Obj {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } };
+}
+
+export function node(name: string, address: string): Obj {
+  return { apiVersion: 'v1', kind: 'Node', metadata: { name }, status: { addresses: [{ type: 'InternalIP', address }] } };
+}
+
+export function policy(namespace: string, name: string, spec: Obj): Obj {
+  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace }, spec };
+}
+
+/** Parses objects and fails the test on any error-severity problem. */
+export function snapshotOf(objects: readonly Obj[]): Snapshot {
+  const { snapshot, problems } = parseObjects(objects.map((object) => ({ object })));
+  const errors = problems.filter((p) => p.severity === 'error');
+  assert.deepEqual(errors.map(formatProblem), [], 'test objects must be valid');
+  return snapshot;
+}

@@ -1,0 +1,135 @@
+import { compile } from '../../rules/snapshot.js';
+import type { Snapshot } from '../../rules/snapshot.js';
+import { makeSettings } from '../../rules/settings.js';
+import type { CompilerSettings, SettingsInput } from '../../rules/settings.js';
+import { renderIpsets, renderIptables } from '../../rules/render.js';
+import { hostInterfaceName } from '../../rules/names.js';
+import type { PodRecord } from '../../rules/model.js';
+import type { PacketProtocol } from '../../rules/evaluator.js';
+import { IpsetModel, IptablesModel } from './tracer.js';
+import type { Hook, Packet, TraceResult } from './tracer.js';
+
+/**
+ * A cluster of nodes built from rendered restore TEXT: each node's dataplane is compiled, rendered,
+ * and parsed back by the independent tracer, then a packet is walked hop by hop along the path the
+ * AWS VPC CNI gives it: out of the source pod's veth on its node, across the VPC, into the destination
+ * pod's veth on its node. The verdict is what the kernel would do with a new connection.
+ */
+
+export interface SimPacket {
+  readonly src: string;
+  readonly dst: string;
+  readonly protocol: PacketProtocol;
+  readonly port: number | null;
+}
+
+export interface Hop {
+  readonly node: string;
+  readonly hook: Hook;
+  readonly trace: TraceResult;
+}
+
+export interface SimVerdict {
+  readonly allowed: boolean;
+  readonly hops: readonly Hop[];
+  describe(): string;
+}
+
+interface NodeState {
+  readonly settings: CompilerSettings;
+  readonly iptables: IptablesModel;
+  readonly ipsets: IpsetModel;
+  readonly addresses: readonly string[];
+}
+
+/** The node's uplink: anything that is not a pod veth. */
+const UPLINK = 'eth0';
+
+export class SimulatedCluster {
+  private readonly nodes = new Map<string, NodeState>();
+  private readonly podByIp = new Map<string, PodRecord>();
+
+  constructor(snapshot: Snapshot, nodeNames: readonly string[], overrides: Partial<SettingsInput> = {}) {
+    for (const name of nodeNames) {
+      const result = makeSettings({ ...overrides, nodeName: name });
+      if (!result.ok) throw new Error(result.errors.join('; '));
+      const dataplane = compile(snapshot, result.settings);
+      const addresses = snapshot.nodes.find((n) => n.name === name)?.addresses ?? [];
+      this.nodes.set(name, {
+        settings: result.settings,
+        iptables: IptablesModel.parse(renderIptables(dataplane)),
+        ipsets: IpsetModel.parse(renderIpsets(dataplane.ipsets.values())),
+        addresses,
+      });
+    }
+    for (const pod of snapshot.pods) {
+      if (pod.ip !== null && !pod.hostNetwork && !pod.finished && !this.podByIp.has(pod.ip)) this.podByIp.set(pod.ip, pod);
+    }
+  }
+
+  node(name: string): NodeState {
+    const state = this.nodes.get(name);
+    if (state === undefined) throw new Error(`unknown node ${name}`);
+    return state;
+  }
+
+  /** Which node an address is "on": a pod's node, or the node owning the address itself. */
+  private locate(address: string): { node: string | null; pod: PodRecord | null } {
+    const pod = this.podByIp.get(address);
+    if (pod !== undefined && pod.nodeName !== null && this.nodes.has(pod.nodeName)) return { node: pod.nodeName, pod };
+    for (const [name, state] of this.nodes) if (state.addresses.includes(address)) return { node: name, pod: null };
+    return { node: null, pod: null };
+  }
+
+  private iface(node: NodeState, pod: PodRecord): string {
+    return hostInterfaceName(node.settings.interfacePrefixes[0]!, pod.namespace, pod.name);
+  }
+
+  private walk(nodeName: string, hook: Hook, packet: SimPacket, inIface: string | undefined, outIface: string | undefined, extra: Partial<Packet> = {}): Hop {
+    const node = this.node(nodeName);
+    const tracerPacket: Packet = {
+      src: packet.src,
+      dst: packet.dst,
+      protocol: packet.protocol.toLowerCase() as Packet['protocol'],
+      ...(packet.port === null ? {} : { dport: packet.port }),
+      sport: 40000,
+      ...(inIface === undefined ? {} : { inIface }),
+      ...(outIface === undefined ? {} : { outIface }),
+      localAddresses: node.addresses,
+      ...extra,
+    };
+    return { node: nodeName, hook, trace: node.iptables.trace(hook, tracerPacket, node.ipsets) };
+  }
+
+  /** Walks a new connection's first packet from source to destination. */
+  send(packet: SimPacket, extra: Partial<Packet> = {}): SimVerdict {
+    const src = this.locate(packet.src);
+    const dst = this.locate(packet.dst);
+    const hops: Hop[] = [];
+    if (src.node !== null) {
+      const node = this.node(src.node);
+      const inIface = src.pod === null ? undefined : this.iface(node, src.pod);
+      if (dst.node === src.node && dst.pod === null) {
+        // To the node itself: INPUT from a pod, or the node talking to itself (not our concern).
+        if (inIface !== undefined) hops.push(this.walk(src.node, 'INPUT', packet, inIface, undefined, extra));
+      } else if (src.pod === null) {
+        // Generated by the node: OUTPUT, then straight into a local pod's veth, or out of the uplink.
+        hops.push(this.walk(src.node, 'OUTPUT', packet, undefined, dst.node === src.node && dst.pod !== null ? this.iface(node, dst.pod) : UPLINK, extra));
+      } else {
+        const outIface = dst.node === src.node && dst.pod !== null ? this.iface(node, dst.pod) : UPLINK;
+        hops.push(this.walk(src.node, 'FORWARD', packet, inIface, outIface, extra));
+      }
+    }
+    if (dst.node !== null && dst.node !== src.node) {
+      const node = this.node(dst.node);
+      if (dst.pod !== null) hops.push(this.walk(dst.node, 'FORWARD', packet, UPLINK, this.iface(node, dst.pod), extra));
+      else hops.push(this.walk(dst.node, 'INPUT', packet, UPLINK, undefined, extra));
+    }
+    const allowed = hops.every((h) => h.trace.verdict === 'ACCEPT');
+    return {
+      allowed,
+      hops,
+      describe: () => hops.map((h) => `--- ${h.node} ${h.hook}: ${h.trace.verdict}\n${h.trace.describe()}`).join('\n'),
+    };
+  }
+}

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { runCli } from '../../daemon/cli.js';
+
+/** The command line, run in-process with captured output, and once as a real process. */
+
+const root = path.resolve(fileURLToPath(import.meta.url), '../../../..');
+const seed = path.join(root, 'test/fixtures/seed/cluster.yaml');
+const example = (name: string) => path.join(root, 'manifests/examples', `${name}.yaml`);
+
+async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(argv, { stdout: (t) => void (stdout += t), stderrLine: (l) => void (stderr += `${l}\n`) });
+  return { code, stdout, stderr };
+}
+
+describe('palisade compile', () => {
+  let dir = '';
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'palisade-cli-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('prints the ipset text then the iptables-restore text', async () => {
+    const { code, stdout } = await run('compile', '--node-name', 'node-a', seed, example('allow-out-to-in'));
+    assert.equal(code, 0);
+    assert.match(stdout, /^# ipset restore\ncreate pal-p-/);
+    assert.match(stdout, /# iptables-restore --noflush\n\*filter\n/);
+    assert.match(stdout, /-A pal-pi-\S+ -m set --match-set pal-p-\S+ src -m comment --comment "default\/allow-out-to-in ingress rule 0" -g pal-allow/);
+  });
+
+  it('writes ipsets.restore and iptables.restore with --out', async () => {
+    const { code, stderr } = await run('compile', '--node-name', 'node-a', '--out', dir, seed, example('deny-all'));
+    assert.equal(code, 0);
+    assert.match(stderr, /wrote .*ipsets\.restore .*iptables\.restore/);
+    assert.match(await readFile(path.join(dir, 'iptables.restore'), 'utf8'), /^\*filter\n[\s\S]*COMMIT\n$/);
+    assert.equal(await readFile(path.join(dir, 'ipsets.restore'), 'utf8'), '');
+  });
+
+  it('honours --interface-prefix and --chain-prefix', async () => {
+    const { stdout } = await run('compile', '--node-name', 'node-a', '--interface-prefix', 'cali', '--chain-prefix', 'pz', seed, example('deny-all'));
+    assert.match(stdout, /-A pz-FORWARD -i cali\+/);
+    assert.doesNotMatch(stdout, / pal-/);
+  });
+
+  it('fails naming a file it cannot read', async () => {
+    const { code, stderr } = await run('compile', '--node-name', 'node-a', path.join(dir, 'missing.yaml'));
+    assert.equal(code, 1);
+    assert.match(stderr, /missing\.yaml: cannot read: no such file or directory/);
+  });
+
+  it('fails on a YAML error with the file and line', async () => {
+    const file = path.join(dir, 'broken.yaml');
+    await writeFile(file, 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: [unclosed\n');
+    const { code, stderr } = await run('compile', '--node-name', 'node-a', file);
+    assert.equal(code, 1);
+    assert.match(stderr, /broken\.yaml:\d+: /);
+  });
+
+  it('fails on an invalid object naming its kind, namespace, name, field and origin', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    await writeFile(file, 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: allow-all, namespace: default}\nspec:\n  podSelector: {}\n  ingress: {}\n');
+    const { code, stderr, stdout } = await run('compile', '--node-name', 'node-a', file);
+    assert.equal(code, 1);
+    assert.equal(stdout, '');
+    assert.match(stderr, /bad\.yaml:1: error: NetworkPolicy default\/allow-all field spec\.ingress: ingress must be a list of rules/);
+  });
+
+  it('warns about an IPv6 CIDR and still compiles the rest', async () => {
+    const file = path.join(dir, 'v6.yaml');
+    await writeFile(file, 'apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: mixed, namespace: default}\nspec:\n  podSelector: {}\n  ingress:\n  - from:\n    - ipBlock: {cidr: "fd00::/8"}\n    - ipBlock: {cidr: "10.0.0.0/8"}\n');
+    const { code, stderr, stdout } = await run('compile', '--node-name', 'node-a', seed, file);
+    assert.equal(code, 0);
+    assert.match(stderr, /warning: NetworkPolicy default\/mixed field spec\.ingress\[0\]\.from\[0\]\.ipBlock\.cidr: IPv6 CIDR fd00::\/8 ignored/);
+    assert.match(stdout, /add pal-n-\S+ 10\.0\.0\.0\/8/);
+  });
+
+  const usage: readonly [string, string[], RegExp][] = [
+    ['an unknown flag', ['--nodename', 'x', seed], /Unknown option '--nodename'/],
+    ['a missing node name', [seed], /--node-name is required/],
+    ['an allow mark that is not a number', ['--node-name', 'a', '--allow-mark', 'lots', seed], /--allow-mark "lots": not a number/],
+    ['an allow mark kube-proxy uses', ['--node-name', 'a', '--allow-mark', '0x4000', seed], /clashes with the kube-proxy masquerade mark/],
+    ['no input files', ['--node-name', 'a'], /give at least one manifest file or directory/],
+  ];
+  for (const [name, args, message] of usage) {
+    it(`exits 2 with usage for ${name}`, async () => {
+      const { code, stderr } = await run('compile', ...args);
+      assert.equal(code, 2);
+      assert.match(stderr, message);
+      assert.match(stderr, /Usage: palisade compile/);
+    });
+  }
+});
+
+describe('palisade explain', () => {
+  it('explains a denied connection direction by direction', async () => {
+    const { code, stdout } = await run('explain', '--from', 'default/busybox1', '--to', 'default/busybox2', '--port', '80', seed, example('allow-out-to-in'));
+    assert.equal(code, 0);
+    assert.equal(stdout, [
+      'default/busybox1 (192.168.48.252) -> default/busybox2 (192.168.48.17) TCP/80: DENIED',
+      '  egress  DENIED   default/busybox1 is isolated for egress by default/allow-out-to-in and no rule allows this packet',
+      '  ingress DENIED   default/busybox2 is isolated for ingress by default/allow-out-to-in and no rule allows this packet',
+      '',
+    ].join('\n'));
+  });
+
+  it('prints one JSON object whose allowed field is the verdict', async () => {
+    const { stdout } = await run('explain', '--from', '192.168.48.17', '--to', 'default/busybox1', '--protocol', 'icmp', '--output', 'json', seed, example('allow-out-to-in'));
+    const result = JSON.parse(stdout) as { allowed: boolean; egress: { allowedBy: { policy: string; rule: number }[] }; from: { pod: string } };
+    assert.equal(result.allowed, true);
+    assert.equal(result.from.pod, 'default/busybox2');
+    assert.deepEqual(result.egress.allowedBy, [{ policy: 'default/allow-out-to-in', rule: 0 }]);
+  });
+
+  it('treats an address that is no pod as outside policy', async () => {
+    const { stdout } = await run('explain', '--from', '203.0.113.9', '--to', 'default/busybox1', '--port', '443', seed, example('deny-all'));
+    assert.match(stdout, /egress  allowed  203\.0\.113\.9 is not a pod, so no policy applies/);
+    assert.match(stdout, /ingress DENIED   default\/busybox1 is isolated for ingress by default\/deny-all/);
+  });
+
+  const usage: readonly [string, string[], RegExp][] = [
+    ['an unknown pod', ['--from', 'default/nope', '--to', 'default/busybox1', '--port', '80', seed], /--from default\/nope: no such pod/],
+    ['a port out of range', ['--from', 'default/busybox2', '--to', 'default/busybox1', '--port', '0', seed], /--port "0": must be a number from 1 to 65535/],
+    ['a port with ICMP', ['--from', 'default/busybox2', '--to', 'default/busybox1', '--port', '80', '--protocol', 'ICMP', seed], /--port makes no sense with ICMP/],
+    ['an unknown protocol', ['--from', 'default/busybox2', '--to', 'default/busybox1', '--port', '80', '--protocol', 'GRE', seed], /--protocol "GRE"/],
+    ['a malformed address', ['--from', '10.0.0', '--to', 'default/busybox1', '--port', '80', seed], /expected NAMESPACE\/POD or an IPv4 address/],
+  ];
+  for (const [name, args, message] of usage) {
+    it(`exits 2 for ${name}`, async () => {
+      const { code, stderr } = await run('explain', ...args);
+      assert.equal(code, 2);
+      assert.match(stderr, message);
+    });
+  }
+});
+
+describe('the palisade executable', () => {
+  it('runs as a process and exits non-zero on an unknown command', async () => {
+    const cli = path.join(root, 'dist/daemon/cli.js');
+    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'compile', '--node-name', 'node-a', seed, example('deny-all')]);
+    assert.match(stdout, /-I FORWARD 1 -m comment --comment "palisade network policy" -j pal-FORWARD/);
+    await assert.rejects(promisify(execFile)(process.execPath, [cli, 'frobnicate']), (error: { code?: number; stderr?: string }) => error.code === 2 && /unknown command "frobnicate"/.test(error.stderr ?? ''));
+  });
+});
