@@ -1,8 +1,6 @@
-#!/usr/bin/env node
 import { PalisadeError, UsageError } from '../lib/errors.js';
 import { compileCommand, COMPILE_HELP } from './compile-command.js';
 import { explainCommand, EXPLAIN_HELP } from './explain-command.js';
-import { processIO } from './command-io.js';
 import type { CommandIO } from './command-io.js';
 
 const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets
@@ -55,10 +53,4 @@ function reportFailure(name: string, error: unknown, io: CommandIO, help: string
   }
   io.stderrLine(`palisade ${name}: unexpected failure: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
   return 1;
-}
-
-// Only daemon/ decides to exit the process, and only here.
-const invokedDirectly = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (invokedDirectly || process.argv[1]?.endsWith('/palisade') === true) {
-  process.exitCode = await runCli(process.argv.slice(2), processIO);
 }

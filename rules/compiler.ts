@@ -44,6 +44,8 @@ interface EndpointState {
   readonly pod: PodRecord & { readonly ip: string };
   readonly ingress: readonly string[];
   readonly egress: readonly string[];
+  /** Derived once per change of the endpoint: names cost hashes, and build() runs on every sync. */
+  readonly info: EndpointInfo;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
@@ -75,6 +77,7 @@ export class DataplaneCompiler {
   private readonly dirtyEndpoints = new Set<string>();
   private readonly dirtyPolicies = new Set<string>();
   private readonly installed = new Map<string, PolicyBuild>();
+  private sortedEndpoints: readonly EndpointInfo[] | null = null;
   private dispatchDirty = true;
   private dispatchChainNames: readonly string[] = [];
   private readonly chains = new Map<string, Chain>();
@@ -188,6 +191,7 @@ export class DataplaneCompiler {
         this.setUsers(key, before, undefined);
         this.endpoints.delete(key);
         this.dirtyEndpoints.add(key);
+        this.sortedEndpoints = null;
         this.dispatchDirty = true;
       }
       return;
@@ -196,19 +200,18 @@ export class DataplaneCompiler {
       .map((k) => this.policies.get(k)!.record)
       .filter((policy) => selectorMatches(policy.podSelector, pod.labels))
       .sort((a, b) => (policyKey(a) < policyKey(b) ? -1 : 1));
-    const next: EndpointState = {
-      pod,
-      ingress: selecting.filter((p) => p.affectsIngress).map(policyKey),
-      egress: selecting.filter((p) => p.affectsEgress).map(policyKey),
-    };
-    if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, next.ingress) && sameList(before.egress, next.egress)) {
-      this.endpoints.set(key, next);
+    const ingress = selecting.filter((p) => p.affectsIngress).map(policyKey);
+    const egress = selecting.filter((p) => p.affectsEgress).map(policyKey);
+    if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress)) {
+      this.endpoints.set(key, { ...before, pod });
       return;
     }
+    const next: EndpointState = { pod, ingress, egress, info: this.endpointInfo(pod, ingress, egress) };
     if (before === undefined) this.dispatchDirty = true;
     this.setUsers(key, before, next);
     this.endpoints.set(key, next);
     this.dirtyEndpoints.add(key);
+    this.sortedEndpoints = null;
   }
 
   private setUsers(endpoint: string, before: EndpointState | undefined, after: EndpointState | undefined): void {
@@ -240,8 +243,17 @@ export class DataplaneCompiler {
       ipsets: new Map(this.ipsets),
       chains: new Map(this.chains),
       hooks: this.hooks,
-      endpoints: this.endpointInfo(),
+      endpoints: this.endpointList(),
     };
+  }
+
+  /** Sorted by namespace/name; re-sorted only when endpoints changed. */
+  private endpointList(): readonly EndpointInfo[] {
+    if (this.sortedEndpoints === null) {
+      this.sortedEndpoints = [...this.endpoints.values()].map((e) => e.info)
+        .sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
+    }
+    return this.sortedEndpoints;
   }
 
   private rebuildEndpoint(key: string): void {
@@ -267,28 +279,26 @@ export class DataplaneCompiler {
 
   private rebuildDispatch(): void {
     for (const name of this.dispatchChainNames) this.chains.delete(name);
-    const entries = (side: 'from' | 'to') => [...this.endpoints.values()].flatMap(({ pod }) =>
-      this.settings.interfacePrefixes.map((prefix) => ({ iface: hostInterfaceName(prefix, pod.namespace, pod.name), target: this.names.endpoint(side, pod.namespace, pod.name), pod: podKey(pod) })));
+    const entries = (side: 'from' | 'to') => [...this.endpoints.values()].flatMap(({ pod, info }) =>
+      info.interfaces.map((iface) => ({ iface, target: side === 'from' ? info.fromChain : info.toChain, pod: podKey(pod) })));
     const chains = [...buildDispatch('from', entries('from'), this.names, this.settings), ...buildDispatch('to', entries('to'), this.names, this.settings)];
     for (const chain of chains) this.chains.set(chain.name, chain);
     this.dispatchChainNames = chains.map((c) => c.name);
     this.dispatchDirty = false;
   }
 
-  private endpointInfo(): EndpointInfo[] {
-    return [...this.endpoints.values()]
-      .map(({ pod, ingress, egress }): EndpointInfo => ({
-        namespace: pod.namespace,
-        name: pod.name,
-        ip: pod.ip,
-        interfaces: this.settings.interfacePrefixes.map((prefix) => hostInterfaceName(prefix, pod.namespace, pod.name)),
-        isolatedIngress: ingress.length > 0,
-        isolatedEgress: egress.length > 0,
-        ingressPolicies: ingress,
-        egressPolicies: egress,
-        toChain: this.names.endpoint('to', pod.namespace, pod.name),
-        fromChain: this.names.endpoint('from', pod.namespace, pod.name),
-      }))
-      .sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
+  private endpointInfo(pod: PodRecord & { readonly ip: string }, ingress: readonly string[], egress: readonly string[]): EndpointInfo {
+    return {
+      namespace: pod.namespace,
+      name: pod.name,
+      ip: pod.ip,
+      interfaces: this.settings.interfacePrefixes.map((prefix) => hostInterfaceName(prefix, pod.namespace, pod.name)),
+      isolatedIngress: ingress.length > 0,
+      isolatedEgress: egress.length > 0,
+      ingressPolicies: ingress,
+      egressPolicies: egress,
+      toChain: this.names.endpoint('to', pod.namespace, pod.name),
+      fromChain: this.names.endpoint('from', pod.namespace, pod.name),
+    };
   }
 }

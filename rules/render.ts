@@ -47,15 +47,12 @@ export function renderIptables(dataplane: Dataplane): string {
   return renderChains(dataplane.chains.values(), dataplane.hooks);
 }
 
-export function sortedMembers(set: IpSet): string[] {
-  return [...set.members].sort(compareMembers);
-}
-
 /** Numeric order of the leading address, so "10.0.0.9" sorts before "10.0.0.10" and diffs read naturally. */
-function compareMembers(a: string, b: string): number {
-  const ka = memberSortKey(a);
-  const kb = memberSortKey(b);
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
+export function sortedMembers(set: IpSet): string[] {
+  // Keys are computed once per member, not once per comparison: sets hold tens of thousands of members.
+  const keyed = [...set.members].map((member) => ({ member, key: memberSortKey(member) }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map((k) => k.member);
 }
 
 function memberSortKey(member: string): string {

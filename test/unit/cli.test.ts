@@ -144,7 +144,7 @@ describe('palisade explain', () => {
 
 describe('the palisade executable', () => {
   it('runs as a process and exits non-zero on an unknown command', async () => {
-    const cli = path.join(root, 'dist/daemon/cli.js');
+    const cli = path.join(root, 'dist/daemon/main.js');
     const { stdout } = await promisify(execFile)(process.execPath, [cli, 'compile', '--node-name', 'node-a', seed, example('deny-all')]);
     assert.match(stdout, /-I FORWARD 1 -m comment --comment "palisade network policy" -j pal-FORWARD/);
     await assert.rejects(promisify(execFile)(process.execPath, [cli, 'frobnicate']), (error: { code?: number; stderr?: string }) => error.code === 2 && /unknown command "frobnicate"/.test(error.stderr ?? ''));
