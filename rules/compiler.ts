@@ -6,6 +6,7 @@ import { Names, hostInterfaceName } from './names.js';
 import { implicitNamespace } from './namespace.js';
 import { selectorMatches } from './selector.js';
 import { SetIndex } from './set-index.js';
+import { addToIndex, removeFromIndex } from './index-map.js';
 import type { SetDefinition } from './set-definitions.js';
 import { buildPolicyChain } from './policy-chains.js';
 import { buildAllowChain, buildEndpointChains } from './endpoint-chains.js';
@@ -50,18 +51,6 @@ interface EndpointState {
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
-}
-
-function addTo(index: Map<string, Set<string>>, key: string, value: string): void {
-  const set = index.get(key);
-  if (set === undefined) index.set(key, new Set([value]));
-  else set.add(value);
-}
-
-function removeFrom(index: Map<string, Set<string>>, key: string, value: string): void {
-  const set = index.get(key);
-  set?.delete(value);
-  if (set?.size === 0) index.delete(key);
 }
 
 export class DataplaneCompiler {
@@ -114,7 +103,7 @@ export class DataplaneCompiler {
     const key = podKey(pod);
     const before = this.pods.get(key);
     this.pods.set(key, pod);
-    addTo(this.podsByNamespace, pod.namespace, key);
+    addToIndex(this.podsByNamespace, pod.namespace, key);
     this.sets.podChanged(before, pod);
     this.refreshEndpoint(key);
   }
@@ -124,7 +113,7 @@ export class DataplaneCompiler {
     const before = this.pods.get(key);
     if (before === undefined) return;
     this.pods.delete(key);
-    removeFrom(this.podsByNamespace, namespace, key);
+    removeFromIndex(this.podsByNamespace, namespace, key);
     this.sets.podChanged(before, undefined);
     this.refreshEndpoint(key);
   }
@@ -150,7 +139,7 @@ export class DataplaneCompiler {
     }
     const users = this.policies.get(key)?.users ?? new Set<string>();
     this.policies.set(key, { record: policy, build: { chains, sets }, users });
-    addTo(this.policiesByNamespace, policy.namespace, key);
+    addToIndex(this.policiesByNamespace, policy.namespace, key);
     this.dirtyPolicies.add(key);
     this.refreshEndpointsIn(policy.namespace);
   }
@@ -158,7 +147,7 @@ export class DataplaneCompiler {
   deletePolicy(namespace: string, name: string): void {
     const key = `${namespace}/${name}`;
     if (!this.policies.delete(key)) return;
-    removeFrom(this.policiesByNamespace, namespace, key);
+    removeFromIndex(this.policiesByNamespace, namespace, key);
     this.dirtyPolicies.add(key);
     this.refreshEndpointsIn(namespace);
   }

@@ -1,6 +1,7 @@
 import type { NamespaceRecord, PodRecord } from './model.js';
 import { podCounts, podKey } from './model.js';
 import type { IpSet } from './dataplane.js';
+import { addToIndex, removeFromIndex } from './index-map.js';
 import type { SetDefinition } from './set-definitions.js';
 import { ipBlockMembers, namedPortMember, setType } from './set-definitions.js';
 import { selectorMatches } from './selector.js';
@@ -27,18 +28,6 @@ interface SetState {
   readonly members: Map<string, readonly string[]>;
 }
 
-function add(index: Map<string, Set<string>>, key: string, name: string): void {
-  const set = index.get(key);
-  if (set === undefined) index.set(key, new Set([name]));
-  else set.add(name);
-}
-
-function remove(index: Map<string, Set<string>>, key: string, name: string): void {
-  const set = index.get(key);
-  set?.delete(name);
-  if (set?.size === 0) index.delete(key);
-}
-
 export class SetIndex {
   private readonly view: ClusterView;
   private readonly sets = new Map<string, SetState>();
@@ -60,9 +49,9 @@ export class SetIndex {
     const state: SetState = { name, definition, refs: 1, members: new Map() };
     this.sets.set(name, state);
     if (definition.kind === 'pods') {
-      if (definition.namespace !== null) add(this.byNamespace, definition.namespace, name);
+      if (definition.namespace !== null) addToIndex(this.byNamespace, definition.namespace, name);
       else this.byNamespaceSelector.add(name);
-    } else if (definition.kind === 'namedPort') add(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
+    } else if (definition.kind === 'namedPort') addToIndex(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
     for (const pod of this.candidatePods(definition)) this.refreshMember(state, pod);
     this.dirty.add(name);
   }
@@ -89,9 +78,9 @@ export class SetIndex {
     this.sets.delete(name);
     const { definition } = state;
     if (definition.kind === 'pods') {
-      if (definition.namespace !== null) remove(this.byNamespace, definition.namespace, name);
+      if (definition.namespace !== null) removeFromIndex(this.byNamespace, definition.namespace, name);
       else this.byNamespaceSelector.delete(name);
-    } else if (definition.kind === 'namedPort') remove(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
+    } else if (definition.kind === 'namedPort') removeFromIndex(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
     this.dirty.add(name);
   }
 
