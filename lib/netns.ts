@@ -4,28 +4,16 @@
  * firewall, routes or addresses of the machine's own namespace. Programs are spawned with argv arrays
  * (never a shell) and fed through stdin.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { PalisadeError } from './errors.js';
+import { formatArgv, spawnCollect } from './exec.js';
+import type { CommandRunner, ExecOptions, ExecResult } from './exec.js';
 
-export interface ExecResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-export interface ExecOptions {
-  /** Written to the program's stdin, which is then closed; without it stdin is /dev/null. */
-  readonly input?: string;
-  /** The program is killed after this long and the call fails with NETNS_TIMEOUT. Default 30 s. */
-  readonly timeoutMs?: number;
-}
-
-export const DEFAULT_TIMEOUT_MS = 30_000;
+export { DEFAULT_TIMEOUT_MS, formatArgv } from './exec.js';
+export type { ExecOptions, ExecResult } from './exec.js';
 
 /** A command that ran and exited non-zero (or was killed by a signal); carries what is needed to act on it. */
 export class NetnsCommandError extends PalisadeError {
@@ -45,7 +33,7 @@ export class NetnsCommandError extends PalisadeError {
 /** Namespace names become files under /run/netns: keep them to characters that cannot escape that directory. */
 const NAME_PREFIX = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 
-export class NetworkNamespace {
+export class NetworkNamespace implements CommandRunner {
   readonly name: string;
   private destroyed = false;
 
@@ -78,6 +66,11 @@ export class NetworkNamespace {
       throw new PalisadeError('NETNS_EXEC', `cannot start ${formatArgv(argv)} in network namespace ${this.name}: ${result.stderr.trim()}`);
     }
     return result;
+  }
+
+  /** As a CommandRunner, a namespace makes every driver given it run its programs inside. */
+  describe(): string {
+    return `network namespace ${this.name}`;
   }
 
   /** Like exec, but a non-zero exit throws NetnsCommandError; returns stdout. */
@@ -168,65 +161,4 @@ async function isExecutableFile(file: string): Promise<boolean> {
  */
 function programNotStarted(result: ExecResult): boolean {
   return result.code !== 0 && result.stdout === '' && /^exec of ".*" failed: /.test(result.stderr);
-}
-
-/** Spawns argv with its own process group, so a timeout kills the program and anything it started. */
-function spawnCollect(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
-  const [program, ...args] = argv;
-  if (program === undefined) return Promise.reject(new PalisadeError('NETNS_EXEC', 'no program given'));
-  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-  return new Promise((resolve, reject) => {
-    // LC_ALL=C keeps error messages in English, so they can be matched and read in reports.
-    const child = spawn(program, args, {
-      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-      env: { ...process.env, LC_ALL: 'C' },
-      detached: true,
-    });
-    const stdout: Buffer[] = [];
-    const stderr: Buffer[] = [];
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child.pid);
-    }, timeoutMs);
-    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
-    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.on('error', (error) => {
-      clearTimeout(timer);
-      reject(new PalisadeError('NETNS_EXEC', `cannot start ${formatArgv(argv)}: ${error.message}`, { cause: error }));
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const err = Buffer.concat(stderr).toString('utf8');
-      if (timedOut) {
-        reject(new PalisadeError('NETNS_TIMEOUT', `${formatArgv(argv)} did not finish within ${timeoutMs} ms and was killed; stderr: ${err.trim() || '(none)'}`));
-        return;
-      }
-      resolve({ code: code ?? signalExitCode(signal), stdout: Buffer.concat(stdout).toString('utf8'), stderr: err });
-    });
-    if (child.stdin !== null) {
-      // A program that exits without reading all its input closes the pipe; its exit code tells what happened.
-      child.stdin.on('error', () => {});
-      child.stdin.end(options.input);
-    }
-  });
-}
-
-function killGroup(pid: number | undefined): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // Already gone between the timer firing and the kill.
-  }
-}
-
-/** The shell convention, 128 + signal number, so a killed program still reports a non-zero code. */
-function signalExitCode(signal: NodeJS.Signals | null): number {
-  if (signal === null) return 1;
-  return 128 + (osConstants.signals[signal] ?? 0);
-}
-
-export function formatArgv(argv: readonly string[]): string {
-  return argv.map((arg) => (/^[A-Za-z0-9_.:/,+=@%-]+$/.test(arg) ? arg : JSON.stringify(arg))).join(' ');
 }

@@ -1,4 +1,5 @@
 import type { Chain, Dataplane, HookRule, IpSet, Rule } from './dataplane.js';
+import { ruleHashes, taggedComment } from './rule-hash.js';
 
 /**
  * Restore text from the desired dataplane. The only place that turns rules into text, so quoting
@@ -14,14 +15,29 @@ export function quoteToken(token: string): string {
   return `"${token.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
 
-export function ruleArgs(rule: Rule): string[] {
-  const comment = rule.comment === '' ? [] : ['-m', 'comment', '--comment', rule.comment];
-  return [...rule.match, ...comment, ...rule.target];
+/** The rule's arguments with its hash-stamped comment, as iptables-restore takes them after the chain name. */
+export function ruleArgs(rule: Rule, hash: string): string[] {
+  return [...rule.match, '-m', 'comment', '--comment', taggedComment(hash, rule.comment), ...rule.target];
 }
 
-export function renderRule(chain: string, rule: Rule, verb: '-A' | '-I' = '-A'): string {
+export function renderRule(chain: string, rule: Rule, hash: string, verb: '-A' | '-I' | '-D' = '-A'): string {
   const position = verb === '-I' ? [chain, '1'] : [chain];
-  return [verb, ...position, ...ruleArgs(rule)].map(quoteToken).join(' ');
+  return [verb, ...position, ...ruleArgs(rule, hash)].map(quoteToken).join(' ');
+}
+
+/** A chain's rules as `-A` lines. */
+export function renderChainRules(chain: Chain): string[] {
+  const hashes = ruleHashes(chain.name, chain.rules);
+  return chain.rules.map((rule, i) => renderRule(chain.name, rule, hashes[i]!));
+}
+
+/** A hook rule is the only rule palisade writes in a built-in chain; its hash is that of a one-rule chain. */
+export function hookHash(hook: HookRule): string {
+  return ruleHashes(hook.chain, [hook.rule])[0]!;
+}
+
+export function renderHook(hook: HookRule, verb: '-I' | '-D'): string {
+  return renderRule(hook.chain, hook.rule, hookHash(hook), verb);
 }
 
 function byName<T extends { readonly name: string }>(a: T, b: T): number {
@@ -33,8 +49,8 @@ export function renderChains(chains: Iterable<Chain>, hooks: readonly HookRule[]
   const sorted = [...chains].sort(byName);
   const lines = ['*filter'];
   for (const chain of sorted) lines.push(`:${chain.name} - [0:0]`);
-  for (const chain of sorted) for (const rule of chain.rules) lines.push(renderRule(chain.name, rule));
-  for (const hook of hooks) lines.push(renderRule(hook.chain, hook.rule, '-I'));
+  for (const chain of sorted) lines.push(...renderChainRules(chain));
+  for (const hook of hooks) lines.push(renderHook(hook, '-I'));
   lines.push('COMMIT');
   return `${lines.join('\n')}\n`;
 }

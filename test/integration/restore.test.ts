@@ -423,7 +423,7 @@ describe('restore text in a real kernel (network namespace)', function () {
     });
 
     it('kills a program that outlives its timeout and says so', async function () {
-      await assert.rejects(netns().exec(['sleep', '10'], { timeoutMs: 200 }), (error: unknown) => error instanceof PalisadeError && error.code === 'NETNS_TIMEOUT');
+      await assert.rejects(netns().exec(['sleep', '10'], { timeoutMs: 200 }), (error: unknown) => error instanceof PalisadeError && error.code === 'EXEC_TIMEOUT');
     });
   });
 });

@@ -34,7 +34,7 @@ describe('palisade compile', () => {
     assert.equal(code, 0);
     assert.match(stdout, /^# ipset restore\ncreate pal-p-/);
     assert.match(stdout, /# iptables-restore --noflush\n\*filter\n/);
-    assert.match(stdout, /-A pal-pi-\S+ -m set --match-set pal-p-\S+ src -m comment --comment "default\/allow-out-to-in ingress rule 0" -g pal-allow/);
+    assert.match(stdout, /-A pal-pi-\S+ -m set --match-set pal-p-\S+ src -m comment --comment "pal:\S+ default\/allow-out-to-in ingress rule 0" -g pal-allow/);
   });
 
   it('writes ipsets.restore and iptables.restore with --out', async () => {
@@ -146,7 +146,7 @@ describe('the palisade executable', () => {
   it('runs as a process and exits non-zero on an unknown command', async () => {
     const cli = path.join(root, 'dist/daemon/main.js');
     const { stdout } = await promisify(execFile)(process.execPath, [cli, 'compile', '--node-name', 'node-a', seed, example('deny-all')]);
-    assert.match(stdout, /-I FORWARD 1 -m comment --comment "palisade network policy" -j pal-FORWARD/);
+    assert.match(stdout, /-I FORWARD 1 -m comment --comment "pal:\S+ palisade network policy" -j pal-FORWARD/);
     await assert.rejects(promisify(execFile)(process.execPath, [cli, 'frobnicate']), (error: { code?: number; stderr?: string }) => error.code === 2 && /unknown command "frobnicate"/.test(error.stderr ?? ''));
   });
 });

@@ -1,0 +1,95 @@
+/**
+ * Running programs: argv arrays and stdin, never a shell. Every driver that runs a program takes a
+ * CommandRunner, so the same driver runs on the host (the daemon) or inside a test's network namespace.
+ */
+import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
+import { PalisadeError } from './errors.js';
+
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface ExecOptions {
+  /** Written to the program's stdin, which is then closed; without it stdin is /dev/null. */
+  readonly input?: string;
+  /** The program is killed after this long and the call fails with EXEC_TIMEOUT. Default 30 s. */
+  readonly timeoutMs?: number;
+}
+
+export const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** Runs a program; a non-zero exit is a result, not an error. */
+export interface CommandRunner {
+  exec(argv: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Where programs run, for error messages: "host", "network namespace x". */
+  describe(): string;
+}
+
+export const hostRunner: CommandRunner = {
+  exec: (argv, options = {}) => spawnCollect(argv, options),
+  describe: () => 'host',
+};
+
+/** Spawns argv with its own process group, so a timeout kills the program and anything it started. */
+export function spawnCollect(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
+  const [program, ...args] = argv;
+  if (program === undefined) return Promise.reject(new PalisadeError('EXEC_START', 'no program given'));
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  return new Promise((resolve, reject) => {
+    // LC_ALL=C keeps error messages in English, so they can be matched and read in reports.
+    const child = spawn(program, args, {
+      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      env: { ...process.env, LC_ALL: 'C' },
+      detached: true,
+    });
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      killGroup(child.pid);
+    }, timeoutMs);
+    child.stdout?.on('data', (chunk: Buffer) => stdout.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk));
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(new PalisadeError('EXEC_START', `cannot start ${formatArgv(argv)}: ${error.message}`, { cause: error }));
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const err = Buffer.concat(stderr).toString('utf8');
+      if (timedOut) {
+        reject(new PalisadeError('EXEC_TIMEOUT', `${formatArgv(argv)} did not finish within ${timeoutMs} ms and was killed; stderr: ${err.trim() || '(none)'}`));
+        return;
+      }
+      resolve({ code: code ?? signalExitCode(signal), stdout: Buffer.concat(stdout).toString('utf8'), stderr: err });
+    });
+    if (child.stdin !== null) {
+      // A program that exits without reading all its input closes the pipe; its exit code tells what happened.
+      child.stdin.on('error', () => {});
+      child.stdin.end(options.input);
+    }
+  });
+}
+
+function killGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // Already gone between the timer firing and the kill.
+  }
+}
+
+/** The shell convention, 128 + signal number, so a killed program still reports a non-zero code. */
+function signalExitCode(signal: NodeJS.Signals | null): number {
+  if (signal === null) return 1;
+  return 128 + (osConstants.signals[signal] ?? 0);
+}
+
+export function formatArgv(argv: readonly string[]): string {
+  return argv.map((arg) => (/^[A-Za-z0-9_.:/,+=@%-]+$/.test(arg) ? arg : JSON.stringify(arg))).join(' ');
+}
