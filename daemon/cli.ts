@@ -1,6 +1,7 @@
 import { PalisadeError, UsageError } from '../lib/errors.js';
 import { compileCommand, COMPILE_HELP } from './compile-command.js';
 import { explainCommand, EXPLAIN_HELP } from './explain-command.js';
+import { cleanupCommand, CLEANUP_HELP } from './cleanup-command.js';
 import type { CommandIO } from './command-io.js';
 
 const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets
@@ -10,6 +11,7 @@ Usage: palisade <command> [options]
 Commands:
   compile   print the ipsets and iptables rules a node would get from manifests
   explain   say whether policy allows a connection, and which rules decide it
+  cleanup   remove every hook, chain and ipset palisade created on this node
 
 Run "palisade <command> --help" for a command's options.
 `;
@@ -19,6 +21,7 @@ type Command = (argv: readonly string[], io: CommandIO) => Promise<number>;
 const COMMANDS: Readonly<Record<string, { run: Command; help: string }>> = {
   compile: { run: compileCommand, help: COMPILE_HELP },
   explain: { run: explainCommand, help: EXPLAIN_HELP },
+  cleanup: { run: cleanupCommand, help: CLEANUP_HELP },
 };
 
 /** Exit codes: 0 success, 1 the input or the system failed, 2 the command line was wrong. */

@@ -3,6 +3,9 @@
  * CommandRunner, so the same driver runs on the host (the daemon) or inside a test's network namespace.
  */
 import { spawn } from 'node:child_process';
+import { constants as fsConstants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
+import path from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { PalisadeError } from './errors.js';
 
@@ -92,4 +95,24 @@ function signalExitCode(signal: NodeJS.Signals | null): number {
 
 export function formatArgv(argv: readonly string[]): string {
   return argv.map((arg) => (/^[A-Za-z0-9_.:/,+=@%-]+$/.test(arg) ? arg : JSON.stringify(arg))).join(' ');
+}
+
+/** Whether `name` is an executable file on PATH (or, given a path, is one), found the way execvp would. */
+export async function commandAvailable(name: string): Promise<boolean> {
+  if (name === '') return false;
+  if (name.includes('/')) return isExecutableFile(name);
+  // An empty PATH entry means the current directory; a test must not pick up whatever lies there.
+  const dirs = (process.env['PATH'] ?? '').split(path.delimiter).filter((dir) => dir !== '');
+  for (const dir of dirs) if (await isExecutableFile(path.join(dir, name))) return true;
+  return false;
+}
+
+async function isExecutableFile(file: string): Promise<boolean> {
+  try {
+    await access(file, fsConstants.X_OK);
+    // Directories pass the X_OK check too.
+    return (await stat(file)).isFile();
+  } catch {
+    return false;
+  }
 }

@@ -5,14 +5,11 @@
  * (never a shell) and fed through stdin.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { access, stat } from 'node:fs/promises';
-import path from 'node:path';
 import { PalisadeError } from './errors.js';
-import { formatArgv, spawnCollect } from './exec.js';
+import { commandAvailable, formatArgv, spawnCollect } from './exec.js';
 import type { CommandRunner, ExecOptions, ExecResult } from './exec.js';
 
-export { DEFAULT_TIMEOUT_MS, formatArgv } from './exec.js';
+export { commandAvailable, DEFAULT_TIMEOUT_MS, formatArgv } from './exec.js';
 export type { ExecOptions, ExecResult } from './exec.js';
 
 /** A command that ran and exited non-zero (or was killed by a signal); carries what is needed to act on it. */
@@ -106,16 +103,6 @@ export async function netnsSupported(): Promise<{ ok: true } | { ok: false; reas
   return { ok: true };
 }
 
-/** Whether `name` is an executable file on PATH (or, given a path, is one), found the way execvp would. */
-export async function commandAvailable(name: string): Promise<boolean> {
-  if (name === '') return false;
-  if (name.includes('/')) return isExecutableFile(name);
-  // An empty PATH entry means the current directory; a test must not pick up whatever lies there.
-  const dirs = (process.env['PATH'] ?? '').split(path.delimiter).filter((dir) => dir !== '');
-  for (const dir of dirs) if (await isExecutableFile(path.join(dir, name))) return true;
-  return false;
-}
-
 /**
  * Deletes namespaces named `${prefix}-...`: the leftovers of a run that crashed before its teardown.
  * Only names with the dash are touched, so "paltest-a" never removes "paltest-ab-...". Returns their names.
@@ -145,15 +132,6 @@ async function runHost(argv: readonly string[]): Promise<string> {
   return result.stdout;
 }
 
-async function isExecutableFile(file: string): Promise<boolean> {
-  try {
-    await access(file, fsConstants.X_OK);
-    // Directories pass the X_OK check too.
-    return (await stat(file)).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /**
  * `ip netns exec` reports a program it could not exec with this line and a non-zero exit, before

@@ -75,6 +75,11 @@ export class Names {
     return `${this.prefix}-np-${hash16(definition)}`;
   }
 
+  /** A scratch set to build a replacement in before swapping it in; leftovers are ours, so they get cleaned. */
+  tempSet(name: string): string {
+    return `${this.prefix}-t-${hash16(name)}`;
+  }
+
   owns(name: string): boolean {
     return name.startsWith(`${this.prefix}-`);
   }

@@ -82,10 +82,14 @@ function memberSortKey(member: string): string {
 export function renderIpsets(sets: Iterable<IpSet>): string {
   const lines: string[] = [];
   for (const set of [...sets].sort(byName)) {
-    lines.push(`create ${set.name} ${set.type} family inet hashsize 1024 maxelem ${IPSET_MAX_ELEMENTS} -exist`);
+    lines.push(createSetLine(set.name, set.type));
     for (const member of sortedMembers(set)) lines.push(`add ${set.name} ${member} -exist`);
   }
   return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+}
+
+export function createSetLine(name: string, type: IpSet['type']): string {
+  return `create ${name} ${type} family inet hashsize 1024 maxelem ${IPSET_MAX_ELEMENTS} -exist`;
 }
 
 /**

@@ -1,0 +1,193 @@
+import type { Dataplane } from '../../rules/dataplane.js';
+import type { Names } from '../../rules/names.js';
+import { PalisadeError } from '../errors.js';
+import type { Ipset } from '../ipset.js';
+import type { Iptables } from '../iptables/iptables.js';
+import type { Logger } from '../logger.js';
+import { silentLogger } from '../logger.js';
+import type { LiveState } from './live-state.js';
+import { chainHashes, liveStateFromDesired, liveStateFromKernel } from './live-state.js';
+import { plan, planIsEmpty } from './plan.js';
+import type { Finding, FindingKind, Plan } from './plan.js';
+
+/**
+ * Keeps the kernel at the desired dataplane. Desired and actual state are kept apart, as in Felix's
+ * Table: the applier remembers what it wrote and writes only the difference; after any failure it
+ * forgets, and the next apply starts from a fresh read of the kernel. After every write, and on every
+ * refresh, it reads the kernel back and repairs whatever someone else changed, counting each repair.
+ */
+
+export interface ApplyReport {
+  /** The writes made to reach the desired state (empty when nothing changed). */
+  readonly plan: Plan | null;
+  /** Differences found between what was written and what the kernel held, and repaired. */
+  readonly repaired: readonly Finding[];
+  /** Sets that could not be destroyed yet (still referenced); tried again next time. */
+  readonly pendingDestroy: readonly string[];
+}
+
+export interface Counter {
+  readonly packets: number;
+  readonly bytes: number;
+}
+
+/** A pod's dropped traffic per direction; null where the pod is not isolated (it has no drop rule). */
+export interface DropCounters {
+  readonly namespace: string;
+  readonly name: string;
+  readonly ingress: Counter | null;
+  readonly egress: Counter | null;
+}
+
+export class DataplaneWriteError extends PalisadeError {
+  constructor(step: string, cause: unknown) {
+    super('DATAPLANE_WRITE_FAILED', `${step} failed; the previous rules stay in force: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'DataplaneWriteError';
+  }
+}
+
+export interface ApplierOptions {
+  readonly iptables: Iptables;
+  readonly ipset: Ipset;
+  readonly names: Names;
+  readonly logger?: Logger;
+}
+
+export class DataplaneApplier {
+  private readonly iptables: Iptables;
+  private readonly ipset: Ipset;
+  private readonly names: Names;
+  private readonly logger: Logger;
+  /** What the kernel holds as far as we know; null means "unknown: read it before writing". */
+  private remembered: LiveState | null = null;
+  private desired: Dataplane | null = null;
+  private readonly repairs = new Map<FindingKind, number>();
+
+  constructor(options: ApplierOptions) {
+    this.iptables = options.iptables;
+    this.ipset = options.ipset;
+    this.names = options.names;
+    this.logger = options.logger ?? silentLogger;
+  }
+
+  get backend(): string {
+    return this.iptables.backend;
+  }
+
+  /** Repairs made so far, by kind of drift. */
+  repairCounts(): ReadonlyMap<FindingKind, number> {
+    return this.repairs;
+  }
+
+  async readLive(): Promise<LiveState> {
+    const owns = (name: string) => this.names.owns(name);
+    const [table, sets] = await Promise.all([this.iptables.save(), this.ipset.save(owns)]);
+    return liveStateFromKernel(table, sets, owns);
+  }
+
+  /** Brings the kernel to `desired`. Throws DataplaneWriteError, leaving the previous rules in force. */
+  async apply(desired: Dataplane): Promise<ApplyReport> {
+    this.desired = desired;
+    const base = this.remembered ?? (await this.readLive());
+    const writes = plan(desired, base, this.names);
+    if (planIsEmpty(writes)) {
+      this.remembered = base === this.remembered ? base : liveStateFromDesired(desired);
+      return { plan: null, repaired: [], pendingDestroy: [] };
+    }
+    const pendingDestroy = await this.execute(writes);
+    this.remembered = liveStateFromDesired(desired);
+    const check = await this.verify();
+    return { plan: writes, repaired: check.repaired, pendingDestroy: [...pendingDestroy, ...check.pendingDestroy] };
+  }
+
+  /** Reads the kernel and repairs any drift from the last desired state; a no-op before the first apply. */
+  async refresh(): Promise<ApplyReport> {
+    if (this.desired === null) return { plan: null, repaired: [], pendingDestroy: [] };
+    return this.verify();
+  }
+
+  private async verify(): Promise<ApplyReport> {
+    const desired = this.desired!;
+    let live: LiveState;
+    try {
+      live = await this.readLive();
+    } catch (error) {
+      this.remembered = null;
+      throw new DataplaneWriteError('reading the live rules back', error);
+    }
+    const repair = plan(desired, live, this.names);
+    if (planIsEmpty(repair)) return { plan: null, repaired: [], pendingDestroy: [] };
+    for (const finding of repair.findings) {
+      this.repairs.set(finding.kind, (this.repairs.get(finding.kind) ?? 0) + 1);
+      this.logger.warn({ drift: finding.kind, subject: finding.subject }, `repairing drift: ${finding.detail}`);
+    }
+    const pendingDestroy = await this.execute(repair);
+    this.remembered = liveStateFromDesired(desired);
+    return { plan: repair, repaired: repair.findings, pendingDestroy };
+  }
+
+  /**
+   * Packet and byte counters of each local pod's drop rules, read without resetting them. A chain that
+   * is rewritten starts its counters again from zero; callers that publish totals must allow for that.
+   */
+  async readDropCounters(): Promise<DropCounters[]> {
+    const desired = this.desired;
+    if (desired === null) return [];
+    const table = await this.iptables.save({ counters: true });
+    const read = (chainName: string, isolated: boolean): Counter | null => {
+      const chain = desired.chains.get(chainName);
+      const live = table.get(chainName);
+      if (!isolated || chain === undefined || live === undefined) return null;
+      const want = chainHashes(chain).at(-1);
+      const last = live.rules.at(-1);
+      return last !== undefined && last.hash === want ? { packets: last.packets, bytes: last.bytes } : null;
+    };
+    return desired.endpoints.map((e) => ({
+      namespace: e.namespace,
+      name: e.name,
+      ingress: read(e.toChain, e.isolatedIngress),
+      egress: read(e.fromChain, e.isolatedEgress),
+    }));
+  }
+
+  /** Runs a plan's writes in order; on failure forgets the remembered state and rethrows with the step named. */
+  private async execute(writes: Plan): Promise<string[]> {
+    try {
+      await this.ipset.restore(writes.ipsetBefore);
+    } catch (error) {
+      this.remembered = null;
+      throw new DataplaneWriteError('ipset restore (new sets, removed members)', error);
+    }
+    if (writes.iptables !== '') {
+      try {
+        await this.iptables.restore(writes.iptables);
+      } catch (error) {
+        this.remembered = null;
+        // The old chains stay; give their sets back the members they lost a moment ago.
+        await this.ipset.restore(writes.ipsetRollback).catch((rollbackError: unknown) => {
+          this.logger.error({ err: rollbackError }, 'could not restore set members after a failed iptables-restore; the next sync repairs them');
+        });
+        throw new DataplaneWriteError(`${this.iptables.binary('restore')} of ${writes.chainsWritten.length} chains`, error);
+      }
+    }
+    try {
+      await this.ipset.restore(writes.ipsetAfter);
+    } catch (error) {
+      this.remembered = null;
+      throw new DataplaneWriteError('ipset restore (added members)', error);
+    }
+    const pending: string[] = [];
+    try {
+      for (const name of writes.destroySets) {
+        // The kernel may hold a set for a moment after the last rule using it is gone: retry next time.
+        if ((await this.ipset.destroy(name)) === 'in-use') pending.push(name);
+      }
+    } catch (error) {
+      this.remembered = null;
+      throw new DataplaneWriteError('ipset destroy of unused sets', error);
+    }
+    if (pending.length > 0) this.remembered = null;
+    this.logger.debug({ chains: writes.chainsWritten.length, deleted: writes.chainsDeleted.length, sets: writes.setsWritten.length }, 'dataplane written');
+    return pending;
+  }
+}
