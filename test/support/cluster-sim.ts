@@ -67,6 +67,12 @@ export class SimulatedCluster {
     }
   }
 
+  /** Replaces a node's rules with given models, e.g. a state halfway through an update. */
+  overrideNode(name: string, iptables: IptablesModel, ipsets: IpsetModel): void {
+    const state = this.node(name);
+    this.nodes.set(name, { ...state, iptables, ipsets });
+  }
+
   node(name: string): NodeState {
     const state = this.nodes.get(name);
     if (state === undefined) throw new Error(`unknown node ${name}`);

@@ -182,6 +182,11 @@ export class IpsetModel {
     return model;
   }
 
+  /** Applies more restore text on top of what is loaded, as another `ipset restore` would. */
+  load(text: string): void {
+    for (const line of meaningfulLines(text)) this.apply(line);
+  }
+
   has(name: string): boolean {
     return this.sets.has(name);
   }
