@@ -32,6 +32,7 @@ interface Benchmark {
 
 const BENCHMARKS: readonly Benchmark[] = [
   { name: 'compile', load: () => import('./compile.bench.js') },
+  { name: 'apply', load: () => import('./apply.bench.js') },
 ];
 
 const LABEL_WIDTH = 62;

@@ -116,8 +116,9 @@ export class PodNode {
   }
 
   /** Unplumbs a pod and deletes its namespace. Removing a pod that is already gone is not an error. */
-  async removePod(pod: Pick<PodSpec, 'namespace' | 'name'>): Promise<void> {
-    const key = podKey(pod.namespace, pod.name);
+  async removePod(pod: PodHandle | Pick<PodSpec, 'namespace' | 'name'>): Promise<void> {
+    const { namespace, name } = 'spec' in pod ? pod.spec : pod;
+    const key = podKey(namespace, name);
     const handle = this.attached.get(key);
     if (handle === undefined) return;
     await this.unplumb(handle);

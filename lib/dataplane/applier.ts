@@ -24,7 +24,11 @@ export interface ApplyReport {
   readonly repaired: readonly Finding[];
   /** Sets that could not be destroyed yet (still referenced); tried again next time. */
   readonly pendingDestroy: readonly string[];
+  /** Where the time went, in milliseconds: reading state, planning, writing, reading back. */
+  readonly timings: { readonly read: number; readonly plan: number; readonly write: number; readonly check: number };
 }
+
+const NO_TIME = { read: 0, plan: 0, write: 0, check: 0 } as const;
 
 export interface Counter {
   readonly packets: number;
@@ -62,6 +66,8 @@ export class DataplaneApplier {
   private remembered: LiveState | null = null;
   private desired: Dataplane | null = null;
   private readonly repairs = new Map<FindingKind, number>();
+  /** A write happened that has not been read back yet. */
+  private unchecked = false;
 
   constructor(options: ApplierOptions) {
     this.iptables = options.iptables;
@@ -88,26 +94,77 @@ export class DataplaneApplier {
   /** Brings the kernel to `desired`. Throws DataplaneWriteError, leaving the previous rules in force. */
   async apply(desired: Dataplane): Promise<ApplyReport> {
     this.desired = desired;
+    const t0 = performance.now();
     const base = this.remembered ?? (await this.readLive());
+    const t1 = performance.now();
     const writes = plan(desired, base, this.names);
+    const t2 = performance.now();
     if (planIsEmpty(writes)) {
       this.remembered = base === this.remembered ? base : liveStateFromDesired(desired);
-      return { plan: null, repaired: [], pendingDestroy: [] };
+      return { plan: null, repaired: [], pendingDestroy: [], timings: { ...NO_TIME, read: t1 - t0, plan: t2 - t1 } };
     }
     const pendingDestroy = await this.execute(writes);
     this.remembered = liveStateFromDesired(desired);
-    const check = await this.verify();
-    return { plan: writes, repaired: check.repaired, pendingDestroy: [...pendingDestroy, ...check.pendingDestroy] };
+    this.unchecked = true;
+    return { plan: writes, repaired: [], pendingDestroy, timings: { read: t1 - t0, plan: t2 - t1, write: performance.now() - t2, check: 0 } };
+  }
+
+  /**
+   * Reads back what the last apply wrote and repairs any difference. Kept apart from apply() so the
+   * rules take effect as soon as they are written; the caller runs this right after every apply.
+   */
+  async checkWrites(): Promise<ApplyReport> {
+    if (!this.unchecked || this.desired === null) return { plan: null, repaired: [], pendingDestroy: [], timings: NO_TIME };
+    const started = performance.now();
+    if (await this.writtenAsExpected()) {
+      this.unchecked = false;
+      return { plan: null, repaired: [], pendingDestroy: [], timings: { ...NO_TIME, check: performance.now() - started } };
+    }
+    return this.verify();
+  }
+
+  /** apply() then checkWrites(), for callers with nothing to do in between. */
+  async applyAndCheck(desired: Dataplane): Promise<ApplyReport> {
+    const applied = await this.apply(desired);
+    const checked = await this.checkWrites();
+    return { ...applied, repaired: checked.repaired, pendingDestroy: [...applied.pendingDestroy, ...checked.pendingDestroy], timings: { ...applied.timings, check: checked.timings.check + checked.timings.read + checked.timings.write } };
+  }
+
+  /**
+   * The read-back after a write: every chain's rule hashes and hooks from iptables-save, and each set's
+   * type and size. Reading every set member would cost more than the write itself; full contents are
+   * compared on every refresh. Any doubt leads to the full check and repair.
+   */
+  private async writtenAsExpected(): Promise<boolean> {
+    const owns = (name: string) => this.names.owns(name);
+    let table;
+    let summary;
+    try {
+      [table, summary] = await Promise.all([this.iptables.save(), this.ipset.summary(owns)]);
+    } catch (error) {
+      this.remembered = null;
+      throw new DataplaneWriteError('reading the live rules back', error);
+    }
+    const expected = this.remembered!;
+    const live = liveStateFromKernel(table, expected.sets, owns);
+    if (!planIsEmpty(plan(this.desired!, live, this.names))) return false;
+    if (summary.size !== expected.sets.size) return false;
+    for (const [name, set] of expected.sets) {
+      const found = summary.get(name);
+      if (found === undefined || found.type !== set.type || found.entries !== set.members.size) return false;
+    }
+    return true;
   }
 
   /** Reads the kernel and repairs any drift from the last desired state; a no-op before the first apply. */
   async refresh(): Promise<ApplyReport> {
-    if (this.desired === null) return { plan: null, repaired: [], pendingDestroy: [] };
+    if (this.desired === null) return { plan: null, repaired: [], pendingDestroy: [], timings: NO_TIME };
     return this.verify();
   }
 
   private async verify(): Promise<ApplyReport> {
     const desired = this.desired!;
+    const started = performance.now();
     let live: LiveState;
     try {
       live = await this.readLive();
@@ -116,14 +173,19 @@ export class DataplaneApplier {
       throw new DataplaneWriteError('reading the live rules back', error);
     }
     const repair = plan(desired, live, this.names);
-    if (planIsEmpty(repair)) return { plan: null, repaired: [], pendingDestroy: [] };
+    const read = performance.now() - started;
+    if (planIsEmpty(repair)) {
+      this.unchecked = false;
+      return { plan: null, repaired: [], pendingDestroy: [], timings: { ...NO_TIME, read } };
+    }
     for (const finding of repair.findings) {
       this.repairs.set(finding.kind, (this.repairs.get(finding.kind) ?? 0) + 1);
       this.logger.warn({ drift: finding.kind, subject: finding.subject }, `repairing drift: ${finding.detail}`);
     }
     const pendingDestroy = await this.execute(repair);
     this.remembered = liveStateFromDesired(desired);
-    return { plan: repair, repaired: repair.findings, pendingDestroy };
+    this.unchecked = false;
+    return { plan: repair, repaired: repair.findings, pendingDestroy, timings: { ...NO_TIME, read, write: performance.now() - started - read } };
   }
 
   /**

@@ -1,0 +1,7 @@
+/**
+ * Entry point of the probe program that runs inside network namespaces (see probe.ts for its usage).
+ * Exits explicitly: a server that watched its stdin would otherwise keep the process alive.
+ */
+import { probeMain } from './probe.js';
+
+process.exit(await probeMain(process.argv.slice(2)));
