@@ -390,8 +390,10 @@ export class ProbeServer {
   /** Starts `serve` in the namespace and waits for "ready"; the server exits if this process dies (its stdin closes). */
   static async start(netns: NetworkNamespace, ports: EchoServerOptions): Promise<ProbeServer> {
     const args = ['serve', ...(ports.tcp.length > 0 ? ['--tcp', ports.tcp.join(',')] : []), ...(ports.udp.length > 0 ? ['--udp', ports.udp.join(',')] : []), '--until-stdin-closes'];
-    const argv = ['ip', 'netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, ...args];
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
+    const ipArgs = ['netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, ...args];
+    const argv = ['ip', ...ipArgs];
+    // Its own process group, so stop() reaches it with one signal; stdin stays a pipe it watches.
+    const child = spawn('ip', ipArgs, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
     const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
     const server = new ProbeServer(netns, ports, child, exited);
     try {
