@@ -35,9 +35,12 @@ export async function cleanup(options: CleanupOptions): Promise<CleanupReport> {
     const jumps: string[] = [];
     const chains: string[] = [];
     for (const chain of table.values()) {
-      if (chain.builtin) {
-        for (const rule of chain.rules) if (rule.target !== null && owns(rule.target)) jumps.push(rule.text.replace(/^-A /, '-D '));
-      } else if (owns(chain.name)) chains.push(chain.name);
+      if (owns(chain.name)) {
+        chains.push(chain.name);
+        continue;
+      }
+      // Jumps from any other chain, built-in or not, would keep ours from being deleted.
+      for (const rule of chain.rules) if (rule.target !== null && owns(rule.target)) jumps.push(rule.text.replace(/^-A /, '-D '));
     }
     if (jumps.length > 0 || chains.length > 0) {
       const lines = [...chains.map((c) => `:${c} - [0:0]`), ...jumps, ...chains.map((c) => `-X ${c}`)];

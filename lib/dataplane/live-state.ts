@@ -13,6 +13,8 @@ import type { SavedRule, SavedTable } from '../iptables/saved-table.js';
 export interface LiveState {
   readonly chains: ReadonlyMap<string, readonly (string | null)[]>;
   readonly builtin: ReadonlyMap<string, readonly SavedRule[]>;
+  /** Rules in other programs' chains that jump into palisade's: they would keep a stale chain alive. */
+  readonly foreignJumps: readonly SavedRule[];
   readonly sets: ReadonlyMap<string, LiveSet>;
 }
 
@@ -33,11 +35,13 @@ export function chainHashes(chain: Dataplane['chains'] extends ReadonlyMap<strin
 export function liveStateFromKernel(table: SavedTable, sets: ReadonlyMap<string, LiveSet>, owns: (name: string) => boolean): LiveState {
   const chains = new Map<string, (string | null)[]>();
   const builtin = new Map<string, readonly SavedRule[]>();
+  const foreignJumps: SavedRule[] = [];
   for (const chain of table.values()) {
     if (chain.builtin) builtin.set(chain.name, chain.rules);
     else if (owns(chain.name)) chains.set(chain.name, chain.rules.map((r) => r.hash));
+    else foreignJumps.push(...chain.rules.filter((r) => r.target !== null && owns(r.target)));
   }
-  return { chains, builtin, sets };
+  return { chains, builtin, foreignJumps, sets };
 }
 
 /** The state a successful apply of `desired` leaves behind. */
@@ -50,7 +54,7 @@ export function liveStateFromDesired(desired: Dataplane): LiveState {
   }
   const sets = new Map<string, LiveSet>();
   for (const set of desired.ipsets.values()) sets.set(set.name, { type: set.type, members: canonicalMembers(set) });
-  return { chains, builtin, sets };
+  return { chains, builtin, foreignJumps: [], sets };
 }
 
 const memberCache = new WeakMap<object, ReadonlySet<string>>();

@@ -76,6 +76,10 @@ function planChains(desired: Dataplane, live: LiveState, names: Names, findings:
     chainsWritten.push(chain.name);
   }
   const hooks = planHooks(desired.hooks, live, names, findings);
+  for (const rule of live.foreignJumps) {
+    findings.push({ kind: 'foreign-jump', subject: rule.target ?? '', detail: `a chain palisade does not own jumps into ${rule.target}: ${rule.text}` });
+    hooks.push(rule.text.replace(/^-A /, '-D '));
+  }
   for (const name of [...live.chains.keys()].sort()) {
     if (desired.chains.has(name)) continue;
     findings.push({ kind: 'chain-stale', subject: name, detail: `chain ${name} is no longer needed` });

@@ -35,9 +35,12 @@ export class IptablesError extends PalisadeError {
   }
 }
 
-/** Exit code 4 is iptables' "resource problem", which is how a held xtables lock reports itself. */
+/**
+ * A held xtables lock is the passing failure worth retrying. Matched by its message, not by exit code
+ * 4: iptables-nft-restore exits 4 for rules the kernel rejects for good, too.
+ */
 export function isTransientIptablesFailure(error: unknown): boolean {
-  return error instanceof IptablesError && (error.exitCode === 4 || /xtables lock|resource temporarily unavailable/i.test(error.stderr));
+  return error instanceof IptablesError && /xtables lock|resource temporarily unavailable/i.test(error.stderr);
 }
 
 /** The lines around the one iptables-restore names in its error, numbered as it numbers them. */

@@ -16,7 +16,7 @@ const example = (name: string) => path.join(root, 'manifests/examples', `${name}
 async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '';
   let stderr = '';
-  const code = await runCli(argv, { stdout: (t) => void (stdout += t), stderrLine: (l) => void (stderr += `${l}\n`) });
+  const code = await runCli(argv, { stdout: (t) => void (stdout += t), stderrLine: (l) => void (stderr += `${l}\n`), env: {} });
   return { code, stdout, stderr };
 }
 

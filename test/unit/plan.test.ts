@@ -38,7 +38,7 @@ describe('the dataplane planner', () => {
 
   it('creates sets first, then writes every chain and the hooks in one transaction, onto an empty kernel', () => {
     const desired = compiled(snapshotOf([a, b, fromB]));
-    const writes = plan(desired, { chains: new Map(), builtin: new Map(), sets: new Map() }, names);
+    const writes = plan(desired, { chains: new Map(), builtin: new Map(), foreignJumps: [], sets: new Map() }, names);
     assert.match(writes.ipsetBefore, /^create pal-p-\S+ hash:ip /);
     assert.equal(writes.chainsWritten.length, desired.chains.size);
     assert.match(writes.iptables, /-I FORWARD 1 -m comment --comment "pal:\S+ palisade network policy" -j pal-FORWARD\n-I INPUT 1 /);

@@ -1,0 +1,459 @@
+/**
+ * A fake Kubernetes API server for tests: plain HTTP on loopback (and optionally a unix socket),
+ * real list/watch semantics, good enough for @kubernetes/client-node's KubeConfig, Watch, generated
+ * API clients and informers to work against it unchanged.
+ *
+ *   const server = await FakeApiServer.start({ bookmarkIntervalMs: 1000 });
+ *   const kc = new k8s.KubeConfig(); kc.loadFromString(server.kubeconfig());
+ *   server.apply(pod('default', 'a'));      // ADDED, then MODIFIED on the next apply
+ *   server.compact();                        // watches from older resourceVersions now get 410
+ *   await server.close();
+ *
+ * Kinds: Pod, Namespace, Node, NetworkPolicy (RESOURCES). One global resourceVersion like etcd's.
+ * Paths: {prefix}/{plural}[/{name}], {prefix}/namespaces/{ns}/{plural}[/{name}], the legacy
+ * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET only (else 405), Bearer token
+ * required when options.token is set (the default; kubeconfig() carries it). labelSelector and
+ * fieldSelector are refused with 400 rather than silently ignored. Lists ignore limit/continue.
+ * Watches (?watch=true|1): resourceVersion '' or '0' (or sendInitialEvents=true) first sends ADDED
+ * for every current object; N replays history events with RV > N, or a single 410 Expired ERROR
+ * event when N is older than the retained history. allowWatchBookmarks=true gets BOOKMARK events
+ * every bookmarkIntervalMs and on bookmark(); timeoutSeconds ends the stream cleanly.
+ * The admin HTTP API lives under /fake/ (see admin()); it needs no token and is never failed.
+ */
+import { randomUUID } from 'node:crypto';
+import { unlink } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface ObjectMeta {
+  name?: string;
+  namespace?: string;
+  uid?: string;
+  resourceVersion?: string;
+  creationTimestamp?: string;
+  generation?: number;
+  [key: string]: unknown;
+}
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: ObjectMeta;
+  [key: string]: unknown;
+}
+/** An object as stored and served: kind, apiVersion, name, uid and resourceVersion always set. */
+export interface StoredObject extends KubeObject {
+  apiVersion: string;
+  kind: string;
+  metadata: ObjectMeta & { name: string; uid: string; resourceVersion: string; creationTimestamp: string };
+}
+
+export interface FakeApiServerOptions {
+  /** Loopback address to listen on; default 127.0.0.1. */
+  host?: string;
+  /** 0 (default) picks a free port; restart() reuses whatever port was picked. */
+  port?: number;
+  /** Also listen on this unix socket (same handler), for tests in other network namespaces. */
+  socketPath?: string;
+  /** Periodic BOOKMARK events on watches that asked for them; 0 disables; default 1000. */
+  bookmarkIntervalMs?: number;
+  /** Watch events kept for replay; older resourceVersions get 410 Expired. Default 1000. */
+  historyLimit?: number;
+  /** Bearer token the kube API requires (kubeconfig() uses it); null disables auth. Default 'fake-token'. */
+  token?: string | null;
+}
+export interface FailureRule {
+  /** Tested against pathname + query string; absent matches every kube API request. */
+  path?: RegExp;
+  status: number;
+  /** How many matching requests fail; absent = until setFailure(null). */
+  times?: number;
+}
+export interface FakeApiStats {
+  /** Successful-routing list requests per plural ('pods', 'namespaces', 'networkpolicies', 'nodes'). */
+  lists: Record<string, number>;
+  /** Watch requests per plural (including ones answered with 410). */
+  watches: Record<string, number>;
+  openWatches: number;
+  /** Requests answered by an injected failure (setFailure), not counted in lists/watches. */
+  failures: number;
+}
+
+export interface Resource {
+  kind: string;
+  apiVersion: string;
+  plural: string;
+  prefix: string;
+  namespaced: boolean;
+}
+export const RESOURCES: readonly Resource[] = [
+  { kind: 'Pod', apiVersion: 'v1', plural: 'pods', prefix: '/api/v1', namespaced: true },
+  { kind: 'Namespace', apiVersion: 'v1', plural: 'namespaces', prefix: '/api/v1', namespaced: false },
+  { kind: 'Node', apiVersion: 'v1', plural: 'nodes', prefix: '/api/v1', namespaced: false },
+  { kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', plural: 'networkpolicies', prefix: '/apis/networking.k8s.io/v1', namespaced: true },
+];
+
+type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+interface HistoryEvent { type: EventType; rv: number; resource: Resource; object: StoredObject }
+interface Watcher { res: http.ServerResponse; resource: Resource; namespace: string | null; bookmarks: boolean; timer?: NodeJS.Timeout }
+interface Route { resource: Resource; namespace: string | null; name: string | null; watch: boolean }
+
+const REASONS: Record<number, string> = {
+  400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed', 409: 'Conflict',
+  410: 'Expired', 422: 'Invalid', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
+};
+
+/** A metav1.Status failure, as the API server sends in error bodies and ERROR watch events. */
+export function statusObject(code: number, message: string): Record<string, unknown> {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason: REASONS[code] ?? 'Unknown', code };
+}
+
+export function resourceFor(kindOrPlural: string): Resource {
+  const key = kindOrPlural.toLowerCase();
+  const r = RESOURCES.find((x) => x.kind.toLowerCase() === key || x.plural === key);
+  if (r === undefined) throw new Error(`fake apiserver: unknown kind "${kindOrPlural}" (known: ${RESOURCES.map((x) => x.kind).join(', ')})`);
+  return r;
+}
+
+const clone = <T>(value: T): T => structuredClone(value);
+const nowTimestamp = (): string => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+export class FakeApiServer {
+  private rv = 1000;
+  /** The oldest resourceVersion a watch may start from; older ones get 410 Expired. */
+  private minWatchRv = this.rv;
+  private readonly objects = new Map<string, StoredObject>();
+  private history: HistoryEvent[] = [];
+  private readonly watchers = new Set<Watcher>();
+  private servers: http.Server[] = [];
+  private failure: (FailureRule & { left: number }) | null = null;
+  private counts: FakeApiStats = { lists: {}, watches: {}, openWatches: 0, failures: 0 };
+  private readonly log: string[] = [];
+  private bookmarkTimer: NodeJS.Timeout | undefined;
+  private host: string;
+  private port: number;
+  private readonly options: FakeApiServerOptions;
+
+  private constructor(options: FakeApiServerOptions) {
+    this.options = options;
+    this.host = options.host ?? '127.0.0.1';
+    this.port = options.port ?? 0;
+  }
+
+  static async start(options: FakeApiServerOptions = {}): Promise<FakeApiServer> {
+    const server = new FakeApiServer(options);
+    await server.listen();
+    const interval = options.bookmarkIntervalMs ?? 1000;
+    if (interval > 0) server.bookmarkTimer = setInterval(() => server.bookmark(), interval).unref();
+    return server;
+  }
+
+  get url(): string {
+    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+  }
+  /** The current global resourceVersion. */
+  get resourceVersion(): string {
+    return String(this.rv);
+  }
+  get running(): boolean {
+    return this.servers.length > 0;
+  }
+
+  /** Creates or replaces (by kind, namespace, name); emits ADDED or MODIFIED; returns the stored object. */
+  apply(input: KubeObject): StoredObject {
+    const resource = resourceFor(input.kind ?? '');
+    const meta: ObjectMeta = clone(input.metadata ?? {});
+    if (typeof meta.name !== 'string' || meta.name === '') throw new Error(`fake apiserver: ${resource.kind} without metadata.name`);
+    if (resource.namespaced) meta.namespace ??= 'default';
+    else delete meta.namespace;
+    const key = this.key(resource, meta.namespace ?? null, meta.name);
+    const prev = this.objects.get(key);
+    this.rv += 1;
+    const { apiVersion: _apiVersion, kind: _kind, metadata: _metadata, ...rest } = clone(input);
+    const obj: StoredObject = { apiVersion: resource.apiVersion, kind: resource.kind, metadata: {
+      ...meta,
+      name: meta.name,
+      uid: prev?.metadata.uid ?? meta.uid ?? randomUUID(),
+      resourceVersion: String(this.rv),
+      creationTimestamp: prev?.metadata.creationTimestamp ?? meta.creationTimestamp ?? nowTimestamp(),
+      generation: (prev?.metadata.generation ?? 0) + 1,
+    }, ...rest };
+    this.objects.set(key, obj);
+    this.emit(prev === undefined ? 'ADDED' : 'MODIFIED', resource, obj);
+    return clone(obj);
+  }
+
+  /** Removes the object; emits DELETED carrying its last state with a new resourceVersion. */
+  delete(kind: string, namespace: string | null, name: string): boolean {
+    const resource = resourceFor(kind);
+    const key = this.key(resource, namespace, name);
+    const prev = this.objects.get(key);
+    if (prev === undefined) return false;
+    this.objects.delete(key);
+    this.rv += 1;
+    this.emit('DELETED', resource, { ...prev, metadata: { ...prev.metadata, resourceVersion: String(this.rv) } });
+    return true;
+  }
+
+  get(kind: string, namespace: string | null, name: string): StoredObject | undefined {
+    const obj = this.objects.get(this.key(resourceFor(kind), namespace, name));
+    return obj === undefined ? undefined : clone(obj);
+  }
+
+  /** Current objects of a kind (optionally one namespace), in the API server's key order. */
+  list(kind: string, namespace: string | null = null): StoredObject[] {
+    const resource = resourceFor(kind);
+    return [...this.objects.entries()]
+      .filter(([, o]) => o.kind === resource.kind && (namespace === null || o.metadata.namespace === namespace))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, o]) => clone(o));
+  }
+
+  /** Drops the whole event history: a watch from any resourceVersion before now gets 410 Expired. */
+  compact(): void {
+    this.history = [];
+    this.minWatchRv = this.rv;
+  }
+
+  /** Sends a BOOKMARK at the current resourceVersion on every watch that allowed bookmarks. */
+  bookmark(): void {
+    for (const w of this.watchers) if (w.bookmarks) this.sendBookmark(w);
+  }
+
+  /** Ends every open watch stream cleanly (clients see the stream end, as on an API server rollout). */
+  closeWatches(): void {
+    for (const w of [...this.watchers]) this.endWatch(w);
+  }
+
+  /** Makes the next matching kube API requests fail with `status` (a Status body); null clears. */
+  setFailure(rule: FailureRule | null): void {
+    this.failure = rule === null ? null : { ...rule, left: rule.times ?? Infinity };
+  }
+
+  stats(): FakeApiStats {
+    return { lists: { ...this.counts.lists }, watches: { ...this.counts.watches }, openWatches: this.watchers.size, failures: this.counts.failures };
+  }
+
+  /** The last 1000 kube API requests (not /fake/ ones) as "GET /api/v1/pods?watch=true&...", oldest first. */
+  requests(): string[] {
+    return [...this.log];
+  }
+
+  /** A kubeconfig (YAML) for `serverUrl` (default: this.url): insecure-skip-tls-verify, a token user. */
+  kubeconfig(serverUrl: string = this.url): string {
+    const token = this.options.token === undefined ? 'fake-token' : this.options.token;
+    return [
+      'apiVersion: v1', 'kind: Config', 'preferences: {}', 'current-context: fake',
+      'clusters:', '- name: fake', '  cluster:', `    server: ${JSON.stringify(serverUrl)}`, '    insecure-skip-tls-verify: true',
+      'users:', '- name: fake', token === null ? '  user: {}' : `  user:\n    token: ${JSON.stringify(token)}`,
+      'contexts:', '- name: fake', '  context:', '    cluster: fake', '    user: fake', '',
+    ].join('\n');
+  }
+
+  /** Kills the listeners and every connection (new connections are refused); the data stays. */
+  async stop(): Promise<void> {
+    const servers = this.servers;
+    this.servers = [];
+    await Promise.all(servers.map((s) => {
+      const closed = new Promise<void>((resolve) => s.close(() => resolve()));
+      s.closeAllConnections();
+      return closed;
+    }));
+    this.watchers.clear();
+  }
+
+  /** Listens again on the same port (and socket), with the same objects and history. */
+  async restart(): Promise<void> {
+    if (!this.running) await this.listen();
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.bookmarkTimer);
+    await this.stop();
+    if (this.options.socketPath !== undefined) await unlink(this.options.socketPath).catch(() => undefined);
+  }
+
+  private async listen(): Promise<void> {
+    const make = (): http.Server => {
+      const s = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) this.sendJson(res, 500, statusObject(500, String(err)));
+        else res.destroy();
+      }));
+      s.requestTimeout = 0;
+      return s;
+    };
+    const listenOn = (s: http.Server, ...args: [number, string] | [string]): Promise<void> =>
+      new Promise((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(...(args as [number, string]), () => { s.off('error', reject); resolve(); });
+      });
+    const tcp = make();
+    await listenOn(tcp, this.port, this.host);
+    this.port = (tcp.address() as AddressInfo).port;
+    this.servers = [tcp];
+    const socketPath = this.options.socketPath;
+    if (socketPath !== undefined) {
+      await unlink(socketPath).catch(() => undefined);
+      const unix = make();
+      await listenOn(unix, socketPath);
+      this.servers.push(unix);
+    }
+  }
+
+  private key(resource: Resource, namespace: string | null, name: string): string {
+    return `${resource.plural}/${resource.namespaced ? namespace ?? 'default' : ''}/${name}`;
+  }
+
+  private emit(type: EventType, resource: Resource, object: StoredObject): void {
+    const event: HistoryEvent = { type, rv: Number(object.metadata.resourceVersion), resource, object };
+    this.history.push(event);
+    const limit = this.options.historyLimit ?? 1000;
+    while (this.history.length > limit) {
+      const dropped = this.history.shift();
+      if (dropped !== undefined) this.minWatchRv = dropped.rv;
+    }
+    for (const w of this.watchers) if (this.matches(w, resource, object)) this.send(w, type, object);
+  }
+
+  private matches(w: Watcher, resource: Resource, object: StoredObject): boolean {
+    return w.resource === resource && (w.namespace === null || w.namespace === object.metadata.namespace);
+  }
+
+  private send(w: Watcher, type: string, object: unknown): void {
+    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(`${JSON.stringify({ type, object })}\n`);
+  }
+
+  private sendBookmark(w: Watcher, annotations?: Record<string, string>): void {
+    const metadata = { resourceVersion: String(this.rv), ...(annotations === undefined ? {} : { annotations }) };
+    this.send(w, 'BOOKMARK', { kind: w.resource.kind, apiVersion: w.resource.apiVersion, metadata });
+  }
+
+  private endWatch(w: Watcher): void {
+    this.watchers.delete(w);
+    clearTimeout(w.timer);
+    if (!w.res.writableEnded && !w.res.destroyed) w.res.end();
+  }
+
+  private sendJson(res: http.ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}): void {
+    res.writeHead(code, { 'content-type': 'application/json', ...headers });
+    res.end(JSON.stringify(body));
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://fake.invalid');
+    if (url.pathname.startsWith('/fake/')) return this.admin(req, res, url);
+    this.log.push(`${req.method ?? 'GET'} ${url.pathname}${url.search}`);
+    if (this.log.length > 1000) this.log.shift();
+    const fail = this.failure;
+    if (fail !== null && fail.left > 0 && (fail.path === undefined || fail.path.test(url.pathname + url.search))) {
+      fail.left -= 1;
+      this.counts.failures += 1;
+      const retry: Record<string, string> = fail.status === 429 || fail.status === 503 ? { 'retry-after': '1' } : {};
+      return this.sendJson(res, fail.status, statusObject(fail.status, `fake apiserver: injected failure for ${url.pathname}`), retry);
+    }
+    if (['/healthz', '/livez', '/readyz'].includes(url.pathname)) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      return void res.end('ok');
+    }
+    const token = this.options.token === undefined ? 'fake-token' : this.options.token;
+    if (token !== null && req.headers.authorization !== `Bearer ${token}`) return this.sendJson(res, 401, statusObject(401, 'Unauthorized'));
+    if (req.method !== 'GET') return this.sendJson(res, 405, statusObject(405, `the server does not allow this method on the requested resource (${req.method} ${url.pathname})`));
+    if (url.pathname === '/version') return this.sendJson(res, 200, { major: '1', minor: '33', gitVersion: 'v1.33.0-fake', platform: 'linux/amd64' });
+    const route = this.route(url.pathname);
+    if (route === null) return this.sendJson(res, 404, statusObject(404, `the server could not find the requested resource (${url.pathname})`));
+    const q = url.searchParams;
+    for (const selector of ['labelSelector', 'fieldSelector']) {
+      if ((q.get(selector) ?? '') !== '') return this.sendJson(res, 400, statusObject(400, `fake apiserver: ${selector} is not supported`));
+    }
+    const { resource, namespace, name } = route;
+    if (name !== null) {
+      const obj = this.objects.get(this.key(resource, namespace, name));
+      if (obj === undefined) return this.sendJson(res, 404, statusObject(404, `${resource.plural} "${name}" not found`));
+      return this.sendJson(res, 200, obj);
+    }
+    const rvParam = q.get('resourceVersion') ?? '';
+    if (rvParam !== '' && !/^\d+$/.test(rvParam)) return this.sendJson(res, 400, statusObject(400, `Invalid value: "${rvParam}": strconv.ParseUint: parsing "${rvParam}": invalid syntax`));
+    if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q);
+    this.counts.lists[resource.plural] = (this.counts.lists[resource.plural] ?? 0) + 1;
+    // Like the real API server, list items carry no kind/apiVersion (only the list does).
+    const items = this.list(resource.kind, namespace).map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item);
+    this.sendJson(res, 200, { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata: { resourceVersion: String(this.rv) }, items });
+  }
+
+  private route(pathname: string): Route | null {
+    for (const resource of RESOURCES) {
+      if (!pathname.startsWith(`${resource.prefix}/`)) continue;
+      const rest = pathname.slice(resource.prefix.length + 1).split('/').filter((s) => s !== '').map(decodeURIComponent);
+      const watch = rest[0] === 'watch';
+      if (watch) rest.shift();
+      const [a, b, c, d, ...extra] = rest;
+      if (extra.length > 0) continue;
+      if (a === resource.plural && c === undefined) {
+        if (b !== undefined && resource.namespaced) continue;
+        return { resource, namespace: null, name: b ?? null, watch };
+      }
+      if (resource.namespaced && a === 'namespaces' && b !== undefined && c === resource.plural) return { resource, namespace: b, name: d ?? null, watch };
+    }
+    return null;
+  }
+
+  private watch(res: http.ServerResponse, route: Route, q: URLSearchParams): void {
+    const { resource, namespace } = route;
+    this.counts.watches[resource.plural] = (this.counts.watches[resource.plural] ?? 0) + 1;
+    const w: Watcher = { res, resource, namespace, bookmarks: q.get('allowWatchBookmarks') === 'true' };
+    res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache, private' });
+    res.flushHeaders();
+    const rvParam = q.get('resourceVersion') ?? '';
+    const sendInitial = q.get('sendInitialEvents') === 'true';
+    if (rvParam === '' || rvParam === '0' || sendInitial) {
+      for (const obj of this.objects.values()) if (this.matches(w, resource, obj)) this.send(w, 'ADDED', obj);
+      if (sendInitial && w.bookmarks) this.sendBookmark(w, { 'k8s.io/initial-events-end': 'true' });
+    } else {
+      const from = Number(rvParam);
+      if (from < this.minWatchRv) {
+        this.send(w, 'ERROR', statusObject(410, `too old resource version: ${from} (${this.minWatchRv})`));
+        return void res.end();
+      }
+      for (const e of this.history) if (e.rv > from && this.matches(w, e.resource, e.object)) this.send(w, e.type, e.object);
+    }
+    this.watchers.add(w);
+    res.on('close', () => this.endWatch(w));
+    const timeoutSeconds = Number(q.get('timeoutSeconds') ?? '0');
+    if (timeoutSeconds > 0) w.timer = setTimeout(() => this.endWatch(w), timeoutSeconds * 1000);
+  }
+
+  /** POST /fake/{apply,delete,compact,bookmark,close-watches,failure}; GET /fake/{stats,kubeconfig}. */
+  private async admin(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    const op = `${req.method ?? 'GET'} ${url.pathname.slice('/fake/'.length)}`;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const text = Buffer.concat(chunks).toString('utf8').trim();
+    let body: unknown = null;
+    try {
+      body = text === '' ? null : JSON.parse(text);
+      const b = (body ?? {}) as Record<string, unknown>;
+      switch (op) {
+        case 'POST apply': {
+          const list = Array.isArray(body) ? body : Array.isArray(b.items) ? b.items : [body];
+          const stored = (list as KubeObject[]).map((o) => this.apply(o));
+          return this.sendJson(res, 200, Array.isArray(body) || Array.isArray(b.items) ? stored : stored[0]);
+        }
+        case 'POST delete':
+          return this.sendJson(res, 200, { deleted: this.delete(String(b.kind), typeof b.namespace === 'string' ? b.namespace : null, String(b.name)) });
+        case 'POST compact': this.compact(); break;
+        case 'POST bookmark': this.bookmark(); break;
+        case 'POST close-watches': this.closeWatches(); break;
+        case 'POST failure':
+          this.setFailure(body === null ? null : { status: Number(b.status), ...(typeof b.path === 'string' ? { path: new RegExp(b.path) } : {}), ...(typeof b.times === 'number' ? { times: b.times } : {}) });
+          break;
+        case 'GET stats': return this.sendJson(res, 200, this.stats());
+        case 'GET kubeconfig':
+          res.writeHead(200, { 'content-type': 'application/yaml' });
+          return void res.end(this.kubeconfig());
+        default: return this.sendJson(res, 404, statusObject(404, `fake apiserver: no admin operation "${op}"`));
+      }
+      this.sendJson(res, 200, { ok: true, resourceVersion: this.resourceVersion });
+    } catch (err) {
+      this.sendJson(res, 400, statusObject(400, `fake apiserver: ${op}: ${err instanceof Error ? err.message : String(err)}`));
+    }
+  }
+}
