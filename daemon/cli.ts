@@ -2,6 +2,7 @@ import { PalisadeError, UsageError } from '../lib/errors.js';
 import { compileCommand, COMPILE_HELP } from './compile-command.js';
 import { explainCommand, EXPLAIN_HELP } from './explain-command.js';
 import { cleanupCommand, CLEANUP_HELP } from './cleanup-command.js';
+import { daemonCommand, DAEMON_HELP } from './daemon-command.js';
 import type { CommandIO } from './command-io.js';
 
 const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets
@@ -9,6 +10,7 @@ const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and i
 Usage: palisade <command> [options]
 
 Commands:
+  daemon    watch the cluster and keep this node's rules in line with its NetworkPolicies
   compile   print the ipsets and iptables rules a node would get from manifests
   explain   say whether policy allows a connection, and which rules decide it
   cleanup   remove every hook, chain and ipset palisade created on this node
@@ -19,6 +21,7 @@ Run "palisade <command> --help" for a command's options.
 type Command = (argv: readonly string[], io: CommandIO) => Promise<number>;
 
 const COMMANDS: Readonly<Record<string, { run: Command; help: string }>> = {
+  daemon: { run: daemonCommand, help: DAEMON_HELP },
   compile: { run: compileCommand, help: COMPILE_HELP },
   explain: { run: explainCommand, help: EXPLAIN_HELP },
   cleanup: { run: cleanupCommand, help: CLEANUP_HELP },

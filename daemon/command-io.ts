@@ -2,9 +2,12 @@
 export interface CommandIO {
   stdout(text: string): void;
   stderrLine(line: string): void;
+  /** The environment, read only by the commands' configuration parsing. */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 export const processIO: CommandIO = {
   stdout: (text) => void process.stdout.write(text),
   stderrLine: (line) => void process.stderr.write(`${line}\n`),
+  env: process.env,
 };

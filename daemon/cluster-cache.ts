@@ -1,0 +1,166 @@
+import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from '../rules/model.js';
+import { objectKey } from '../rules/model.js';
+import type { Problem } from '../rules/problems.js';
+import type { Parsed } from '../rules/namespace.js';
+import { parseNamespace, parseNode } from '../rules/namespace.js';
+import { parsePod } from '../rules/pod.js';
+import { parsePolicy } from '../rules/policy.js';
+import { DataplaneCompiler } from '../rules/compiler.js';
+import type { CompilerSettings } from '../rules/settings.js';
+import type { Snapshot } from '../rules/snapshot.js';
+import type { KubeObject, ReflectorHandler, WatchEventType } from '../lib/kube/reflector.js';
+
+/**
+ * The daemon's view of the cluster: objects from the watches are parsed into records at once (the raw
+ * objects are dropped), fed to the incremental compiler, and kept for the status page and explain.
+ * Problems with an object are kept per object and replaced when it changes; an object that cannot be
+ * used is skipped for what it cannot express while everything else keeps being enforced.
+ */
+
+export type ResourceKind = 'Pod' | 'Namespace' | 'NetworkPolicy' | 'Node';
+
+interface KindOps<T> {
+  readonly parse: (object: KubeObject) => Parsed<T>;
+  readonly key: (record: T) => string;
+  readonly set: (compiler: DataplaneCompiler, record: T) => void;
+  readonly remove: (compiler: DataplaneCompiler, key: string) => void;
+}
+
+function splitKey(key: string): [string, string] {
+  const slash = key.indexOf('/');
+  return [key.slice(0, slash), key.slice(slash + 1)];
+}
+
+const OPS: { readonly [K in ResourceKind]: KindOps<unknown> } = {
+  Pod: {
+    parse: parsePod,
+    key: (r) => objectKey((r as PodRecord).namespace, (r as PodRecord).name),
+    set: (c, r) => c.setPod(r as PodRecord),
+    remove: (c, k) => c.deletePod(...splitKey(k)),
+  },
+  Namespace: {
+    parse: parseNamespace,
+    key: (r) => (r as NamespaceRecord).name,
+    set: (c, r) => c.setNamespace(r as NamespaceRecord),
+    remove: (c, k) => c.deleteNamespace(k),
+  },
+  NetworkPolicy: {
+    parse: parsePolicy,
+    key: (r) => objectKey((r as PolicyRecord).namespace, (r as PolicyRecord).name),
+    set: (c, r) => c.setPolicy(r as PolicyRecord),
+    remove: (c, k) => c.deletePolicy(...splitKey(k)),
+  },
+  Node: {
+    parse: parseNode,
+    key: (r) => (r as NodeRecord).name,
+    set: () => {},
+    remove: () => {},
+  },
+};
+
+/** The identity of a raw object, read defensively: needed to delete even an object that no longer parses. */
+function rawKey(kind: ResourceKind, object: KubeObject): string | null {
+  const metadata = object['metadata'];
+  if (typeof metadata !== 'object' || metadata === null) return null;
+  const { name, namespace } = metadata as Record<string, unknown>;
+  if (typeof name !== 'string') return null;
+  return kind === 'Namespace' || kind === 'Node' ? name : objectKey(typeof namespace === 'string' ? namespace : 'default', name);
+}
+
+export class ClusterCache {
+  readonly compiler: DataplaneCompiler;
+  private readonly records: { [K in ResourceKind]: Map<string, unknown> } = { Pod: new Map(), Namespace: new Map(), NetworkPolicy: new Map(), Node: new Map() };
+  private readonly problems = new Map<string, readonly Problem[]>();
+  private readonly onChange: (kind: ResourceKind) => void;
+
+  constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void) {
+    this.compiler = new DataplaneCompiler(settings);
+    this.onChange = onChange;
+  }
+
+  handler(kind: ResourceKind): ReflectorHandler {
+    return {
+      replace: (objects) => this.replace(kind, objects),
+      event: (type, object) => this.event(kind, type, object),
+    };
+  }
+
+  private replace(kind: ResourceKind, objects: readonly KubeObject[]): void {
+    const seen = new Set<string>();
+    let changed = false;
+    for (const object of objects) {
+      const key = rawKey(kind, object);
+      if (key !== null) seen.add(key);
+      changed = this.upsert(kind, object) || changed;
+    }
+    for (const key of [...this.records[kind].keys()]) {
+      if (!seen.has(key)) changed = this.remove(kind, key) || changed;
+    }
+    for (const key of [...this.problems.keys()]) {
+      if (key.startsWith(`${kind} `) && !seen.has(key.slice(kind.length + 1))) this.problems.delete(key);
+    }
+    if (changed) this.onChange(kind);
+  }
+
+  private event(kind: ResourceKind, type: WatchEventType, object: KubeObject): void {
+    const changed = type === 'DELETED' ? this.removeRaw(kind, object) : this.upsert(kind, object);
+    if (changed) this.onChange(kind);
+  }
+
+  /** Returns whether the compiler's input changed: status-only updates of a pod usually do not. */
+  private upsert(kind: ResourceKind, object: KubeObject): boolean {
+    const ops = OPS[kind];
+    const key = rawKey(kind, object);
+    const parsed = ops.parse(object);
+    if (key !== null) {
+      if (parsed.problems.length > 0) this.problems.set(`${kind} ${key}`, parsed.problems);
+      else this.problems.delete(`${kind} ${key}`);
+    }
+    if (parsed.record === null) {
+      // Unusable as a whole (no name, say): forget any earlier version rather than enforce a stale one.
+      return key !== null && this.remove(kind, key);
+    }
+    const recordKey = ops.key(parsed.record);
+    const before = this.records[kind].get(recordKey);
+    if (before !== undefined && JSON.stringify(before) === JSON.stringify(parsed.record)) return false;
+    this.records[kind].set(recordKey, parsed.record);
+    ops.set(this.compiler, parsed.record);
+    return true;
+  }
+
+  private removeRaw(kind: ResourceKind, object: KubeObject): boolean {
+    const key = rawKey(kind, object);
+    if (key === null) return false;
+    this.problems.delete(`${kind} ${key}`);
+    return this.remove(kind, key);
+  }
+
+  private remove(kind: ResourceKind, key: string): boolean {
+    if (!this.records[kind].delete(key)) return false;
+    OPS[kind].remove(this.compiler, key);
+    return true;
+  }
+
+  /** Every current problem, sorted by object. */
+  allProblems(): Problem[] {
+    return [...this.problems.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).flatMap(([, p]) => p);
+  }
+
+  count(kind: ResourceKind): number {
+    return this.records[kind].size;
+  }
+
+  policies(): PolicyRecord[] {
+    return [...this.records.NetworkPolicy.values()] as PolicyRecord[];
+  }
+
+  /** The records as a snapshot, for the evaluator behind /explain. */
+  snapshot(): Snapshot {
+    return {
+      pods: [...this.records.Pod.values()] as PodRecord[],
+      namespaces: [...this.records.Namespace.values()] as NamespaceRecord[],
+      policies: [...this.records.NetworkPolicy.values()] as PolicyRecord[],
+      nodes: [...this.records.Node.values()] as NodeRecord[],
+    };
+  }
+}

@@ -1,0 +1,137 @@
+import { parseArgs } from 'node:util';
+import { UsageError } from '../lib/errors.js';
+import type { BackendChoice } from '../lib/iptables/backend.js';
+import { makeSettings, DEFAULT_SETTINGS } from '../rules/settings.js';
+import type { CompilerSettings } from '../rules/settings.js';
+
+/**
+ * The daemon's configuration: parsed once at the edge from flags and environment variables, every
+ * problem reported together, then frozen. Nothing else in palisade reads process.env.
+ */
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+const LOG_LEVELS: readonly LogLevel[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'];
+
+export interface ListenAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface DaemonConfig {
+  /** null: the in-cluster service account. */
+  readonly kubeconfig: string | null;
+  readonly compiler: CompilerSettings;
+  readonly statusAddr: ListenAddress;
+  readonly metricsAddr: ListenAddress;
+  readonly iptablesBackend: BackendChoice;
+  readonly refreshIntervalMs: number;
+  /** How long changes are gathered before one compile and apply: bursts coalesce, nothing stalls. */
+  readonly syncDelayMs: number;
+  readonly logLevel: LogLevel;
+}
+
+/** Each flag, its environment variable, and its default. The table is the documentation too. */
+export const DAEMON_FLAGS = [
+  { flag: 'kubeconfig', env: ['PALISADE_KUBECONFIG', 'KUBECONFIG'], default: '(in-cluster service account)', help: 'kubeconfig file' },
+  { flag: 'node-name', env: ['PALISADE_NODE_NAME', 'NODE_NAME'], default: '(required)', help: 'this node, as Kubernetes names it' },
+  { flag: 'interface-prefix', env: ['PALISADE_INTERFACE_PREFIX'], default: DEFAULT_SETTINGS.interfacePrefixes.join(','), help: 'host-side veth prefixes, comma separated (eni: AWS VPC CNI, cali: Calico)' },
+  { flag: 'status-addr', env: ['PALISADE_STATUS_ADDR'], default: '127.0.0.1:9710', help: 'node-local status endpoint' },
+  { flag: 'metrics-addr', env: ['PALISADE_METRICS_ADDR'], default: '0.0.0.0:9711', help: 'Prometheus metrics endpoint' },
+  { flag: 'iptables-backend', env: ['PALISADE_IPTABLES_BACKEND'], default: 'auto', help: 'auto, legacy or nft' },
+  { flag: 'refresh-interval', env: ['PALISADE_REFRESH_INTERVAL'], default: '10s', help: 'how often the live rules are read back and repaired' },
+  { flag: 'sync-delay', env: ['PALISADE_SYNC_DELAY'], default: '50ms', help: 'how long changes are gathered into one sync' },
+  { flag: 'log-level', env: ['PALISADE_LOG_LEVEL'], default: 'info', help: 'trace, debug, info, warn or error' },
+  { flag: 'chain-prefix', env: ['PALISADE_CHAIN_PREFIX'], default: DEFAULT_SETTINGS.chainPrefix, help: 'prefix of every chain and ipset' },
+  { flag: 'allow-mark', env: ['PALISADE_ALLOW_MARK'], default: `0x${DEFAULT_SETTINGS.allowMark.toString(16)}`, help: 'packet-mark bit meaning "allowed"' },
+  { flag: 'unknown-endpoint', env: ['PALISADE_UNKNOWN_ENDPOINT'], default: DEFAULT_SETTINGS.unknownEndpoint, help: 'drop or allow traffic of pod interfaces not known yet' },
+] as const;
+
+type FlagName = (typeof DAEMON_FLAGS)[number]['flag'];
+
+export function daemonFlagHelp(): string {
+  return DAEMON_FLAGS.map((f) => `  --${f.flag.padEnd(18)} ${f.help} (env ${f.env.join(' or ')}; default ${f.default})`).join('\n');
+}
+
+/** "10s", "500ms", "2m", or a bare number of seconds. */
+export function parseDuration(text: string): number | null {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (match === null) return null;
+  const value = Number(match[1]);
+  const unit = match[2] ?? 's';
+  return Math.round(value * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[unit as 'ms' | 's' | 'm' | 'h']);
+}
+
+export function parseListenAddress(text: string): ListenAddress | null {
+  const match = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]*):(\d{1,5})$/.exec(text);
+  if (match === null) return null;
+  const port = Number(match[2]);
+  if (port > 65535) return null;
+  const host = match[1]!.replace(/^\[|\]$/g, '');
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): DaemonConfig {
+  const options = Object.fromEntries(DAEMON_FLAGS.map((f) => [f.flag, { type: 'string' as const }]));
+  const { values, positionals } = parseArgs({ args: [...argv], options, allowPositionals: true, strict: true });
+  const errors: string[] = [];
+  if (positionals.length > 0) errors.push(`unexpected arguments: ${positionals.join(' ')}`);
+  const read = (flag: FlagName): { value: string; from: string } | undefined => {
+    const fromFlag = values[flag];
+    if (typeof fromFlag === 'string') return { value: fromFlag, from: `--${flag}` };
+    const spec = DAEMON_FLAGS.find((f) => f.flag === flag)!;
+    for (const name of spec.env) {
+      const value = env[name];
+      if (value !== undefined && value !== '') return { value, from: name };
+    }
+    return undefined;
+  };
+  const withDefault = (flag: FlagName) => read(flag) ?? { value: DAEMON_FLAGS.find((f) => f.flag === flag)!.default, from: `default of --${flag}` };
+
+  const duration = (flag: FlagName, min: number): number => {
+    const { value, from } = withDefault(flag);
+    const ms = parseDuration(value);
+    if (ms === null || ms < min) errors.push(`${from} "${value}": must be a duration of at least ${min} ms, like 10s or 500ms`);
+    return ms ?? min;
+  };
+  const address = (flag: FlagName): ListenAddress => {
+    const { value, from } = withDefault(flag);
+    const parsed = parseListenAddress(value);
+    if (parsed === null) errors.push(`${from} "${value}": must be HOST:PORT, like 127.0.0.1:9710`);
+    return parsed ?? { host: '127.0.0.1', port: 0 };
+  };
+
+  const backend = withDefault('iptables-backend');
+  if (!['auto', 'legacy', 'nft'].includes(backend.value)) errors.push(`${backend.from} "${backend.value}": must be auto, legacy or nft`);
+  const level = withDefault('log-level');
+  if (!(LOG_LEVELS as readonly string[]).includes(level.value)) errors.push(`${level.from} "${level.value}": must be one of ${LOG_LEVELS.join(', ')}`);
+  const unknown = read('unknown-endpoint');
+  if (unknown !== undefined && unknown.value !== 'drop' && unknown.value !== 'allow') errors.push(`${unknown.from} "${unknown.value}": must be drop or allow`);
+  const mark = read('allow-mark');
+  const allowMark = mark === undefined ? undefined : /^(0x[0-9a-fA-F]+|\d+)$/.test(mark.value) ? Number(mark.value) : NaN;
+  if (mark !== undefined && Number.isNaN(allowMark)) errors.push(`${mark.from} "${mark.value}": not a number`);
+  const nodeName = read('node-name');
+  if (nodeName === undefined) errors.push('--node-name (or NODE_NAME, set from the downward API in the DaemonSet) is required');
+  const prefixes = read('interface-prefix')?.value.split(',').map((s) => s.trim());
+  const chainPrefix = read('chain-prefix')?.value;
+  const settings = makeSettings({
+    nodeName: nodeName?.value ?? 'unset',
+    ...(prefixes === undefined ? {} : { interfacePrefixes: prefixes }),
+    ...(chainPrefix === undefined ? {} : { chainPrefix }),
+    ...(allowMark === undefined || Number.isNaN(allowMark) ? {} : { allowMark }),
+    ...(unknown === undefined || (unknown.value !== 'drop' && unknown.value !== 'allow') ? {} : { unknownEndpoint: unknown.value }),
+  });
+  if (!settings.ok) errors.push(...settings.errors);
+  const kubeconfig = read('kubeconfig')?.value ?? null;
+  const config: DaemonConfig = {
+    kubeconfig,
+    compiler: settings.ok ? settings.settings : (undefined as never),
+    statusAddr: address('status-addr'),
+    metricsAddr: address('metrics-addr'),
+    iptablesBackend: backend.value as BackendChoice,
+    refreshIntervalMs: duration('refresh-interval', 1000),
+    syncDelayMs: duration('sync-delay', 0),
+    logLevel: level.value as LogLevel,
+  };
+  if (errors.length > 0) throw new UsageError(errors.join('\n'));
+  return Object.freeze(config);
+}

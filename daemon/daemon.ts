@@ -1,0 +1,230 @@
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Dataplane } from '../rules/dataplane.js';
+import { Names } from '../rules/names.js';
+import type { CommandRunner } from '../lib/exec.js';
+import type { Logger } from '../lib/logger.js';
+import { Reflector } from '../lib/kube/reflector.js';
+import { Iptables } from '../lib/iptables/iptables.js';
+import { detectBackend } from '../lib/iptables/backend.js';
+import type { BackendDecision } from '../lib/iptables/backend.js';
+import { Ipset } from '../lib/ipset.js';
+import { DataplaneApplier } from '../lib/dataplane/applier.js';
+import type { DropCounters } from '../lib/dataplane/applier.js';
+import type { DaemonConfig, ListenAddress } from './config.js';
+import type { Clock } from './clock.js';
+import { realClock } from './clock.js';
+import { ClusterCache } from './cluster-cache.js';
+import type { ResourceKind } from './cluster-cache.js';
+import { DaemonMetrics } from './metrics.js';
+import { SyncLoop } from './sync-loop.js';
+import { buildStatus } from './status.js';
+import type { SyncState } from './status.js';
+import { HttpServer, text } from './http-server.js';
+import { statusRoutes } from './status-routes.js';
+
+/**
+ * The daemon, wired. Data flows one way:
+ *
+ *   Reflectors (list+watch) ─► ClusterCache (records) ─► DataplaneCompiler ─► SyncLoop ─► DataplaneApplier ─► kernel
+ *                                                                              └─ refresh: read back, repair, count drops
+ *   Status and metrics servers read the state; they never write.
+ *
+ * Nothing is programmed before every watch has listed once, so a half-known cluster never replaces
+ * rules a previous process left. While the API server is away, the last rules stay in force.
+ */
+
+const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
+  { kind: 'Namespace', path: '/api/v1/namespaces' },
+  { kind: 'Pod', path: '/api/v1/pods' },
+  { kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies' },
+  { kind: 'Node', path: '/api/v1/nodes' },
+];
+
+export interface DaemonDeps {
+  readonly kubeconfig: KubeConfig;
+  readonly runner: CommandRunner;
+  readonly logger: Logger;
+  readonly clock?: Clock;
+}
+
+export class Daemon {
+  readonly metrics = new DaemonMetrics();
+  private readonly config: DaemonConfig;
+  private readonly deps: DaemonDeps;
+  private readonly clock: Clock;
+  private readonly cache: ClusterCache;
+  private readonly reflectors: Reflector[];
+  private readonly loop: SyncLoop;
+  private applier: DataplaneApplier | null = null;
+  private backend: BackendDecision | null = null;
+  private dataplane: Dataplane | null = null;
+  private drops: readonly DropCounters[] = [];
+  private statusServer: HttpServer | null = null;
+  private metricsServer: HttpServer | null = null;
+  private firstApplied = false;
+  /** When the oldest change not yet in the kernel arrived, per resource kind. */
+  private pendingSince = new Map<ResourceKind, number>();
+  private sync: SyncState = { lastAttemptAt: null, lastSuccessAt: null, lastDurationMs: null, lastError: null, consecutiveFailures: 0, pendingChanges: false };
+
+  constructor(config: DaemonConfig, deps: DaemonDeps) {
+    this.config = config;
+    this.deps = deps;
+    this.clock = deps.clock ?? realClock;
+    this.cache = new ClusterCache(config.compiler, (kind) => this.changed(kind));
+    this.reflectors = RESOURCES.map(({ kind, path }) => new Reflector({
+      kubeconfig: deps.kubeconfig,
+      path,
+      handler: this.cache.handler(kind),
+      logger: deps.logger,
+      onStats: (event) => {
+        if (event === 'watch') this.metrics.watchRestarts.inc({ resource: kind });
+        if (event === 'relist') this.metrics.watchRelists.inc({ resource: kind });
+      },
+    }));
+    this.loop = new SyncLoop({
+      delayMs: config.syncDelayMs,
+      refreshIntervalMs: config.refreshIntervalMs,
+      sync: () => this.syncOnce(),
+      refresh: () => this.refreshOnce(),
+      clock: this.clock,
+      logger: deps.logger,
+    });
+  }
+
+  /** Where the servers listen (ports resolved when 0 was asked for). */
+  addresses: { status: ListenAddress; metrics: ListenAddress } | null = null;
+
+  async start(): Promise<void> {
+    this.backend = await detectBackend(this.deps.runner, this.config.iptablesBackend);
+    this.deps.logger.info({ backend: this.backend.backend, reason: this.backend.reason }, 'iptables backend chosen');
+    this.applier = new DataplaneApplier({
+      iptables: new Iptables({ runner: this.deps.runner, backend: this.backend.backend }),
+      ipset: new Ipset({ runner: this.deps.runner }),
+      names: new Names(this.config.compiler.chainPrefix),
+      logger: this.deps.logger,
+    });
+    this.statusServer = new HttpServer(statusRoutes({
+      ready: () => this.readiness(),
+      status: () => this.status(),
+      dataplane: () => this.dataplane,
+      snapshot: () => this.cache.snapshot(),
+    }));
+    this.metricsServer = new HttpServer(new Map([['/metrics', async () => {
+      this.problemsByKind();
+      return text(200, await this.metrics.registry.metrics(), this.metrics.registry.contentType);
+    }]]));
+    const status = await this.statusServer.listen(this.config.statusAddr);
+    const metrics = await this.metricsServer.listen(this.config.metricsAddr);
+    this.addresses = { status, metrics };
+    this.loop.start();
+    for (const reflector of this.reflectors) reflector.start();
+    this.deps.logger.info({ node: this.config.compiler.nodeName, status: `${status.host}:${status.port}`, metrics: `${metrics.host}:${metrics.port}` }, 'palisade started');
+  }
+
+  /** Stops watching and serving; the rules stay in the kernel, enforcing, for the next process to take over. */
+  async stop(): Promise<void> {
+    await Promise.all(this.reflectors.map((r) => r.stop()));
+    await this.loop.stop();
+    await Promise.all([this.statusServer?.close(), this.metricsServer?.close()]);
+  }
+
+  private allSynced(): boolean {
+    return this.reflectors.every((r) => r.synced);
+  }
+
+  private changed(kind: ResourceKind): void {
+    if (!this.pendingSince.has(kind)) this.pendingSince.set(kind, this.clock.now());
+    if (this.allSynced()) this.loop.request();
+  }
+
+  readiness(): { ready: boolean; reason: string } {
+    const waiting = RESOURCES.filter((_, i) => !this.reflectors[i]!.synced).map((r) => r.kind);
+    if (waiting.length > 0) return { ready: false, reason: `waiting for the first list of ${waiting.join(', ')}` };
+    if (!this.firstApplied) return { ready: false, reason: 'the first apply has not completed yet' };
+    if (this.loop.consecutiveFailures > 0) return { ready: false, reason: `the dataplane is failing: ${this.sync.lastError ?? 'unknown error'}` };
+    return { ready: true, reason: 'ok' };
+  }
+
+  private async syncOnce(): Promise<void> {
+    if (!this.allSynced() || this.applier === null) return;
+    const started = this.clock.now();
+    const pending = this.pendingSince;
+    this.pendingSince = new Map();
+    this.sync = { ...this.sync, lastAttemptAt: started };
+    const dataplane = this.cache.compiler.build();
+    try {
+      await this.applier.apply(dataplane);
+    } catch (error) {
+      // Changes not yet enforced keep their original arrival time.
+      for (const [kind, since] of pending) if (!this.pendingSince.has(kind) || this.pendingSince.get(kind)! > since) this.pendingSince.set(kind, since);
+      this.metrics.applyFailures.inc();
+      this.sync = { ...this.sync, lastError: error instanceof Error ? error.message : String(error), consecutiveFailures: this.loop.consecutiveFailures + 1 };
+      this.metrics.ready.set(0);
+      throw error;
+    }
+    const enforced = this.clock.now();
+    for (const [kind, since] of pending) this.metrics.changeToEnforced.observe({ resource: kind }, (enforced - since) / 1000);
+    this.dataplane = dataplane;
+    this.firstApplied = true;
+    this.metrics.observeDataplane(dataplane);
+    this.metrics.syncDuration.observe((enforced - started) / 1000);
+    this.metrics.lastSync.set(enforced / 1000);
+    this.sync = { ...this.sync, lastSuccessAt: enforced, lastDurationMs: enforced - started, lastError: null, consecutiveFailures: 0 };
+    this.metrics.ready.set(1);
+    const checked = await this.applier.checkWrites();
+    this.countRepairs(checked.repaired);
+  }
+
+  private async refreshOnce(): Promise<void> {
+    if (this.applier === null || !this.firstApplied) return;
+    const report = await this.applier.refresh();
+    this.countRepairs(report.repaired);
+    this.drops = await this.applier.readDropCounters();
+    this.metrics.observeDrops(this.drops);
+  }
+
+  private countRepairs(findings: readonly { kind: string }[]): void {
+    for (const finding of findings) this.metrics.driftRepairs.inc({ kind: finding.kind });
+  }
+
+  /** Publishes the problem gauges; cheap enough to do on every status or metrics read. */
+  private problemsByKind(): void {
+    this.metrics.objectsWithProblems.reset();
+    const seen = new Set<string>();
+    for (const p of this.cache.allProblems()) {
+      const key = `${p.object.kind}|${p.object.namespace ?? ''}|${p.object.name}|${p.severity}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      this.metrics.objectsWithProblems.inc({ kind: p.object.kind, severity: p.severity });
+    }
+    const policies = this.cache.policies();
+    this.metrics.policies.set(policies.length);
+    this.metrics.policiesFailing.set(policies.filter((p) => p.failed).length);
+  }
+
+  status(): ReturnType<typeof buildStatus> {
+    this.problemsByKind();
+    const readiness = this.readiness();
+    return buildStatus({
+      node: this.config.compiler.nodeName,
+      backend: this.backend === null ? null : { name: this.backend.backend, reason: this.backend.reason },
+      interfacePrefixes: this.config.compiler.interfacePrefixes,
+      chainPrefix: this.config.compiler.chainPrefix,
+      ready: readiness.ready,
+      readyReason: readiness.reason,
+      sync: { ...this.sync, pendingChanges: this.pendingSince.size > 0 || this.loop.pending, consecutiveFailures: this.loop.consecutiveFailures },
+      watches: RESOURCES.map(({ kind }, i) => ({ resource: kind, synced: this.reflectors[i]!.synced, ...this.reflectors[i]!.stats })),
+      dataplane: this.dataplane,
+      drops: this.drops,
+      policies: this.cache.policies(),
+      problems: this.cache.allProblems(),
+      counts: { pods: this.cache.count('Pod'), namespaces: this.cache.count('Namespace'), policies: this.cache.count('NetworkPolicy') },
+      repairs: this.applier?.repairCounts() ?? new Map(),
+    });
+  }
+
+  /** For tests and the demo: resolves once no sync is running or queued to run now. */
+  async settled(): Promise<void> {
+    await this.loop.idle();
+  }
+}

@@ -1,0 +1,84 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Dataplane } from '../rules/dataplane.js';
+import type { DropCounters } from '../lib/dataplane/applier.js';
+
+/**
+ * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
+ * bounded: namespace and pod only for this node's own pods, never addresses.
+ */
+export class DaemonMetrics {
+  readonly registry: Registry;
+  readonly rules: Gauge<'table'>;
+  readonly chains: Gauge<'table'>;
+  readonly ipsets: Gauge;
+  readonly ipsetMembers: Gauge;
+  readonly localEndpoints: Gauge;
+  readonly policies: Gauge;
+  readonly policiesFailing: Gauge;
+  readonly objectsWithProblems: Gauge<'kind' | 'severity'>;
+  readonly droppedPackets: Counter<'namespace' | 'pod' | 'direction'>;
+  readonly droppedBytes: Counter<'namespace' | 'pod' | 'direction'>;
+  readonly syncDuration: Histogram;
+  readonly changeToEnforced: Histogram<'resource'>;
+  readonly applyFailures: Counter;
+  readonly driftRepairs: Counter<'kind'>;
+  readonly watchRestarts: Counter<'resource'>;
+  readonly watchRelists: Counter<'resource'>;
+  readonly ready: Gauge;
+  readonly lastSync: Gauge;
+  /** Last counter values read per pod and direction, to publish increases even across chain rewrites. */
+  private readonly lastDrops = new Map<string, { packets: number; bytes: number }>();
+
+  constructor() {
+    this.registry = new Registry();
+    const registers = [this.registry];
+    this.rules = new Gauge({ name: 'palisade_rules', help: 'iptables rules palisade has installed (hooks included)', labelNames: ['table'], registers });
+    this.chains = new Gauge({ name: 'palisade_chains', help: 'iptables chains palisade has installed', labelNames: ['table'], registers });
+    this.ipsets = new Gauge({ name: 'palisade_ipsets', help: 'ipsets palisade has installed', registers });
+    this.ipsetMembers = new Gauge({ name: 'palisade_ipset_members', help: 'members across all of palisade\'s ipsets', registers });
+    this.localEndpoints = new Gauge({ name: 'palisade_local_endpoints', help: 'pods on this node that have endpoint chains', registers });
+    this.policies = new Gauge({ name: 'palisade_policies', help: 'NetworkPolicies known in the cluster', registers });
+    this.policiesFailing = new Gauge({ name: 'palisade_policies_failing', help: 'NetworkPolicies that could not be compiled (they isolate and grant nothing)', registers });
+    this.objectsWithProblems = new Gauge({ name: 'palisade_objects_with_problems', help: 'watched objects with parts palisade could not use', labelNames: ['kind', 'severity'], registers });
+    this.droppedPackets = new Counter({ name: 'palisade_dropped_packets_total', help: 'packets dropped by policy, per local pod and direction', labelNames: ['namespace', 'pod', 'direction'], registers });
+    this.droppedBytes = new Counter({ name: 'palisade_dropped_bytes_total', help: 'bytes dropped by policy, per local pod and direction', labelNames: ['namespace', 'pod', 'direction'], registers });
+    this.syncDuration = new Histogram({ name: 'palisade_sync_duration_seconds', help: 'time to compile and apply one sync', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers });
+    this.changeToEnforced = new Histogram({ name: 'palisade_change_to_enforced_seconds', help: 'time from a watched change arriving to its rules being in the kernel', labelNames: ['resource'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10], registers });
+    this.applyFailures = new Counter({ name: 'palisade_apply_failures_total', help: 'dataplane writes that failed (the previous rules stayed in force)', registers });
+    this.driftRepairs = new Counter({ name: 'palisade_drift_repairs_total', help: 'differences between the desired and the live rules that were repaired', labelNames: ['kind'], registers });
+    this.watchRestarts = new Counter({ name: 'palisade_watch_restarts_total', help: 'watches (re)started against the API server', labelNames: ['resource'], registers });
+    this.watchRelists = new Counter({ name: 'palisade_watch_relists_total', help: 'full relists (after 410 Gone or a failure)', labelNames: ['resource'], registers });
+    this.ready = new Gauge({ name: 'palisade_ready', help: '1 when watches have synced and the last apply succeeded', registers });
+    this.lastSync = new Gauge({ name: 'palisade_last_sync_timestamp_seconds', help: 'when the dataplane last matched the desired state', registers });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  observeDataplane(dataplane: Dataplane): void {
+    let rules = dataplane.hooks.length;
+    for (const chain of dataplane.chains.values()) rules += chain.rules.length;
+    let members = 0;
+    for (const set of dataplane.ipsets.values()) members += set.members.size;
+    this.rules.set({ table: 'filter' }, rules);
+    this.chains.set({ table: 'filter' }, dataplane.chains.size);
+    this.ipsets.set(dataplane.ipsets.size);
+    this.ipsetMembers.set(members);
+    this.localEndpoints.set(dataplane.endpoints.length);
+  }
+
+  /** Adds what the drop rules counted since the last read; a lower reading means the chain was rewritten. */
+  observeDrops(counters: readonly DropCounters[]): void {
+    for (const pod of counters) {
+      for (const direction of ['ingress', 'egress'] as const) {
+        const now = pod[direction];
+        if (now === null) continue;
+        const key = `${pod.namespace}/${pod.name}/${direction}`;
+        const before = this.lastDrops.get(key);
+        const reset = before === undefined || now.packets < before.packets || now.bytes < before.bytes;
+        const labels = { namespace: pod.namespace, pod: pod.name, direction };
+        this.droppedPackets.inc(labels, reset ? now.packets : now.packets - before.packets);
+        this.droppedBytes.inc(labels, reset ? now.bytes : now.bytes - before.bytes);
+        this.lastDrops.set(key, now);
+      }
+    }
+  }
+}

@@ -1,0 +1,70 @@
+import { Evaluator } from '../rules/evaluator.js';
+import type { PacketProtocol } from '../rules/evaluator.js';
+import type { Snapshot } from '../rules/snapshot.js';
+import { parseIPv4 } from '../rules/ipv4.js';
+import { renderIpsets, renderIptables } from '../rules/render.js';
+import type { Dataplane } from '../rules/dataplane.js';
+import { json, text } from './http-server.js';
+import type { Reply, Route } from './http-server.js';
+
+/** The node-local, read-only debugging endpoint's routes. */
+
+export interface StatusSource {
+  ready(): { ready: boolean; reason: string };
+  status(): unknown;
+  dataplane(): Dataplane | null;
+  snapshot(): Snapshot;
+}
+
+const PROTOCOLS: readonly PacketProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
+
+function endpointOf(param: string, value: string | null, evaluator: Evaluator): { address: string; pod: string | null } | string {
+  if (value === null || value === '') return `${param} is required (NAMESPACE/POD or an IPv4 address)`;
+  if (parseIPv4(value) !== null) {
+    const pod = evaluator.podAt(value);
+    return { address: value, pod: pod === undefined ? null : `${pod.namespace}/${pod.name}` };
+  }
+  const match = /^([^/]+)\/([^/]+)$/.exec(value);
+  if (match === null) return `${param}=${value}: expected NAMESPACE/POD or an IPv4 address`;
+  const pod = evaluator.findPod(match[1]!, match[2]!);
+  if (pod === undefined) return `${param}=${value}: no such pod`;
+  if (pod.ip === null) return `${param}=${value}: the pod has no IPv4 address`;
+  return { address: pod.ip, pod: value };
+}
+
+export function explain(url: URL, snapshot: Snapshot): Reply {
+  const evaluator = new Evaluator(snapshot);
+  const from = endpointOf('from', url.searchParams.get('from'), evaluator);
+  const to = endpointOf('to', url.searchParams.get('to'), evaluator);
+  const protocol = (url.searchParams.get('protocol') ?? 'TCP').toUpperCase() as PacketProtocol;
+  const portText = url.searchParams.get('port');
+  const errors: string[] = [];
+  if (typeof from === 'string') errors.push(from);
+  if (typeof to === 'string') errors.push(to);
+  if (!PROTOCOLS.includes(protocol)) errors.push(`protocol=${protocol}: must be one of ${PROTOCOLS.join(', ')}`);
+  let port: number | null = null;
+  if (protocol !== 'ICMP') {
+    if (portText === null || !/^\d+$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) errors.push(`port=${portText ?? ''}: must be a number from 1 to 65535`);
+    else port = Number(portText);
+  }
+  if (errors.length > 0 || typeof from === 'string' || typeof to === 'string') return json(400, { error: errors.join('; ') });
+  const verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });
+  return json(200, { allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress });
+}
+
+export function statusRoutes(source: StatusSource): Map<string, Route> {
+  return new Map<string, Route>([
+    ['/healthz', () => text(200, 'ok\n')],
+    ['/readyz', () => {
+      const { ready, reason } = source.ready();
+      return text(ready ? 200 : 503, `${reason}\n`);
+    }],
+    ['/status', () => json(200, source.status())],
+    ['/rules', () => {
+      const dataplane = source.dataplane();
+      if (dataplane === null) return text(503, 'no rules yet: waiting for the watches to sync\n');
+      return text(200, `# ipset restore\n${renderIpsets(dataplane.ipsets.values())}# iptables-restore --noflush\n${renderIptables(dataplane)}`);
+    }],
+    ['/explain', (url) => explain(url, source.snapshot())],
+  ]);
+}

@@ -1,0 +1,93 @@
+import type { Dataplane, EndpointInfo } from '../rules/dataplane.js';
+import type { Problem } from '../rules/problems.js';
+import { formatObjectRef } from '../rules/problems.js';
+import type { PolicyRecord } from '../rules/model.js';
+import type { DropCounters } from '../lib/dataplane/applier.js';
+import type { ReflectorStats } from '../lib/kube/reflector.js';
+
+/**
+ * The status document served at /status, built by a pure function from the daemon's state so it can
+ * be tested without a server; the HTTP layer only serialises it.
+ */
+
+export interface SyncState {
+  readonly lastAttemptAt: number | null;
+  readonly lastSuccessAt: number | null;
+  readonly lastDurationMs: number | null;
+  readonly lastError: string | null;
+  readonly consecutiveFailures: number;
+  readonly pendingChanges: boolean;
+}
+
+export interface DaemonState {
+  readonly node: string;
+  readonly backend: { readonly name: string; readonly reason: string } | null;
+  readonly interfacePrefixes: readonly string[];
+  readonly chainPrefix: string;
+  readonly ready: boolean;
+  readonly readyReason: string;
+  readonly sync: SyncState;
+  readonly watches: readonly ({ readonly resource: string; readonly synced: boolean } & ReflectorStats)[];
+  readonly dataplane: Dataplane | null;
+  readonly drops: readonly DropCounters[];
+  readonly policies: readonly PolicyRecord[];
+  readonly problems: readonly Problem[];
+  readonly counts: { readonly pods: number; readonly namespaces: number; readonly policies: number };
+  readonly repairs: ReadonlyMap<string, number>;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+function endpointStatus(endpoint: EndpointInfo, drops: DropCounters | undefined) {
+  return {
+    namespace: endpoint.namespace,
+    name: endpoint.name,
+    ip: endpoint.ip,
+    interfaces: endpoint.interfaces,
+    isolated: { ingress: endpoint.isolatedIngress, egress: endpoint.isolatedEgress },
+    policies: { ingress: endpoint.ingressPolicies, egress: endpoint.egressPolicies },
+    chains: { ingress: endpoint.toChain, egress: endpoint.fromChain },
+    dropped: { ingress: drops?.ingress ?? null, egress: drops?.egress ?? null },
+  };
+}
+
+export function buildStatus(state: DaemonState) {
+  const dataplane = state.dataplane;
+  const drops = new Map(state.drops.map((d) => [`${d.namespace}/${d.name}`, d]));
+  let rules = 0;
+  let members = 0;
+  for (const chain of dataplane?.chains.values() ?? []) rules += chain.rules.length;
+  for (const set of dataplane?.ipsets.values() ?? []) members += set.members.size;
+  return {
+    node: state.node,
+    ready: state.ready,
+    readyReason: state.readyReason,
+    backend: state.backend,
+    interfacePrefixes: state.interfacePrefixes,
+    chainPrefix: state.chainPrefix,
+    sync: {
+      lastAttempt: iso(state.sync.lastAttemptAt),
+      lastSuccess: iso(state.sync.lastSuccessAt),
+      lastDurationMs: state.sync.lastDurationMs,
+      lastError: state.sync.lastError,
+      consecutiveFailures: state.sync.consecutiveFailures,
+      pendingChanges: state.sync.pendingChanges,
+    },
+    watches: state.watches,
+    counts: {
+      ...state.counts,
+      localEndpoints: dataplane?.endpoints.length ?? 0,
+      chains: dataplane?.chains.size ?? 0,
+      rules: rules + (dataplane?.hooks.length ?? 0),
+      ipsets: dataplane?.ipsets.size ?? 0,
+      ipsetMembers: members,
+    },
+    driftRepairs: Object.fromEntries(state.repairs),
+    endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),
+    failedPolicies: state.policies.filter((p) => p.failed).map((p) => ({
+      policy: `${p.namespace}/${p.name}`,
+      why: state.problems.filter((q) => q.object.kind === 'NetworkPolicy' && q.object.namespace === p.namespace && q.object.name === p.name && q.severity === 'error').map((q) => `${q.field}: ${q.message}`),
+    })),
+    problems: state.problems.map((p) => ({ severity: p.severity, object: formatObjectRef(p.object), field: p.field, message: p.message })),
+  };
+}
