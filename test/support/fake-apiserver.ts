@@ -23,7 +23,7 @@
 import { randomUUID } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, ListenOptions } from 'node:net';
 
 export interface ObjectMeta {
   name?: string;
@@ -34,12 +34,7 @@ export interface ObjectMeta {
   generation?: number;
   [key: string]: unknown;
 }
-export interface KubeObject {
-  apiVersion?: string;
-  kind?: string;
-  metadata?: ObjectMeta;
-  [key: string]: unknown;
-}
+export interface KubeObject { apiVersion?: string; kind?: string; metadata?: ObjectMeta; [key: string]: unknown }
 /** An object as stored and served: kind, apiVersion, name, uid and resourceVersion always set. */
 export interface StoredObject extends KubeObject {
   apiVersion: string;
@@ -78,13 +73,7 @@ export interface FakeApiStats {
   failures: number;
 }
 
-export interface Resource {
-  kind: string;
-  apiVersion: string;
-  plural: string;
-  prefix: string;
-  namespaced: boolean;
-}
+export interface Resource { kind: string; apiVersion: string; plural: string; prefix: string; namespaced: boolean }
 export const RESOURCES: readonly Resource[] = [
   { kind: 'Pod', apiVersion: 'v1', plural: 'pods', prefix: '/api/v1', namespaced: true },
   { kind: 'Namespace', apiVersion: 'v1', plural: 'namespaces', prefix: '/api/v1', namespaced: false },
@@ -161,14 +150,13 @@ export class FakeApiServer {
   /** Creates or replaces (by kind, namespace, name); emits ADDED or MODIFIED; returns the stored object. */
   apply(input: KubeObject): StoredObject {
     const resource = resourceFor(input.kind ?? '');
-    const meta: ObjectMeta = clone(input.metadata ?? {});
+    const { apiVersion: _apiVersion, kind: _kind, metadata: meta = {}, ...rest } = clone(input);
     if (typeof meta.name !== 'string' || meta.name === '') throw new Error(`fake apiserver: ${resource.kind} without metadata.name`);
     if (resource.namespaced) meta.namespace ??= 'default';
     else delete meta.namespace;
     const key = this.key(resource, meta.namespace ?? null, meta.name);
     const prev = this.objects.get(key);
     this.rv += 1;
-    const { apiVersion: _apiVersion, kind: _kind, metadata: _metadata, ...rest } = clone(input);
     const obj: StoredObject = { apiVersion: resource.apiVersion, kind: resource.kind, metadata: {
       ...meta,
       name: meta.name,
@@ -281,20 +269,19 @@ export class FakeApiServer {
       s.requestTimeout = 0;
       return s;
     };
-    const listenOn = (s: http.Server, ...args: [number, string] | [string]): Promise<void> =>
-      new Promise((resolve, reject) => {
-        s.once('error', reject);
-        s.listen(...(args as [number, string]), () => { s.off('error', reject); resolve(); });
-      });
+    const listenOn = (s: http.Server, target: ListenOptions): Promise<void> => new Promise((resolve, reject) => {
+      s.once('error', reject);
+      s.listen(target, () => { s.off('error', reject); resolve(); });
+    });
     const tcp = make();
-    await listenOn(tcp, this.port, this.host);
+    await listenOn(tcp, { port: this.port, host: this.host });
     this.port = (tcp.address() as AddressInfo).port;
     this.servers = [tcp];
     const socketPath = this.options.socketPath;
     if (socketPath !== undefined) {
       await unlink(socketPath).catch(() => undefined);
       const unix = make();
-      await listenOn(unix, socketPath);
+      await listenOn(unix, { path: socketPath });
       this.servers.push(unix);
     }
   }
@@ -405,7 +392,7 @@ export class FakeApiServer {
     const rvParam = q.get('resourceVersion') ?? '';
     const sendInitial = q.get('sendInitialEvents') === 'true';
     if (rvParam === '' || rvParam === '0' || sendInitial) {
-      for (const obj of this.objects.values()) if (this.matches(w, resource, obj)) this.send(w, 'ADDED', obj);
+      for (const obj of this.list(resource.kind, namespace)) this.send(w, 'ADDED', obj);
       if (sendInitial && w.bookmarks) this.sendBookmark(w, { 'k8s.io/initial-events-end': 'true' });
     } else {
       const from = Number(rvParam);
@@ -427,9 +414,8 @@ export class FakeApiServer {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const text = Buffer.concat(chunks).toString('utf8').trim();
-    let body: unknown = null;
     try {
-      body = text === '' ? null : JSON.parse(text);
+      const body: unknown = text === '' ? null : JSON.parse(text);
       const b = (body ?? {}) as Record<string, unknown>;
       switch (op) {
         case 'POST apply': {
