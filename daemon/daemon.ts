@@ -79,6 +79,8 @@ export class Daemon {
       onStats: (event) => {
         if (event === 'watch') this.metrics.watchRestarts.inc({ resource: kind });
         if (event === 'relist') this.metrics.watchRelists.inc({ resource: kind });
+        // The first sync waits for the last of the first lists, whether or not it changed anything.
+        if (event === 'list' && this.allSynced()) this.loop.request();
       },
     }));
     this.loop = new SyncLoop({
@@ -165,6 +167,7 @@ export class Daemon {
     const enforced = this.clock.now();
     for (const [kind, since] of pending) this.metrics.changeToEnforced.observe({ resource: kind }, (enforced - since) / 1000);
     this.dataplane = dataplane;
+    if (!this.firstApplied) this.deps.logger.info({ syncMs: enforced - started }, 'ready: every watch has listed and the rules are in place');
     this.firstApplied = true;
     this.metrics.observeDataplane(dataplane);
     this.metrics.syncDuration.observe((enforced - started) / 1000);

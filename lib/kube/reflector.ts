@@ -47,6 +47,7 @@ export interface ReflectorOptions {
   readonly backoff?: RetryPolicy;
   /** Server-side watch timeout; jittered so many nodes do not reconnect in step. */
   readonly watchTimeoutSeconds?: number;
+  /** 'list' is the first complete list; 'relist' any later one. */
   readonly onStats?: (event: 'list' | 'relist' | 'watch' | 'failure') => void;
 }
 
@@ -150,13 +151,12 @@ export class Reflector {
     if (this.stopped) return;
     this.options.handler.replace(list.items);
     this.resourceVersion = list.resourceVersion;
-    if (this.hasListed) {
-      this.stats.relists++;
-      this.options.onStats?.('relist');
-    }
-    this.stats.lists++;
-    this.options.onStats?.('list');
+    const relist = this.hasListed;
     this.hasListed = true;
+    this.stats.lists++;
+    if (relist) this.stats.relists++;
+    // Reported after `synced` turns true, so a listener can tell the moment every watch has listed.
+    this.options.onStats?.(relist ? 'relist' : 'list');
   }
 
   private async list(): Promise<ListResult> {

@@ -1,0 +1,265 @@
+import assert from 'node:assert/strict';
+import { KubeConfig } from '@kubernetes/client-node';
+import { Daemon } from '../../daemon/daemon.js';
+import { parseDaemonConfig } from '../../daemon/config.js';
+import type { Logger } from '../../lib/logger.js';
+import type { NetworkNamespace } from '../../lib/netns.js';
+import { Names } from '../../rules/names.js';
+import { namespace, node, pod, policy } from '../support/builders.js';
+import { FakeApiServer } from '../support/fake-apiserver.js';
+import { useNetns } from '../support/netns-fixture.js';
+
+/**
+ * The daemon end to end in one process: the real @kubernetes/client-node watches against a fake API
+ * server with real list/watch semantics, and the real dataplane in a throwaway network namespace.
+ * Every wait is "until the condition holds or a deadline passes", never a fixed sleep.
+ */
+
+const NAMES = new Names('pal');
+
+class RecordingLogger implements Logger {
+  readonly lines: { level: string; fields: Record<string, unknown>; message: string }[] = [];
+  debug(fields: Record<string, unknown>, message: string): void { this.lines.push({ level: 'debug', fields, message }); }
+  info(fields: Record<string, unknown>, message: string): void { this.lines.push({ level: 'info', fields, message }); }
+  warn(fields: Record<string, unknown>, message: string): void { this.lines.push({ level: 'warn', fields, message }); }
+  error(fields: Record<string, unknown>, message: string): void { this.lines.push({ level: 'error', fields, message }); }
+}
+
+async function eventually<T>(what: string, check: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${last instanceof Error ? last.message : String(last)}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+function seedObjects(): Record<string, unknown>[] {
+  return [
+    node('node-a', '10.0.0.1'),
+    namespace('default', { nsname: 'default' }),
+    namespace('other', { team: 'x' }),
+    pod('default', 'busybox1', { ip: '10.1.0.1', labels: { name: 'in' } }),
+    pod('default', 'busybox2', { ip: '10.1.0.2', labels: { name: 'out' } }),
+    pod('other', 'remote', { ip: '10.2.0.1', labels: { app: 'r' }, node: 'node-b' }),
+  ];
+}
+
+const allowOutToIn = policy('default', 'allow-out-to-in', {
+  podSelector: {},
+  ingress: [{ from: [{ podSelector: { matchLabels: { name: 'out' } } }] }],
+  egress: [{ to: [{ podSelector: { matchLabels: { name: 'in' } } }] }],
+  policyTypes: ['Ingress', 'Egress'],
+});
+
+interface Running {
+  readonly daemon: Daemon;
+  readonly logger: RecordingLogger;
+  get(path: string): Promise<{ status: number; body: string }>;
+  save(): Promise<string>;
+  sets(): Promise<string>;
+}
+
+async function startDaemon(ns: NetworkNamespace, api: FakeApiServer): Promise<Running> {
+  const config = parseDaemonConfig(['--node-name', 'node-a', '--status-addr', '127.0.0.1:0', '--metrics-addr', '127.0.0.1:0', '--refresh-interval', '1s', '--sync-delay', '20ms', '--log-level', 'debug'], {});
+  const kubeconfig = new KubeConfig();
+  kubeconfig.loadFromString(api.kubeconfig());
+  const logger = new RecordingLogger();
+  const daemon = new Daemon(config, { kubeconfig, runner: ns, logger });
+  await daemon.start();
+  const get = async (path: string) => {
+    const addr = path === '/metrics' ? daemon.addresses!.metrics : daemon.addresses!.status;
+    const response = await fetch(`http://127.0.0.1:${addr.port}${path}`);
+    return { status: response.status, body: await response.text() };
+  };
+  return { daemon, logger, get, save: () => ns.run(['iptables-nft-save', '-t', 'filter']), sets: () => ns.run(['ipset', 'save']) };
+}
+
+describe('the palisade daemon against a fake API server', function () {
+  this.timeout(60_000);
+  const ns = useNetns('paltest-daemon', { perTest: true });
+  let api: FakeApiServer;
+  let running: Running | null = null;
+
+  beforeEach(async () => {
+    api = await FakeApiServer.start({ bookmarkIntervalMs: 200 });
+    for (const object of seedObjects()) api.apply(object);
+  });
+
+  afterEach(async () => {
+    await running?.daemon.stop();
+    running = null;
+    await api.close();
+  });
+
+  async function ready(): Promise<Running> {
+    running = await startDaemon(ns(), api);
+    const r = running;
+    await eventually('readiness', async () => assert.equal((await r.get('/readyz')).status, 200));
+    return r;
+  }
+
+  it('becomes ready once every watch has listed and the first apply is done, and hooks its rules in', async () => {
+    const r = await ready();
+    assert.equal((await r.get('/healthz')).body, 'ok\n');
+    const saved = await r.save();
+    assert.match(saved, /^-A FORWARD -m comment --comment "pal:\S+ palisade network policy" -j pal-FORWARD$/m);
+    assert.match(saved, new RegExp(`^:${NAMES.endpoint('to', 'default', 'busybox1')} `, 'm'));
+    assert.equal(api.stats().lists['pods'], 1);
+  });
+
+  it('says why it is not ready while the API server cannot be reached, and keeps nothing from being enforced later', async () => {
+    await api.stop();
+    running = await startDaemon(ns(), api);
+    const r = running;
+    const notReady = await r.get('/readyz');
+    assert.equal(notReady.status, 503);
+    assert.match(notReady.body, /waiting for the first list of/);
+    await api.restart();
+    await eventually('readiness after the API server came up', async () => assert.equal((await r.get('/readyz')).status, 200), 20_000);
+  });
+
+  it('programs a policy added at the API server', async () => {
+    const r = await ready();
+    api.apply(allowOutToIn);
+    const chain = NAMES.policy('ingress', 'default', 'allow-out-to-in');
+    await eventually('the policy chain', async () => assert.match(await r.save(), new RegExp(`^-A ${chain} -m set --match-set pal-p-\\S+ src`, 'm')));
+    await eventually('the set of name=out', async () => assert.match(await r.sets(), /^add pal-p-\S+ 10\.1\.0\.2$/m));
+  });
+
+  it('moves a relabelled pod between ipsets', async () => {
+    const r = await ready();
+    api.apply(allowOutToIn);
+    await eventually('the set of name=out holding busybox2', async () => assert.match(await r.sets(), /^add pal-p-\S+ 10\.1\.0\.2$/m));
+    api.apply(pod('default', 'busybox2', { ip: '10.1.0.2', labels: { name: 'elsewhere' } }));
+    api.apply(pod('other', 'remote', { ip: '10.2.0.1', labels: { name: 'out' }, node: 'node-b' }));
+    await eventually('busybox2 out of the set and nothing else', async () => {
+      const sets = await r.sets();
+      assert.doesNotMatch(sets, /^add pal-p-\S+ 10\.1\.0\.2$/m);
+    });
+    api.apply(pod('default', 'busybox2', { ip: '10.1.0.2', labels: { name: 'out' } }));
+    await eventually('busybox2 back in the set', async () => assert.match(await r.sets(), /^add pal-p-\S+ 10\.1\.0\.2$/m));
+  });
+
+  it('keeps the rules while the API server is away, and converges when it is back', async () => {
+    const r = await ready();
+    api.apply(allowOutToIn);
+    const chain = NAMES.policy('ingress', 'default', 'allow-out-to-in');
+    await eventually('the policy chain', async () => assert.match(await r.save(), new RegExp(`^:${chain} `, 'm')));
+    const before = await r.save();
+    await api.stop();
+    await eventually('a failed watch', async () => assert.ok(r.logger.lines.some((l) => /list or watch failed/.test(l.message))));
+    const during = await r.save();
+    const rulesOf = (text: string) => text.split('\n').filter((l) => l.startsWith('-A pal-')).sort();
+    assert.deepEqual(rulesOf(during), rulesOf(before), 'nothing was flushed');
+    await api.restart();
+    api.delete('NetworkPolicy', 'default', 'allow-out-to-in');
+    await eventually('the deleted policy gone', async () => assert.doesNotMatch(await r.save(), new RegExp(`^:${chain} `, 'm')), 20_000);
+  });
+
+  it('relists after 410 Gone and still sees every change', async () => {
+    const r = await ready();
+    const lists = api.stats().lists['networkpolicies'] ?? 0;
+    // The policy arrives while the daemon is cut off, and the history it would resume from is gone.
+    await api.stop();
+    api.apply(allowOutToIn);
+    api.compact();
+    await api.restart();
+    await eventually('a relist of network policies', async () => assert.ok((api.stats().lists['networkpolicies'] ?? 0) > lists));
+    await eventually('the policy programmed', async () => assert.match(await r.save(), new RegExp(`^:${NAMES.policy('ingress', 'default', 'allow-out-to-in')} `, 'm')));
+    const metrics = (await r.get('/metrics')).body;
+    assert.match(metrics, /^palisade_watch_relists_total\{resource="NetworkPolicy"\} [1-9]/m);
+  });
+
+  it('reports a malformed policy and fails it closed while the rest is enforced', async () => {
+    const r = await ready();
+    api.apply(allowOutToIn);
+    api.apply(policy('other', 'broken', { podSelector: {}, ingress: {} }));
+    api.apply(pod('other', 'v6only', { ip: 'fd00::5', labels: { app: 'v6' } }));
+    await eventually('the problems in the status', async () => {
+      const status = JSON.parse((await r.get('/status')).body) as { failedPolicies: { policy: string; why: string[] }[]; problems: { object: string; message: string }[] };
+      assert.deepEqual(status.failedPolicies.map((f) => f.policy), ['other/broken']);
+      assert.match(status.failedPolicies[0]!.why.join(), /spec\.ingress: ingress must be a list of rules/);
+      assert.ok(status.problems.some((p) => p.object === 'Pod other/v6only' && /IPv6/.test(p.message)));
+    });
+    await eventually('the valid policy programmed', async () => assert.match(await r.save(), new RegExp(`^:${NAMES.policy('ingress', 'default', 'allow-out-to-in')} `, 'm')));
+    const metrics = (await r.get('/metrics')).body;
+    assert.match(metrics, /^palisade_policies_failing 1$/m);
+    assert.match(metrics, /^palisade_objects_with_problems\{kind="NetworkPolicy",severity="error"\} 1$/m);
+    assert.ok(r.logger.lines.length > 0);
+  });
+
+  it('serves every status route, and answers bad explain queries with 400', async () => {
+    const r = await ready();
+    api.apply(allowOutToIn);
+    await eventually('the policy programmed', async () => assert.match((await r.get('/rules')).body, /allow-out-to-in ingress rule 0/));
+    const status = JSON.parse((await r.get('/status')).body) as Record<string, unknown> & { endpoints: { name: string; isolated: { ingress: boolean }; policies: { ingress: string[] }; chains: { ingress: string }; interfaces: string[] }[]; backend: { name: string; reason: string }; counts: Record<string, number> };
+    assert.equal(status['node'], 'node-a');
+    assert.equal(status['ready'], true);
+    assert.ok(['nft', 'legacy'].includes(status.backend.name) && status.backend.reason.length > 0);
+    const busybox1 = status.endpoints.find((e) => e.name === 'busybox1')!;
+    assert.deepEqual([busybox1.isolated.ingress, busybox1.policies.ingress, busybox1.chains.ingress, busybox1.interfaces], [true, ['default/allow-out-to-in'], NAMES.endpoint('to', 'default', 'busybox1'), ['eni4405ed05989']]);
+    assert.equal(status.counts['localEndpoints'], 2);
+    const allowed = JSON.parse((await r.get('/explain?from=default/busybox2&to=default/busybox1&protocol=ICMP')).body) as { allowed: boolean };
+    assert.equal(allowed.allowed, true);
+    const denied = JSON.parse((await r.get('/explain?from=default/busybox1&to=10.1.0.2&port=80')).body) as { allowed: boolean; egress: { reason: string } };
+    assert.equal(denied.allowed, false);
+    for (const query of ['/explain?to=default/busybox1&port=80', '/explain?from=default/nope&to=default/busybox1&port=80', '/explain?from=default/busybox1&to=default/busybox2&port=99999', '/explain?from=default/busybox1&to=default/busybox2&port=80&protocol=GRE']) {
+      const reply = await r.get(query);
+      assert.equal(reply.status, 400, query);
+      assert.match(reply.body, /"error"/);
+    }
+    assert.equal((await r.get('/nope')).status, 404);
+  });
+
+  it('exports its metrics under the palisade_ prefix with values that match the rules', async () => {
+    const r = await ready();
+    api.apply(allowOutToIn);
+    await eventually('the policy programmed', async () => assert.match((await r.get('/metrics')).body, /^palisade_change_to_enforced_seconds_count\{resource="NetworkPolicy"\} [1-9]/m));
+    const metrics = (await r.get('/metrics')).body;
+    const status = JSON.parse((await r.get('/status')).body) as { counts: { rules: number; chains: number; ipsets: number } };
+    assert.match(metrics, new RegExp(`^palisade_rules\\{table="filter"\\} ${status.counts.rules}$`, 'm'));
+    assert.match(metrics, new RegExp(`^palisade_chains\\{table="filter"\\} ${status.counts.chains}$`, 'm'));
+    assert.match(metrics, new RegExp(`^palisade_ipsets ${status.counts.ipsets}$`, 'm'));
+    assert.match(metrics, /^palisade_local_endpoints 2$/m);
+    assert.match(metrics, /^palisade_policies 1$/m);
+    assert.match(metrics, /^palisade_ready 1$/m);
+    assert.match(metrics, /^palisade_sync_duration_seconds_count [1-9]/m);
+    assert.match(metrics, /^palisade_watch_restarts_total\{resource="Pod"\} [1-9]/m);
+    assert.match(metrics, /^palisade_apply_failures_total 0$/m);
+    assert.match(metrics, /^process_cpu_seconds_total /m);
+    // Drop counters are read on each refresh (every second here).
+    await eventually('drop counters', async () => assert.match((await r.get('/metrics')).body, /^palisade_dropped_packets_total\{namespace="default",pod="busybox1",direction="ingress"\} 0$/m));
+  });
+
+  it('repairs a flushed chain on its next refresh and counts the repair', async () => {
+    const r = await ready();
+    const chain = NAMES.endpoint('from', 'default', 'busybox1');
+    await ns().run(['iptables-nft', '-F', chain]);
+    await eventually('the repair', async () => {
+      assert.match(await r.save(), new RegExp(`^-A ${chain} ! -s 10\\.1\\.0\\.1/32`, 'm'));
+      assert.match((await r.get('/metrics')).body, /^palisade_drift_repairs_total\{kind="chain-modified"\} 1$/m);
+    });
+    const status = JSON.parse((await r.get('/status')).body) as { driftRepairs: Record<string, number> };
+    assert.equal(status.driftRepairs['chain-modified'], 1);
+  });
+
+  it('leaves its rules in force when stopped, and a new daemon takes over without rewriting them', async () => {
+    const first = await ready();
+    api.apply(allowOutToIn);
+    await eventually('the policy programmed', async () => assert.match(await first.save(), /allow-out-to-in ingress rule 0/));
+    await first.daemon.stop();
+    running = null;
+    const rulesOf = (text: string) => text.split('\n').filter((l) => l.startsWith('-A ')).sort();
+    const left = await first.save();
+    assert.match(left, /allow-out-to-in ingress rule 0/);
+    const second = await ready();
+    assert.deepEqual(rulesOf(await second.save()), rulesOf(left));
+    assert.equal(second.logger.lines.some((l) => l.message === 'dataplane written'), false, 'the new daemon wrote nothing');
+  });
+});
