@@ -19,7 +19,7 @@ import { useNetns } from '../support/netns-fixture.js';
 
 const root = path.resolve(fileURLToPath(import.meta.url), '../../../..');
 const MAIN = path.join(root, 'dist/daemon/main.js');
-const FAKE_API = path.join(root, 'dist/test/support/fake-apiserver-main.js');
+const FAKE_API = path.join(root, 'dist/lib/lab/api-server-main.js');
 
 function admin(socket: string, route: string, body: unknown): Promise<void> {
   return new Promise((resolve, reject) => {

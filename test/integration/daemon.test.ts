@@ -6,7 +6,7 @@ import type { Logger } from '../../lib/logger.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
 import { Names } from '../../rules/names.js';
 import { namespace, node, pod, policy } from '../support/builders.js';
-import { FakeApiServer } from '../support/fake-apiserver.js';
+import { FakeApiServer } from '../../lib/lab/api-server.js';
 import { useNetns } from '../support/netns-fixture.js';
 
 /**

@@ -8,15 +8,15 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
-import { FakeApiServer } from '../support/fake-apiserver.js';
-import type { KubeObject } from '../support/fake-apiserver.js';
+import { FakeApiServer } from '../../lib/lab/api-server.js';
+import type { KubeObject } from '../../lib/lab/api-server.js';
 
 /**
  * The fake API server, driven through the real @kubernetes/client-node: raw authenticated fetch,
  * Watch, the generated CoreV1Api and informers, so code under test sees what a real API server does.
  */
 
-const mainJs = path.resolve(fileURLToPath(import.meta.url), '../../support/fake-apiserver-main.js');
+const mainJs = path.resolve(fileURLToPath(import.meta.url), '../../lib/lab/api-server-main.js');
 
 const pod = (name: string, labels: Record<string, string> = {}, namespace = 'default'): KubeObject =>
   ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels }, spec: { nodeName: 'node-a' } });

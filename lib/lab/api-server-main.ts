@@ -1,8 +1,8 @@
 /**
- * Runs a FakeApiServer as its own process, for tests that need the API server outside the test
- * process (another network namespace, a daemon under test started as a child process):
+ * Runs the lab API server as its own process, so it can live in another network namespace than the
+ * program driving it (which then uses the /fake/ admin API over the unix socket):
  *
- *   node dist/test/support/fake-apiserver-main.js [--port 6443] [--host 127.0.0.1] [--socket PATH]
+ *   node dist/lib/lab/api-server-main.js [--port 6443] [--host 127.0.0.1] [--socket PATH]
  *     [--kubeconfig-out FILE] [--bookmark-ms 1000] [--history-limit 1000] [--seed FILE.yaml]
  *
  * Prints one line "ready <url>" on stdout once listening (after writing --kubeconfig-out and
@@ -12,8 +12,8 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parseAllDocuments } from 'yaml';
-import { FakeApiServer } from './fake-apiserver.js';
-import type { KubeObject } from './fake-apiserver.js';
+import { FakeApiServer } from './api-server.js';
+import type { KubeObject } from './api-server.js';
 
 function intOption(value: string | undefined, name: string): number | undefined {
   if (value === undefined) return undefined;

@@ -1,7 +1,8 @@
 /**
- * A fake Kubernetes API server for tests: plain HTTP on loopback (and optionally a unix socket),
- * real list/watch semantics, good enough for @kubernetes/client-node's KubeConfig, Watch, generated
- * API clients and informers to work against it unchanged.
+ * An embedded Kubernetes API server for the lab (the demo and the end-to-end tests): plain HTTP on
+ * loopback or a lab link (and optionally a unix socket), real list/watch semantics, good enough for
+ * @kubernetes/client-node's KubeConfig, Watch, generated API clients and informers to work against it
+ * unchanged. It stores objects and serves them; it validates and schedules nothing.
  *
  *   const server = await FakeApiServer.start({ bookmarkIntervalMs: 1000 });
  *   const kc = new k8s.KubeConfig(); kc.loadFromString(server.kubeconfig());
