@@ -16,7 +16,7 @@ import type { KubeObject } from '../../lib/lab/api-server.js';
  * Watch, the generated CoreV1Api and informers, so code under test sees what a real API server does.
  */
 
-const mainJs = path.resolve(fileURLToPath(import.meta.url), '../../lib/lab/api-server-main.js');
+const mainJs = path.resolve(fileURLToPath(import.meta.url), '../../../lib/lab/api-server-main.js');
 
 const pod = (name: string, labels: Record<string, string> = {}, namespace = 'default'): KubeObject =>
   ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace, labels }, spec: { nodeName: 'node-a' } });
