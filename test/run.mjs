@@ -9,6 +9,7 @@ const root = path.resolve(fileURLToPath(import.meta.url), '../..');
 const LAYERS = {
   unit: { dir: 'dist/test/unit', timeout: 120_000 },
   integration: { dir: 'dist/test/integration', timeout: 120_000 },
+  e2e: { dir: 'dist/test/e2e', timeout: 300_000 },
 };
 
 if (!process.version.startsWith('v24.')) {

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { namespace, pod, policy } from '../support/builders.js';
-import { NetnsProcess } from '../support/netns-process.js';
+import { LabProcess as NetnsProcess } from '../../lib/lab/process.js';
 import { useNetns } from '../support/netns-fixture.js';
 
 /**

@@ -1,0 +1,42 @@
+import { request } from 'node:http';
+import { PalisadeError } from '../errors.js';
+
+/**
+ * The lab API server's admin API, reached over its unix socket: a socket file works across network
+ * namespaces, so the process driving the lab never needs a route into them.
+ */
+export class LabApiClient {
+  readonly socketPath: string;
+
+  constructor(socketPath: string) {
+    this.socketPath = socketPath;
+  }
+
+  apply(objects: Record<string, unknown> | readonly Record<string, unknown>[]): Promise<unknown> {
+    return this.call('POST', 'apply', objects);
+  }
+
+  delete(kind: string, namespace: string | null, name: string): Promise<unknown> {
+    return this.call('POST', 'delete', { kind, namespace, name });
+  }
+
+  closeWatches(): Promise<unknown> {
+    return this.call('POST', 'close-watches', {});
+  }
+
+  private call(method: string, route: string, body: unknown): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.socketPath, path: `/fake/${route}`, method, headers: { 'content-type': 'application/json' } }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode !== 200) reject(new PalisadeError('LAB_API', `lab API ${route}: HTTP ${res.statusCode}: ${text.slice(0, 300)}`));
+          else resolve(text === '' ? null : JSON.parse(text));
+        });
+      });
+      req.on('error', (error) => reject(new PalisadeError('LAB_API', `lab API ${route} over ${this.socketPath}: ${error.message}`, { cause: error })));
+      req.end(JSON.stringify(body));
+    });
+  }
+}

@@ -1,0 +1,199 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PalisadeError } from '../errors.js';
+import { NetworkNamespace } from '../netns.js';
+import { PodNode } from '../pod-network.js';
+import type { PodHandle, PodSpec } from '../pod-network.js';
+import { LabApiClient } from './admin-client.js';
+import { LabProcess } from './process.js';
+
+/**
+ * A cluster made of network namespaces on one machine, wired as EKS nodes with the AWS VPC CNI:
+ *
+ *   external host ──ext── node A ════ link ════ node B
+ *   203.0.113.10          │ pods (eni… veths)    │ pods
+ *                         └ lab API server on A's link address, reached by both nodes' daemons
+ *
+ * Each node forwards between its pods, the link and (on A) the external host; each has a route to
+ * the other's pod CIDR over the link. The lab API server runs inside node A; the program driving the
+ * lab talks to it over a unix socket, and to each node's status endpoint through `ip netns exec`.
+ * One real `palisade daemon` process per node. Nothing here touches the machine's own namespace.
+ */
+
+export interface LabNodeSpec {
+  readonly name: string;
+  /** Address on the node link, e.g. 172.31.0.1; the lab API server listens on the first node's. */
+  readonly address: string;
+  /** Pods on this node get addresses from here, e.g. 10.1.1.0/24. */
+  readonly podCidr: string;
+}
+
+export interface LabOptions {
+  /** Prefix of every namespace the lab creates. */
+  readonly prefix: string;
+  readonly nodes: readonly LabNodeSpec[];
+  /** An outside host beyond the first node, for ipBlock cases. */
+  readonly externalAddress?: string;
+  /** Extra flags for every daemon. */
+  readonly daemonArgs?: readonly string[];
+}
+
+export const EXTERNAL_GATEWAY = '203.0.113.1';
+const LINK_PREFIX = 24;
+const API_PORT = 6443;
+const MAIN_JS = path.resolve(fileURLToPath(import.meta.url), '../../../daemon/main.js');
+const API_MAIN_JS = path.resolve(fileURLToPath(import.meta.url), '../api-server-main.js');
+
+export class LabNode {
+  readonly spec: LabNodeSpec;
+  readonly pods: PodNode;
+  daemon: LabProcess | null = null;
+
+  constructor(spec: LabNodeSpec, pods: PodNode) {
+    this.spec = spec;
+    this.pods = pods;
+  }
+
+  get netns(): NetworkNamespace {
+    return this.pods.netns;
+  }
+}
+
+export class Lab {
+  readonly nodes: readonly LabNode[];
+  readonly external: NetworkNamespace | null;
+  readonly api: LabApiClient;
+  readonly kubeconfigPath: string;
+  private apiProcess: LabProcess;
+  private readonly dir: string;
+  private readonly options: LabOptions;
+
+  private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, apiProcess: LabProcess, dir: string) {
+    this.options = options;
+    this.nodes = nodes;
+    this.external = external;
+    this.apiProcess = apiProcess;
+    this.dir = dir;
+    this.api = new LabApiClient(path.join(dir, 'api.sock'));
+    this.kubeconfigPath = path.join(dir, 'kubeconfig');
+  }
+
+  static async create(options: LabOptions): Promise<Lab> {
+    const dir = await mkdtemp(path.join(tmpdir(), `${options.prefix}-`));
+    const nodes: LabNode[] = [];
+    let external: NetworkNamespace | null = null;
+    let api: LabProcess | null = null;
+    try {
+      for (const spec of options.nodes) nodes.push(new LabNode(spec, await PodNode.create(`${options.prefix}-${spec.name}`)));
+      await linkNodes(nodes);
+      if (options.externalAddress !== undefined) external = await attachExternal(options.prefix, options.externalAddress, nodes);
+      api = LabProcess.start(nodes[0]!.netns, [process.execPath, API_MAIN_JS, '--host', nodes[0]!.spec.address, '--port', String(API_PORT), '--socket', path.join(dir, 'api.sock'), '--kubeconfig-out', path.join(dir, 'kubeconfig'), '--bookmark-ms', '1000']);
+      await api.waitFor(/^ready /);
+      return new Lab(options, nodes, external, api, dir);
+    } catch (error) {
+      await api?.stop('SIGKILL');
+      for (const node of nodes) await node.pods.destroy().catch(() => undefined);
+      await external?.destroy().catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
+  }
+
+  node(name: string): LabNode {
+    const found = this.nodes.find((n) => n.spec.name === name);
+    if (found === undefined) throw new PalisadeError('LAB', `no lab node ${name}`);
+    return found;
+  }
+
+  /** Plumbs a pod into its node; the matching Pod object is the caller's to apply. */
+  addPod(nodeName: string, spec: PodSpec): Promise<PodHandle> {
+    return this.node(nodeName).pods.addPod(spec);
+  }
+
+  /** Starts the node's `palisade daemon`, waiting until it reports it has started. */
+  async startDaemon(nodeName: string, extraArgs: readonly string[] = []): Promise<LabProcess> {
+    const node = this.node(nodeName);
+    if (node.daemon?.running === true) throw new PalisadeError('LAB', `the daemon on ${nodeName} is already running`);
+    node.daemon = LabProcess.start(node.netns, [process.execPath, MAIN_JS, 'daemon', '--kubeconfig', this.kubeconfigPath, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs]);
+    await node.daemon.waitFor(/"msg":"palisade started"/);
+    return node.daemon;
+  }
+
+  async stopDaemon(nodeName: string, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const node = this.node(nodeName);
+    const code = await node.daemon?.stop(signal);
+    node.daemon = null;
+    return code ?? null;
+  }
+
+  /** GET on the node's status endpoint (127.0.0.1 inside the node), as an operator would with curl on the node. */
+  async status(nodeName: string, pathAndQuery: string): Promise<{ status: number; body: string }> {
+    const script = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })';
+    const out = await this.node(nodeName).netns.run([process.execPath, '-e', script, `http://127.0.0.1:9710${pathAndQuery}`]);
+    return JSON.parse(out) as { status: number; body: string };
+  }
+
+  async waitReady(nodeName: string, timeoutMs = 20_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if ((await this.status(nodeName, '/readyz')).status === 200) return;
+      if (Date.now() > deadline) throw new PalisadeError('LAB', `the daemon on ${nodeName} did not become ready within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** Stops the lab API server (watches break, connections are refused) and starts it again. */
+  async restartApiServer(downMs: number): Promise<void> {
+    await this.apiProcess.stop('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, downMs));
+    const node = this.nodes[0]!;
+    const next = LabProcess.start(node.netns, [process.execPath, API_MAIN_JS, '--host', node.spec.address, '--port', String(API_PORT), '--socket', path.join(this.dir, 'api.sock'), '--kubeconfig-out', this.kubeconfigPath, '--bookmark-ms', '1000']);
+    await next.waitFor(/^ready /);
+    this.apiProcess = next;
+  }
+
+  async destroy(): Promise<void> {
+    const failures: unknown[] = [];
+    for (const node of this.nodes) await node.daemon?.stop('SIGKILL').catch((e: unknown) => failures.push(e));
+    await this.apiProcess.stop('SIGKILL').catch((e: unknown) => failures.push(e));
+    for (const node of this.nodes) await node.pods.destroy().catch((e: unknown) => failures.push(e));
+    await this.external?.destroy().catch((e: unknown) => failures.push(e));
+    await rm(this.dir, { recursive: true, force: true });
+    if (failures.length > 0) throw new AggregateError(failures, 'lab teardown failed in part');
+  }
+}
+
+/** A veth between consecutive nodes, each node routing the others' pod CIDRs over it. */
+async function linkNodes(nodes: readonly LabNode[]): Promise<void> {
+  for (let i = 1; i < nodes.length; i++) {
+    const [a, b] = [nodes[0]!, nodes[i]!];
+    const here = `lab${i}a`;
+    const there = `lab${i}b`;
+    await a.netns.run(['ip', 'link', 'add', here, 'type', 'veth', 'peer', 'name', there]);
+    await a.netns.run(['ip', 'link', 'set', there, 'netns', b.netns.name]);
+    await a.netns.run(['ip', 'addr', 'add', `${a.spec.address}/${LINK_PREFIX}`, 'dev', here]);
+    await b.netns.run(['ip', 'addr', 'add', `${b.spec.address}/${LINK_PREFIX}`, 'dev', there]);
+    await a.netns.run(['ip', 'link', 'set', here, 'up']);
+    await b.netns.run(['ip', 'link', 'set', there, 'up']);
+    await a.netns.run(['ip', 'route', 'add', b.spec.podCidr, 'via', b.spec.address]);
+    await b.netns.run(['ip', 'route', 'add', a.spec.podCidr, 'via', a.spec.address]);
+  }
+}
+
+/** The outside host hangs off the first node; the other nodes reach it through the first. */
+async function attachExternal(prefix: string, address: string, nodes: readonly LabNode[]): Promise<NetworkNamespace> {
+  const external = await NetworkNamespace.create(`${prefix}-ext`);
+  const first = nodes[0]!;
+  await first.netns.run(['ip', 'link', 'add', 'ext0', 'type', 'veth', 'peer', 'name', 'ext0p']);
+  await first.netns.run(['ip', 'link', 'set', 'ext0p', 'netns', external.name]);
+  await first.netns.run(['ip', 'addr', 'add', `${EXTERNAL_GATEWAY}/24`, 'dev', 'ext0']);
+  await first.netns.run(['ip', 'link', 'set', 'ext0', 'up']);
+  await external.run(['ip', 'link', 'set', 'ext0p', 'name', 'eth0']);
+  await external.run(['ip', 'addr', 'add', `${address}/24`, 'dev', 'eth0']);
+  await external.run(['ip', 'link', 'set', 'eth0', 'up']);
+  await external.run(['ip', 'route', 'add', 'default', 'via', EXTERNAL_GATEWAY]);
+  for (const node of nodes.slice(1)) await node.netns.run(['ip', 'route', 'add', `${address}/32`, 'via', first.spec.address]);
+  return external;
+}
