@@ -237,6 +237,19 @@ describe('the palisade daemon against a fake API server', function () {
     await eventually('drop counters', async () => assert.match((await r.get('/metrics')).body, /^palisade_dropped_packets_total\{namespace="default",pod="busybox1",direction="ingress"\} 0$/m));
   });
 
+  it('turns a burst of 500 new pods into a handful of applies, not one per event', async () => {
+    const r = await ready();
+    const syncs = async () => Number(/^palisade_sync_duration_seconds_count (\d+)$/m.exec((await r.get('/metrics')).body)?.[1] ?? NaN);
+    const before = await syncs();
+    for (let i = 0; i < 500; i++) api.apply(pod('default', `web-${i}`, { ip: `10.3.${i >> 7}.${(i & 127) + 1}`, labels: { app: 'web' } }));
+    await eventually('all 500 pods programmed', async () => {
+      const status = JSON.parse((await r.get('/status')).body) as { counts: { localEndpoints: number } };
+      assert.equal(status.counts.localEndpoints, 502);
+    }, 30_000);
+    const applies = (await syncs()) - before;
+    assert.ok(applies >= 1 && applies <= 20, `${applies} applies for 500 events`);
+  });
+
   it('repairs a flushed chain on its next refresh and counts the repair', async () => {
     const r = await ready();
     const chain = NAMES.endpoint('from', 'default', 'busybox1');
