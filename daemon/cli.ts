@@ -3,6 +3,7 @@ import { compileCommand, COMPILE_HELP } from './compile-command.js';
 import { explainCommand, EXPLAIN_HELP } from './explain-command.js';
 import { cleanupCommand, CLEANUP_HELP } from './cleanup-command.js';
 import { daemonCommand, DAEMON_HELP } from './daemon-command.js';
+import { demoCommand, DEMO_HELP } from './demo-command.js';
 import type { CommandIO } from './command-io.js';
 
 const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets
@@ -14,6 +15,7 @@ Commands:
   compile   print the ipsets and iptables rules a node would get from manifests
   explain   say whether policy allows a connection, and which rules decide it
   cleanup   remove every hook, chain and ipset palisade created on this node
+  demo      replay the network policy tutorial on a lab node of network namespaces (root)
 
 Run "palisade <command> --help" for a command's options.
 `;
@@ -25,6 +27,7 @@ const COMMANDS: Readonly<Record<string, { run: Command; help: string }>> = {
   compile: { run: compileCommand, help: COMPILE_HELP },
   explain: { run: explainCommand, help: EXPLAIN_HELP },
   cleanup: { run: cleanupCommand, help: CLEANUP_HELP },
+  demo: { run: demoCommand, help: DEMO_HELP },
 };
 
 /** Exit codes: 0 success, 1 the input or the system failed, 2 the command line was wrong. */

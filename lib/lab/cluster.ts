@@ -88,6 +88,8 @@ export class Lab {
     try {
       for (const spec of options.nodes) nodes.push(new LabNode(spec, await PodNode.create(`${options.prefix}-${spec.name}`)));
       await linkNodes(nodes);
+      // A lone node has no link; its address still has to exist for the API server to listen on.
+      if (nodes.length === 1) await nodes[0]!.netns.run(['ip', 'addr', 'add', `${nodes[0]!.spec.address}/32`, 'dev', 'lo']);
       if (options.externalAddress !== undefined) external = await attachExternal(options.prefix, options.externalAddress, nodes);
       api = LabProcess.start(nodes[0]!.netns, [process.execPath, API_MAIN_JS, '--host', nodes[0]!.spec.address, '--port', String(API_PORT), '--socket', path.join(dir, 'api.sock'), '--kubeconfig-out', path.join(dir, 'kubeconfig'), '--bookmark-ms', '1000']);
       await api.waitFor(/^ready /);
