@@ -1,9 +1,4 @@
 import { PalisadeError, UsageError } from '../lib/errors.js';
-import { compileCommand, COMPILE_HELP } from './compile-command.js';
-import { explainCommand, EXPLAIN_HELP } from './explain-command.js';
-import { cleanupCommand, CLEANUP_HELP } from './cleanup-command.js';
-import { daemonCommand, DAEMON_HELP } from './daemon-command.js';
-import { demoCommand, DEMO_HELP } from './demo-command.js';
 import type { CommandIO } from './command-io.js';
 
 const HELP = `palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets
@@ -22,12 +17,31 @@ Run "palisade <command> --help" for a command's options.
 
 type Command = (argv: readonly string[], io: CommandIO) => Promise<number>;
 
-const COMMANDS: Readonly<Record<string, { run: Command; help: string }>> = {
-  daemon: { run: daemonCommand, help: DAEMON_HELP },
-  compile: { run: compileCommand, help: COMPILE_HELP },
-  explain: { run: explainCommand, help: EXPLAIN_HELP },
-  cleanup: { run: cleanupCommand, help: CLEANUP_HELP },
-  demo: { run: demoCommand, help: DEMO_HELP },
+/**
+ * Commands are loaded when run: the Kubernetes client the daemon needs takes longer to load than
+ * `palisade compile` takes to run.
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<{ run: Command; help: string }>>> = {
+  daemon: async () => {
+    const m = await import('./daemon-command.js');
+    return { run: m.daemonCommand, help: m.DAEMON_HELP };
+  },
+  compile: async () => {
+    const m = await import('./compile-command.js');
+    return { run: m.compileCommand, help: m.COMPILE_HELP };
+  },
+  explain: async () => {
+    const m = await import('./explain-command.js');
+    return { run: m.explainCommand, help: m.EXPLAIN_HELP };
+  },
+  cleanup: async () => {
+    const m = await import('./cleanup-command.js');
+    return { run: m.cleanupCommand, help: m.CLEANUP_HELP };
+  },
+  demo: async () => {
+    const m = await import('./demo-command.js');
+    return { run: m.demoCommand, help: m.DEMO_HELP };
+  },
 };
 
 /** Exit codes: 0 success, 1 the input or the system failed, 2 the command line was wrong. */
@@ -37,11 +51,12 @@ export async function runCli(argv: readonly string[], io: CommandIO): Promise<nu
     io.stdout(HELP);
     return name === undefined ? 2 : 0;
   }
-  const command = COMMANDS[name];
-  if (command === undefined) {
+  const load = COMMANDS[name];
+  if (load === undefined) {
     io.stderrLine(`palisade: unknown command "${name}"\n\n${HELP}`);
     return 2;
   }
+  const command = await load();
   try {
     return await command.run(rest, io);
   } catch (error) {
