@@ -1,6 +1,8 @@
 import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from '../rules/model.js';
 import { objectKey } from '../rules/model.js';
 import type { Problem } from '../rules/problems.js';
+import { formatProblem } from '../rules/problems.js';
+import type { Logger } from '../lib/logger.js';
 import type { Parsed } from '../rules/namespace.js';
 import { parseNamespace, parseNode } from '../rules/namespace.js';
 import { parsePod } from '../rules/pod.js';
@@ -73,9 +75,12 @@ export class ClusterCache {
   private readonly problems = new Map<string, readonly Problem[]>();
   private readonly onChange: (kind: ResourceKind) => void;
 
-  constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void) {
+  private readonly logger: Logger;
+
+  constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void, logger: Logger) {
     this.compiler = new DataplaneCompiler(settings);
     this.onChange = onChange;
+    this.logger = logger;
   }
 
   handler(kind: ResourceKind): ReflectorHandler {
@@ -112,10 +117,7 @@ export class ClusterCache {
     const ops = OPS[kind];
     const key = rawKey(kind, object);
     const parsed = ops.parse(object);
-    if (key !== null) {
-      if (parsed.problems.length > 0) this.problems.set(`${kind} ${key}`, parsed.problems);
-      else this.problems.delete(`${kind} ${key}`);
-    }
+    if (key !== null) this.recordProblems(`${kind} ${key}`, parsed.problems);
     if (parsed.record === null) {
       // Unusable as a whole (no name, say): forget any earlier version rather than enforce a stale one.
       return key !== null && this.remove(kind, key);
@@ -126,6 +128,22 @@ export class ClusterCache {
     this.records[kind].set(recordKey, parsed.record);
     ops.set(this.compiler, parsed.record);
     return true;
+  }
+
+  /** Keeps an object's problems, logging them when they change (not on every resync of the same object). */
+  private recordProblems(key: string, problems: readonly Problem[]): void {
+    const before = this.problems.get(key);
+    if (problems.length === 0) {
+      if (before !== undefined) this.logger.info({ object: key }, 'object is usable again');
+      this.problems.delete(key);
+      return;
+    }
+    const text = problems.map(formatProblem);
+    if (before === undefined || JSON.stringify(before.map(formatProblem)) !== JSON.stringify(text)) {
+      const errors = problems.some((p) => p.severity === 'error');
+      this.logger.warn({ object: key, problems: text }, errors ? 'object is invalid: it grants nothing, what it selects stays isolated' : 'parts of an object are ignored');
+    }
+    this.problems.set(key, problems);
   }
 
   private removeRaw(kind: ResourceKind, object: KubeObject): boolean {

@@ -70,7 +70,7 @@ export class Daemon {
     this.config = config;
     this.deps = deps;
     this.clock = deps.clock ?? realClock;
-    this.cache = new ClusterCache(config.compiler, (kind) => this.changed(kind));
+    this.cache = new ClusterCache(config.compiler, (kind) => this.changed(kind), deps.logger);
     this.reflectors = RESOURCES.map(({ kind, path }) => new Reflector({
       kubeconfig: deps.kubeconfig,
       path,
