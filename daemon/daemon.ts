@@ -40,6 +40,9 @@ const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
   { kind: 'Node', path: '/api/v1/nodes' },
 ];
 
+/** One refresh in this many compares every set member, not just each set's size. */
+const FULL_REFRESH_EVERY = 6;
+
 export interface DaemonDeps {
   readonly kubeconfig: KubeConfig;
   readonly runner: CommandRunner;
@@ -62,6 +65,7 @@ export class Daemon {
   private statusServer: HttpServer | null = null;
   private metricsServer: HttpServer | null = null;
   private firstApplied = false;
+  private refreshes = 0;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
   private sync: SyncState = { lastAttemptAt: null, lastSuccessAt: null, lastDurationMs: null, lastError: null, consecutiveFailures: 0, pendingChanges: false };
@@ -87,6 +91,7 @@ export class Daemon {
       delayMs: config.syncDelayMs,
       refreshIntervalMs: config.refreshIntervalMs,
       sync: () => this.syncOnce(),
+      check: () => this.checkOnce(),
       refresh: () => this.refreshOnce(),
       clock: this.clock,
       logger: deps.logger,
@@ -174,13 +179,18 @@ export class Daemon {
     this.metrics.lastSync.set(enforced / 1000);
     this.sync = { ...this.sync, lastSuccessAt: enforced, lastDurationMs: enforced - started, lastError: null, consecutiveFailures: 0 };
     this.metrics.ready.set(1);
-    const checked = await this.applier.checkWrites();
-    this.countRepairs(checked.repaired);
+  }
+
+  private async checkOnce(): Promise<void> {
+    if (this.applier === null) return;
+    this.countRepairs((await this.applier.checkWrites()).repaired);
   }
 
   private async refreshOnce(): Promise<void> {
     if (this.applier === null || !this.firstApplied) return;
-    const report = await this.applier.refresh();
+    // Every refresh compares rule hashes and set sizes; every FULL_REFRESH_EVERY-th one every set member too.
+    this.refreshes++;
+    const report = await this.applier.refresh({ full: this.refreshes % FULL_REFRESH_EVERY === 0 });
     this.countRepairs(report.repaired);
     this.drops = await this.applier.readDropCounters();
     this.metrics.observeDrops(this.drops);

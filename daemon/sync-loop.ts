@@ -6,14 +6,18 @@ import type { Clock } from './clock.js';
  * starts a short timer and those arriving before it fires join it, so a burst of events is one
  * compile and one apply; the timer is never pushed back, so a steady stream of events cannot stall
  * enforcement. A failed sync is retried with exponential backoff while the last good rules stay in
- * force. Periodic refreshes (read back, repair drift) run through the same loop, never concurrently
- * with a sync.
+ * force. The read-back of what a sync wrote, and periodic refreshes (read back, repair drift), run
+ * through the same loop, never concurrently with a sync and never ahead of one that is due.
  */
 
 export interface SyncLoopOptions {
   readonly delayMs: number;
   readonly refreshIntervalMs: number;
   readonly sync: () => Promise<void>;
+  /** Reads back what a sync wrote; runs after syncs, once a burst of them is over, never before one. */
+  readonly check: () => Promise<void>;
+  /** How long after the last sync the read-back waits, so a burst of changes is enforced first. */
+  readonly checkDelayMs?: number;
   readonly refresh: () => Promise<void>;
   readonly clock: Clock;
   readonly logger: Logger;
@@ -24,6 +28,7 @@ export interface SyncLoopOptions {
 export class SyncLoop {
   private readonly options: SyncLoopOptions;
   private syncWanted = false;
+  private checkWanted = false;
   private refreshWanted = false;
   private running: Promise<void> | null = null;
   private timer: unknown = null;
@@ -102,7 +107,8 @@ export class SyncLoop {
       const base = this.options.retryBaseMs ?? 100;
       const delay = this.failures === 0 ? this.options.delayMs : Math.min(this.options.retryMaxMs ?? 30_000, base * 2 ** (this.failures - 1));
       this.kick(delay);
-    } else if (this.refreshWanted) this.kick(0);
+    } else if (this.checkWanted) this.kick(this.options.checkDelayMs ?? 200);
+    else if (this.refreshWanted) this.kick(0);
   }
 
   private async runOnce(): Promise<void> {
@@ -111,10 +117,20 @@ export class SyncLoop {
       try {
         await this.options.sync();
         this.failures = 0;
+        this.checkWanted = true;
       } catch (error) {
         this.failures++;
         this.syncWanted = true;
         this.options.logger.error({ err: error instanceof Error ? error.message : String(error), failures: this.failures }, 'sync failed; the previous rules stay in force; retrying');
+      }
+      return;
+    }
+    if (this.checkWanted) {
+      this.checkWanted = false;
+      try {
+        await this.options.check();
+      } catch (error) {
+        this.options.logger.error({ err: error instanceof Error ? error.message : String(error) }, 'reading back the rules failed; the next refresh tries again');
       }
       return;
     }

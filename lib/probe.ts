@@ -7,6 +7,16 @@
  *   node dist/lib/probe-main.js connect --proto tcp|udp --to IP --port N [--timeout-ms 1000] [--from IP]
  *       one echo round trip; prints ok | timeout | refused | unreachable (exit 0 only for ok),
  *       or "error: ..." (exit 2) when the probe itself could not run
+ *   node dist/lib/probe-main.js agent [--tcp 80,81] [--udp 80,81]
+ *       serves like `serve` (no ports is fine: a client-only agent), prints "ready", then reads one JSON
+ *       probe request a line from stdin, {"id":1,"proto":"tcp","to":"10.1.1.1","port":80,"timeoutMs":800
+ *       [,"from":"IP"]}, runs them all concurrently and answers each with a line {"id":1,"outcome":"ok",
+ *       "ms":3} or {"id":1,"error":"..."}; exits when stdin closes. One long-running agent per namespace
+ *       probes a whole reachability matrix in about one timeout, where `connect` costs a node start each.
+ *       UDP probes of an agent bind source ports in sequence, never reusing one, so a probe can never
+ *       ride on the conntrack entry of an earlier, allowed probe with the same addresses and ports.
+ *       Its UDP echoes leave from the address they were sent to (every address present at start gets
+ *       its own socket), so multi-homed namespaces (a node, a host with two addresses) answer UDP too.
  *
  * A probe that cannot run never reads as "blocked": the host-side helpers throw instead.
  */
@@ -15,6 +25,8 @@ import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseIPv4 } from '../rules/ipv4.js';
 import { PalisadeError } from './errors.js';
@@ -58,6 +70,12 @@ export interface EchoServerOptions {
   readonly udp: readonly number[];
   /** Default 0.0.0.0. */
   readonly host?: string;
+  /**
+   * UDP on a host with several addresses: besides the wildcard socket, bind one socket per local IPv4
+   * address present at start, so an echo leaves from the address the datagram was sent to (a wildcard
+   * socket replies from the routing's preferred source, which a connected client ignores).
+   */
+  readonly udpPerAddress?: boolean;
 }
 
 export interface EchoServers {
@@ -73,7 +91,12 @@ export async function startEchoServers(options: EchoServerOptions): Promise<Echo
   };
   try {
     for (const port of options.tcp) closers.push(await listenTcpEcho(host, port));
-    for (const port of options.udp) closers.push(await bindUdpEcho(host, port));
+    const perAddress = options.udpPerAddress === true && host === '0.0.0.0';
+    const addresses = perAddress ? localIPv4Addresses() : [];
+    for (const port of options.udp) {
+      closers.push(await bindUdpEcho(host, port, perAddress));
+      for (const address of addresses) closers.push(await bindUdpEcho(address, port, true));
+    }
   } catch (error) {
     await close();
     throw error;
@@ -103,8 +126,16 @@ async function listenTcpEcho(host: string, port: number): Promise<() => Promise<
     });
 }
 
-async function bindUdpEcho(host: string, port: number): Promise<() => Promise<void>> {
-  const socket = dgram.createSocket('udp4');
+/** Every IPv4 address of this network namespace, each once (169.254.1.1 sits on every host veth of a node). */
+function localIPv4Addresses(): string[] {
+  const out = new Set<string>();
+  for (const list of Object.values(networkInterfaces())) for (const a of list ?? []) if (a.family === 'IPv4') out.add(a.address);
+  return [...out];
+}
+
+/** With reuseAddr, the wildcard and per-address sockets share the port; the kernel picks the most specific. */
+async function bindUdpEcho(host: string, port: number, reuseAddr = false): Promise<() => Promise<void>> {
+  const socket = dgram.createSocket({ type: 'udp4', reuseAddr });
   socket.on('message', (message, peer) => socket.send(message, peer.port, peer.address));
   await new Promise<void>((resolve, reject) => {
     socket.once('error', reject);
@@ -124,6 +155,8 @@ export interface ConnectOptions {
   readonly timeoutMs?: number;
   /** Source address to bind (it must be held by the namespace), e.g. to send with a forged one. */
   readonly from?: string;
+  /** UDP only: the source port to bind (default: any). The agent uses it to never reuse a port. */
+  readonly localPort?: number;
 }
 
 /** One echo round trip. Rejects only when the probe itself cannot run (bad address, bind failure...). */
@@ -196,7 +229,7 @@ function udpRoundTrip(options: ConnectOptions): Promise<ProbeOutcome> {
       if (message.equals(token)) finish(() => resolve('ok'));
     });
     // A connected socket hears ICMP errors (port unreachable comes back as ECONNREFUSED).
-    socket.bind({ port: 0, ...(options.from === undefined ? {} : { address: options.from }) }, () => {
+    socket.bind({ port: options.localPort ?? 0, ...(options.from === undefined ? {} : { address: options.from }) }, () => {
       socket.connect(options.port, options.to, () => {
         send();
         resend = setInterval(send, UDP_RESEND_MS);
@@ -211,9 +244,10 @@ function udpRoundTrip(options: ConnectOptions): Promise<ProbeOutcome> {
 
 export type ProbeCommand =
   | { readonly kind: 'serve'; readonly tcp: readonly number[]; readonly udp: readonly number[]; readonly untilStdinCloses: boolean }
-  | { readonly kind: 'connect'; readonly options: Required<Omit<ConnectOptions, 'from'>> & Pick<ConnectOptions, 'from'> };
+  | { readonly kind: 'connect'; readonly options: Required<Omit<ConnectOptions, 'from' | 'localPort'>> & Pick<ConnectOptions, 'from'> }
+  | { readonly kind: 'agent'; readonly tcp: readonly number[]; readonly udp: readonly number[] };
 
-const USAGE = 'usage: probe serve [--tcp P,P] [--udp P,P] [--until-stdin-closes] | probe connect --proto tcp|udp --to IP --port N [--timeout-ms MS] [--from IP]';
+const USAGE = 'usage: probe serve [--tcp P,P] [--udp P,P] [--until-stdin-closes] | probe connect --proto tcp|udp --to IP --port N [--timeout-ms MS] [--from IP] | probe agent [--tcp P,P] [--udp P,P]';
 
 /** Parses the probe program's arguments; throws ProbeError with the usage on anything unexpected. */
 export function parseProbeArgs(argv: readonly string[]): ProbeCommand {
@@ -225,6 +259,10 @@ export function parseProbeArgs(argv: readonly string[]): ProbeCommand {
     checkKnown(flags, ['--tcp', '--udp', '--until-stdin-closes']);
     if (tcp.length + udp.length === 0) throw new ProbeError(`serve: give --tcp and/or --udp ports; ${USAGE}`);
     return { kind: 'serve', tcp, udp, untilStdinCloses: flags.has('--until-stdin-closes') };
+  }
+  if (verb === 'agent') {
+    checkKnown(flags, ['--tcp', '--udp']);
+    return { kind: 'agent', tcp: parsePorts(flags.get('--tcp') ?? ''), udp: parsePorts(flags.get('--udp') ?? '') };
   }
   if (verb === 'connect') {
     checkKnown(flags, ['--proto', '--to', '--port', '--timeout-ms', '--from']);
@@ -290,7 +328,14 @@ export async function probeMain(argv: readonly string[]): Promise<number> {
     process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`);
     return EXIT_ERROR;
   }
-  return command.kind === 'serve' ? serveUntilStopped(command) : connectAndReport(command.options);
+  switch (command.kind) {
+    case 'serve':
+      return serveUntilStopped(command);
+    case 'agent':
+      return runAgent(command);
+    case 'connect':
+      return connectAndReport(command.options);
+  }
 }
 
 async function connectAndReport(options: ConnectOptions): Promise<number> {
@@ -322,6 +367,114 @@ async function serveUntilStopped(command: Extract<ProbeCommand, { kind: 'serve' 
       process.stdin.once('end', resolve);
       process.stdin.once('error', () => resolve());
     }
+  });
+  await servers.close();
+  return EXIT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent: echo servers plus probes on request, one JSON line each way
+// ---------------------------------------------------------------------------------------------
+
+/** One probe request to an agent. */
+export interface AgentRequest {
+  readonly proto: ProbeProtocol;
+  readonly to: string;
+  readonly port: number;
+  readonly timeoutMs?: number;
+  /** Source address to bind (the namespace must hold it). */
+  readonly from?: string;
+}
+
+/** An agent's answer: the outcome, or why the probe could not run. */
+export type AgentResponse =
+  | { readonly id: number; readonly outcome: ProbeOutcome; readonly ms: number }
+  | { readonly id: number; readonly error: string };
+
+/** UDP source ports an agent hands out in turn (below the kernel's ephemeral range, above the well-known). */
+const AGENT_UDP_PORT_FIRST = 10_000;
+const AGENT_UDP_PORT_LAST = 32_000;
+/** How many ports to try when one is taken before calling the probe failed. */
+const AGENT_BIND_ATTEMPTS = 50;
+/** The longest timeout a request may ask for. */
+const AGENT_MAX_TIMEOUT_MS = 60_000;
+
+/** Checks a request line; returns the id (null when even that is unusable) and the request or the problem. */
+export function parseAgentRequest(line: string): { id: number | null; request: AgentRequest | null; problem: string | null } {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return { id: null, request: null, problem: 'not JSON' };
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { id: null, request: null, problem: 'not a JSON object' };
+  const object = value as Record<string, unknown>;
+  const id = Number.isSafeInteger(object['id']) ? (object['id'] as number) : null;
+  const fail = (problem: string) => ({ id, request: null, problem });
+  if (id === null) return fail('id must be an integer');
+  const { proto, to, port, timeoutMs, from } = object;
+  if (proto !== 'tcp' && proto !== 'udp') return fail('proto must be tcp or udp');
+  if (typeof to !== 'string' || parseIPv4(to) === null) return fail('to must be an IPv4 address');
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return fail('port must be 1 to 65535');
+  if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > AGENT_MAX_TIMEOUT_MS)) {
+    return fail(`timeoutMs must be 1 to ${AGENT_MAX_TIMEOUT_MS}`);
+  }
+  if (from !== undefined && (typeof from !== 'string' || parseIPv4(from) === null)) return fail('from must be an IPv4 address');
+  return {
+    id,
+    problem: null,
+    request: { proto, to, port, ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(from === undefined ? {} : { from }) },
+  };
+}
+
+async function runAgent(command: Extract<ProbeCommand, { kind: 'agent' }>): Promise<number> {
+  let servers: EchoServers;
+  try {
+    servers = await startEchoServers({ tcp: command.tcp, udp: command.udp, udpPerAddress: true });
+  } catch (error) {
+    process.stderr.write(`cannot serve: ${error instanceof Error ? error.message : String(error)}\n`);
+    return EXIT_ERROR;
+  }
+  const served = new Set(command.udp);
+  let nextPort = AGENT_UDP_PORT_FIRST;
+  const takePort = (): number => {
+    for (;;) {
+      const port = nextPort;
+      nextPort = nextPort >= AGENT_UDP_PORT_LAST ? AGENT_UDP_PORT_FIRST : nextPort + 1;
+      if (!served.has(port)) return port;
+    }
+  };
+  const answer = (response: AgentResponse): void => {
+    process.stdout.write(`${JSON.stringify(response)}\n`);
+  };
+  const run = async (id: number, request: AgentRequest): Promise<void> => {
+    const started = performance.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const outcome = await connectOnce({ ...request, ...(request.proto === 'udp' ? { localPort: takePort() } : {}) });
+        answer({ id, outcome, ms: Math.round(performance.now() - started) });
+        return;
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'EADDRINUSE' && attempt < AGENT_BIND_ATTEMPTS) continue;
+        answer({ id, error: error instanceof Error ? error.message : String(error) });
+        return;
+      }
+    }
+  };
+  process.stdout.write('ready\n');
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+    const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
+    lines.on('line', (line) => {
+      if (line.trim() === '') return;
+      const { id, request, problem } = parseAgentRequest(line);
+      if (request === null || id === null) answer({ id: id ?? -1, error: `bad request: ${problem ?? 'unknown'}: ${line.slice(0, 200)}` });
+      else void run(id, request);
+    });
+    lines.once('close', resolve);
+    process.stdin.once('error', () => resolve());
   });
   await servers.close();
   return EXIT_OK;
@@ -418,6 +571,170 @@ export class ProbeServer {
     await this.exited;
     clearTimeout(grace);
   }
+}
+
+/** Beyond a request's own timeout, how long the agent may take to answer before it is called stuck. */
+const AGENT_ANSWER_ALLOWANCE_MS = 10_000;
+
+interface PendingProbe {
+  readonly resolve: (outcome: ProbeOutcome) => void;
+  readonly reject: (error: Error) => void;
+  readonly timer: NodeJS.Timeout;
+  readonly request: AgentRequest;
+}
+
+/**
+ * A long-running `agent` inside a namespace: it serves like ProbeServer and runs probes on request,
+ * concurrently, at the cost of a JSON line instead of a node start. stop() it in teardown; it also
+ * exits by itself when this process dies (its stdin closes).
+ *
+ *   const agent = await ProbeAgent.start(pod.netns, { tcp: [80, 81], udp: [80, 81] });
+ *   const outcome = await agent.probe({ proto: 'udp', to: '10.1.1.2', port: 80, timeoutMs: 800 });
+ */
+export class ProbeAgent {
+  readonly netns: NetworkNamespace;
+  readonly tcp: readonly number[];
+  readonly udp: readonly number[];
+  private readonly child: ChildProcess;
+  private readonly exited: Promise<void>;
+  private readonly pending = new Map<number, PendingProbe>();
+  private readonly stderr: string[] = [];
+  private nextId = 1;
+  private closed = false;
+  /** Round trips that came back, and the slowest of them (ms, inside the agent): how much timeout headroom there is. */
+  readonly stats = { ok: 0, maxOkMs: 0 };
+
+  private constructor(netns: NetworkNamespace, ports: Partial<EchoServerOptions>, child: ChildProcess, exited: Promise<void>) {
+    this.netns = netns;
+    this.tcp = [...(ports.tcp ?? [])];
+    this.udp = [...(ports.udp ?? [])];
+    this.child = child;
+    this.exited = exited;
+  }
+
+  /** Starts `agent` in the namespace and waits for "ready". */
+  static async start(netns: NetworkNamespace, ports: Partial<EchoServerOptions> = {}): Promise<ProbeAgent> {
+    const tcp = ports.tcp ?? [];
+    const udp = ports.udp ?? [];
+    const ipArgs = ['netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, 'agent', ...(tcp.length > 0 ? ['--tcp', tcp.join(',')] : []), ...(udp.length > 0 ? ['--udp', udp.join(',')] : [])];
+    const argv = ['ip', ...ipArgs];
+    const child = spawn('ip', ipArgs, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
+    const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
+    const agent = new ProbeAgent(netns, { tcp, udp }, child, exited);
+    try {
+      await agent.listen(argv);
+    } catch (error) {
+      await agent.stop();
+      throw error;
+    }
+    return agent;
+  }
+
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  /** Probes in flight. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** One round trip from the agent's namespace. Rejects with ProbeError when the probe could not run. */
+  probe(request: AgentRequest): Promise<ProbeOutcome> {
+    if (this.closed) return Promise.reject(new ProbeError(`probe agent in ${this.netns.name} has exited; stderr: ${this.stderrText()}`));
+    const id = this.nextId++;
+    const timeoutMs = request.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+    return new Promise<ProbeOutcome>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new ProbeError(`probe agent in ${this.netns.name} did not answer ${describeRequest(request)} within ${timeoutMs + AGENT_ANSWER_ALLOWANCE_MS} ms`));
+      }, timeoutMs + AGENT_ANSWER_ALLOWANCE_MS);
+      this.pending.set(id, { resolve, reject, timer, request });
+      this.child.stdin?.write(`${JSON.stringify({ id, ...request, timeoutMs })}\n`);
+    });
+  }
+
+  /** Closes its stdin, signals it, kills it after a grace period; resolves once it has exited. Probes in flight fail. */
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.stdin?.end();
+      signalGroup(this.child, 'SIGTERM');
+      const grace = setTimeout(() => signalGroup(this.child, 'SIGKILL'), SERVER_STOP_GRACE_MS);
+      await this.exited;
+      clearTimeout(grace);
+    }
+    this.failAll('probe agent stopped');
+  }
+
+  private listen(argv: readonly string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let ready = false;
+      const fail = (why: string): void => {
+        clearTimeout(timer);
+        reject(new ProbeError(`${formatArgv(argv)} ${why}; stderr: ${this.stderrText()}`));
+      };
+      const timer = setTimeout(() => fail(`did not print "ready" within ${SERVER_READY_TIMEOUT_MS} ms`), SERVER_READY_TIMEOUT_MS);
+      this.child.stderr?.setEncoding('utf8');
+      this.child.stderr?.on('data', (chunk: string) => {
+        this.stderr.push(chunk);
+        if (this.stderr.length > 50) this.stderr.shift();
+      });
+      this.child.stdin?.on('error', () => {});
+      this.child.once('error', (error) => fail(`could not start: ${error.message}`));
+      this.child.once('close', (code, signal) => {
+        this.closed = true;
+        if (!ready) fail(`exited (${signal ?? `code ${code}`}) before it was ready`);
+        this.failAll(`probe agent in ${this.netns.name} exited (${signal ?? `code ${code}`})`);
+      });
+      const lines = createInterface({ input: this.child.stdout!, crlfDelay: Infinity });
+      lines.on('line', (line) => {
+        if (!ready) {
+          if (line === 'ready') {
+            ready = true;
+            clearTimeout(timer);
+            resolve();
+          }
+          return;
+        }
+        this.settle(line);
+      });
+    });
+  }
+
+  private settle(line: string): void {
+    let response: AgentResponse;
+    try {
+      response = JSON.parse(line) as AgentResponse;
+    } catch {
+      return;
+    }
+    const pending = this.pending.get(response.id);
+    if (pending === undefined) return;
+    this.pending.delete(response.id);
+    clearTimeout(pending.timer);
+    if ('outcome' in response && response.outcome === 'ok') {
+      this.stats.ok++;
+      this.stats.maxOkMs = Math.max(this.stats.maxOkMs, response.ms);
+    }
+    if ('outcome' in response && PROBE_OUTCOMES.includes(response.outcome)) pending.resolve(response.outcome);
+    else pending.reject(new ProbeError(`probe agent in ${this.netns.name}: ${describeRequest(pending.request)}: ${'error' in response ? response.error : line}`));
+  }
+
+  private failAll(why: string): void {
+    for (const [id, pending] of this.pending) {
+      clearTimeout(pending.timer);
+      this.pending.delete(id);
+      pending.reject(new ProbeError(`${why} with ${describeRequest(pending.request)} in flight; stderr: ${this.stderrText()}`));
+    }
+  }
+
+  private stderrText(): string {
+    return this.stderr.join('').trim() || '(none)';
+  }
+}
+
+function describeRequest(request: AgentRequest): string {
+  return `${request.proto} ${request.from === undefined ? '' : `${request.from} `}-> ${request.to}:${request.port}`;
 }
 
 function waitForReady(child: ChildProcess, argv: readonly string[]): Promise<void> {

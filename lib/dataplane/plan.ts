@@ -130,6 +130,8 @@ function planSets(desired: Dataplane, live: LiveState, names: Names, findings: F
       setsWritten.push(set.name);
       continue;
     }
+    // Unchanged sets share their member Set with the remembered state: skip diffing tens of thousands.
+    if (have.members === want && have.type === set.type) continue;
     if (have.type !== set.type) throw new PalisadeError('IPSET_TYPE_CONFLICT', `ipset ${set.name} exists with type ${have.type}, but palisade needs ${set.type}; run "palisade cleanup" to remove it`);
     const removed = [...have.members].filter((m) => !want.has(m));
     const added = [...want].filter((m) => !have.members.has(m));

@@ -12,6 +12,8 @@ function loop(options: { sync?: () => Promise<void>; refresh?: () => Promise<voi
     delayMs: options.delayMs ?? 50,
     refreshIntervalMs: 10_000,
     sync: options.sync ?? (async () => void calls.push(`sync@${clock.now()}`)),
+    check: async () => void calls.push(`check@${clock.now()}`),
+    checkDelayMs: 200,
     refresh: options.refresh ?? (async () => void calls.push(`refresh@${clock.now()}`)),
     clock,
     logger: silentLogger,
@@ -30,6 +32,8 @@ describe('the sync loop', () => {
     assert.deepEqual(calls, []);
     await clock.advance(1);
     assert.deepEqual(calls, ['sync@50']);
+    await clock.advance(200);
+    assert.deepEqual(calls, ['sync@50', 'check@250'], 'the read-back follows');
     await sync.stop();
   });
 
@@ -39,7 +43,7 @@ describe('the sync loop', () => {
       sync.request();
       await clock.advance(10);
     }
-    assert.deepEqual(calls.slice(0, 3), ['sync@50', 'sync@100', 'sync@150']);
+    assert.deepEqual(calls.slice(0, 3), ['sync@50', 'sync@100', 'sync@150'], 'syncs go first, the read-back waits for a quiet moment');
     await sync.stop();
   });
 
@@ -94,7 +98,7 @@ describe('the sync loop', () => {
     await clock.advance(10_000);
     sync.request();
     await clock.advance(10_000);
-    assert.deepEqual(calls, ['refresh@10000', 'sync@10050', 'refresh@20000']);
+    assert.deepEqual(calls, ['refresh@10000', 'sync@10050', 'check@10250', 'refresh@20000']);
     await sync.stop();
   });
 });
