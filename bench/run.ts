@@ -33,6 +33,8 @@ interface Benchmark {
 const BENCHMARKS: readonly Benchmark[] = [
   { name: 'compile', load: () => import('./compile.bench.js') },
   { name: 'apply', load: () => import('./apply.bench.js') },
+  { name: 'daemon', load: () => import('./daemon.bench.js') },
+  { name: 'packet-path', load: () => import('./packet-path.bench.js') },
 ];
 
 const LABEL_WIDTH = 62;
