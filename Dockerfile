@@ -30,5 +30,6 @@ COPY --from=build /src/dist/daemon ./dist/daemon
 COPY manifests/examples ./manifests/examples
 ENV NODE_ENV=production
 # No shell: the kernel runs node directly, so SIGTERM reaches palisade and its rules stay in place.
-ENTRYPOINT ["node", "/app/dist/daemon/main.js"]
+# The V8 flag is daemon/runtime.ts's DAEMON_NODE_FLAGS (a test keeps the two equal).
+ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/dist/daemon/main.js"]
 CMD ["daemon"]

@@ -21,6 +21,7 @@ import { percentile } from './compile.bench.js';
 import { BENCH_SCALE, podLabelChange, policyWithExtraPort, policyWithNewPeer, syntheticCluster, withDoubledRemotePods } from './synthetic-cluster.js';
 import type { Obj, SyntheticCluster, SyntheticOptions } from './synthetic-cluster.js';
 import type { Report } from './run.js';
+import { DAEMON_NODE_FLAGS } from '../daemon/runtime.js';
 
 /**
  * The real daemon, as the process it is on a node: `palisade daemon` against the fake API server
@@ -447,7 +448,8 @@ export async function runDaemon(cluster: SyntheticCluster, changes: readonly Cha
     // The cluster goes in through the admin socket before the daemon starts, so its first lists see all of it.
     for (let i = 0; i < cluster.objects.length; i += 1000) await adminApply(socket, cluster.objects.slice(i, i + 1000));
 
-    const nodeFlags = (process.env['PALBENCH_DAEMON_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '');
+    // Run as the image runs it (its V8 flags), plus any profiling flags asked for.
+    const nodeFlags = [...DAEMON_NODE_FLAGS, ...(process.env['PALBENCH_DAEMON_NODE_FLAGS'] ?? '').split(' ').filter((f) => f !== '')];
     const spawnedAt = Date.now();
     const daemon = new NsProcess(ns, [process.execPath, ...nodeFlags, DAEMON_MAIN, 'daemon', '--kubeconfig', kubeconfig, '--node-name', cluster.localNode,
       '--sync-delay', SYNC_DELAY, '--refresh-interval', '10s', '--log-level', 'debug']);

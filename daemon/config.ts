@@ -39,7 +39,7 @@ export const DAEMON_FLAGS = [
   { flag: 'metrics-addr', env: ['PALISADE_METRICS_ADDR'], default: '0.0.0.0:9711', help: 'Prometheus metrics endpoint' },
   { flag: 'iptables-backend', env: ['PALISADE_IPTABLES_BACKEND'], default: 'auto', help: 'auto, legacy or nft' },
   { flag: 'refresh-interval', env: ['PALISADE_REFRESH_INTERVAL'], default: '10s', help: 'how often the live rules are read back and repaired' },
-  { flag: 'sync-delay', env: ['PALISADE_SYNC_DELAY'], default: '50ms', help: 'how long changes are gathered into one sync' },
+  { flag: 'sync-delay', env: ['PALISADE_SYNC_DELAY'], default: '20ms', help: 'how long changes are gathered into one sync' },
   { flag: 'log-level', env: ['PALISADE_LOG_LEVEL'], default: 'info', help: 'trace, debug, info, warn or error' },
   { flag: 'chain-prefix', env: ['PALISADE_CHAIN_PREFIX'], default: DEFAULT_SETTINGS.chainPrefix, help: 'prefix of every chain and ipset' },
   { flag: 'allow-mark', env: ['PALISADE_ALLOW_MARK'], default: `0x${DEFAULT_SETTINGS.allowMark.toString(16)}`, help: 'packet-mark bit meaning "allowed"' },

@@ -16,6 +16,7 @@ import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitorin
 import { commandAvailable } from '../../lib/exec.js';
 import { DaemonMetrics } from '../../daemon/metrics.js';
 import { loadManifests } from '../../lib/manifests.js';
+import { DAEMON_NODE_FLAGS } from '../../daemon/runtime.js';
 
 /**
  * What ships: every manifest valid against the Kubernetes (and Prometheus Operator) schemas, offline;
@@ -174,7 +175,8 @@ describe('the Dockerfile', () => {
 
   it('starts palisade daemon without a shell, with no HEALTHCHECK, and copies only compiled output and production dependencies into the image', async () => {
     const text = await dockerfile();
-    assert.match(text, /^ENTRYPOINT \["node", "\/app\/dist\/daemon\/main\.js"\]$/m);
+    const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(text)?.[1];
+    assert.deepEqual(JSON.parse(entrypoint ?? 'null'), ['node', ...DAEMON_NODE_FLAGS, '/app/dist/daemon/main.js']);
     assert.match(text, /^CMD \["daemon"\]$/m);
     assert.doesNotMatch(text, /^HEALTHCHECK/m);
     const runtime = text.slice(text.lastIndexOf('\nFROM '));
