@@ -84,27 +84,31 @@ export class ClusterCache {
   }
 
   handler(kind: ResourceKind): ReflectorHandler {
+    let seen = new Set<string>();
+    let changed = false;
     return {
-      replace: (objects) => this.replace(kind, objects),
+      beginList: () => {
+        seen = new Set();
+        changed = false;
+      },
+      listPage: (objects) => {
+        for (const object of objects) {
+          const key = rawKey(kind, object);
+          if (key !== null) seen.add(key);
+          changed = this.upsert(kind, object) || changed;
+        }
+      },
+      endList: () => {
+        for (const key of [...this.records[kind].keys()]) {
+          if (!seen.has(key)) changed = this.remove(kind, key) || changed;
+        }
+        for (const key of [...this.problems.keys()]) {
+          if (key.startsWith(`${kind} `) && !seen.has(key.slice(kind.length + 1))) this.problems.delete(key);
+        }
+        if (changed) this.onChange(kind);
+      },
       event: (type, object) => this.event(kind, type, object),
     };
-  }
-
-  private replace(kind: ResourceKind, objects: readonly KubeObject[]): void {
-    const seen = new Set<string>();
-    let changed = false;
-    for (const object of objects) {
-      const key = rawKey(kind, object);
-      if (key !== null) seen.add(key);
-      changed = this.upsert(kind, object) || changed;
-    }
-    for (const key of [...this.records[kind].keys()]) {
-      if (!seen.has(key)) changed = this.remove(kind, key) || changed;
-    }
-    for (const key of [...this.problems.keys()]) {
-      if (key.startsWith(`${kind} `) && !seen.has(key.slice(kind.length + 1))) this.problems.delete(key);
-    }
-    if (changed) this.onChange(kind);
   }
 
   private event(kind: ResourceKind, type: WatchEventType, object: KubeObject): void {

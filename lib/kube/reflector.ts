@@ -21,9 +21,15 @@ import type { RetryPolicy } from '../retry.js';
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 export type KubeObject = Record<string, unknown>;
 
+/**
+ * A complete list arrives as begin, pages, end; objects absent from every page are gone. Pages are
+ * handed on as they arrive, so a large cluster's objects are never all held at once. A list that
+ * fails half way never ends: nothing is deleted on its account, and the next list completes it.
+ */
 export interface ReflectorHandler {
-  /** A complete list: objects absent from it are gone. */
-  replace(objects: readonly KubeObject[]): void;
+  beginList(): void;
+  listPage(objects: readonly KubeObject[]): void;
+  endList(): void;
   event(type: WatchEventType, object: KubeObject): void;
 }
 
@@ -63,9 +69,13 @@ export class ApiRequestError extends PalisadeError {
   }
 }
 
-interface ListResult {
+/** Objects per list page, as client-go's reflector asks for. */
+const LIST_PAGE_SIZE = 500;
+
+interface ListPage {
   readonly items: readonly KubeObject[];
   readonly resourceVersion: string;
+  readonly continueToken: string | null;
 }
 
 function isRecord(value: unknown): value is KubeObject {
@@ -147,10 +157,19 @@ export class Reflector {
   }
 
   private async relist(): Promise<void> {
-    const list = await this.list();
-    if (this.stopped) return;
-    this.options.handler.replace(list.items);
-    this.resourceVersion = list.resourceVersion;
+    this.options.handler.beginList();
+    let token: string | null = null;
+    let resourceVersion = '';
+    do {
+      const page = await this.listPage(token);
+      if (this.stopped) return;
+      this.options.handler.listPage(page.items);
+      // The list's resourceVersion is that of its first page: every later page is cut from the same snapshot.
+      if (token === null) resourceVersion = page.resourceVersion;
+      token = page.continueToken;
+    } while (token !== null);
+    this.options.handler.endList();
+    this.resourceVersion = resourceVersion;
     const relist = this.hasListed;
     this.hasListed = true;
     this.stats.lists++;
@@ -159,11 +178,13 @@ export class Reflector {
     this.options.onStats?.(relist ? 'relist' : 'list');
   }
 
-  private async list(): Promise<ListResult> {
+  private async listPage(continueToken: string | null): Promise<ListPage> {
     const { kubeconfig } = this.options;
     const cluster = kubeconfig.getCurrentCluster();
     if (cluster === null) throw new PalisadeError('KUBE_CONFIG', 'the kubeconfig has no current cluster');
-    const context = new RequestContext(`${cluster.server}${this.path}`, HttpMethod.GET);
+    const query = new URLSearchParams({ limit: String(LIST_PAGE_SIZE) });
+    if (continueToken !== null) query.set('continue', continueToken);
+    const context = new RequestContext(`${cluster.server}${this.path}?${query.toString()}`, HttpMethod.GET);
     await kubeconfig.applySecurityAuthentication(context);
     this.controller = new AbortController();
     const dispatcher = context.getDispatcher();
@@ -179,7 +200,9 @@ export class Reflector {
     const items = isRecord(body) && Array.isArray(body['items']) ? body['items'].filter(isRecord) : null;
     const resourceVersion = resourceVersionOf(body);
     if (items === null || resourceVersion === null) throw new ApiRequestError(this.path, response.status, 'list response without items or resourceVersion');
-    return { items, resourceVersion };
+    const metadata = isRecord(body) && isRecord(body['metadata']) ? body['metadata'] : {};
+    const next = typeof metadata['continue'] === 'string' && metadata['continue'] !== '' ? metadata['continue'] : null;
+    return { items, resourceVersion, continueToken: next };
   }
 
   /** Resolves when the stream ends normally or expires; rejects when it fails. */

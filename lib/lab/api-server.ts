@@ -14,7 +14,7 @@
  * Paths: {prefix}/{plural}[/{name}], {prefix}/namespaces/{ns}/{plural}[/{name}], the legacy
  * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET only (else 405), Bearer token
  * required when options.token is set (the default; kubeconfig() carries it). labelSelector and
- * fieldSelector are refused with 400 rather than silently ignored. Lists ignore limit/continue.
+ * fieldSelector are refused with 400 rather than silently ignored. Lists page with limit/continue.
  * Watches (?watch=true|1): resourceVersion '' or '0' (or sendInitialEvents=true) first sends ADDED
  * for every current object; N replays history events with RV > N, or a single 410 Expired ERROR
  * event when N is older than the retained history. allowWatchBookmarks=true gets BOOKMARK events
@@ -108,6 +108,8 @@ const clone = <T>(value: T): T => structuredClone(value);
 const nowTimestamp = (): string => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 export class FakeApiServer {
+  /** Snapshots of lists being read in pages, by continue token. */
+  private readonly pages = new Map<string, { items: StoredObject[]; rv: number; offset: number }>();
   private rv = 1000;
   /** The oldest resourceVersion a watch may start from; older ones get 410 Expired. */
   private minWatchRv = this.rv;
@@ -199,6 +201,7 @@ export class FakeApiServer {
 
   /** Drops the whole event history: a watch from any resourceVersion before now gets 410 Expired. */
   compact(): void {
+    this.pages.clear();
     this.history = [];
     this.minWatchRv = this.rv;
   }
@@ -361,10 +364,38 @@ export class FakeApiServer {
     const rvParam = q.get('resourceVersion') ?? '';
     if (rvParam !== '' && !/^\d+$/.test(rvParam)) return this.sendJson(res, 400, statusObject(400, `Invalid value: "${rvParam}": strconv.ParseUint: parsing "${rvParam}": invalid syntax`));
     if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q);
-    this.counts.lists[resource.plural] = (this.counts.lists[resource.plural] ?? 0) + 1;
+    this.sendList(res, resource, namespace, q);
+  }
+
+  /**
+   * A list, in pages when `limit` is given: like the real API server, the pages after the first come
+   * from the snapshot the first one was cut from (named by the continue token), and an unknown token
+   * gets 410 Gone.
+   */
+  private sendList(res: http.ServerResponse, resource: Resource, namespace: string | null, q: URLSearchParams): void {
+    const limit = Number(q.get('limit') ?? '0');
+    const token = q.get('continue') ?? '';
+    let page: { items: StoredObject[]; rv: number; offset: number };
+    if (token === '') {
+      this.counts.lists[resource.plural] = (this.counts.lists[resource.plural] ?? 0) + 1;
+      page = { items: this.list(resource.kind, namespace), rv: this.rv, offset: 0 };
+    } else {
+      const found = this.pages.get(token);
+      if (found === undefined) return this.sendJson(res, 410, { ...statusObject(410, 'The provided continue parameter is too old to display a consistent list result.'), reason: 'Expired' });
+      this.pages.delete(token);
+      page = found;
+    }
+    const end = limit > 0 ? Math.min(page.items.length, page.offset + limit) : page.items.length;
     // Like the real API server, list items carry no kind/apiVersion (only the list does).
-    const items = this.list(resource.kind, namespace).map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item);
-    this.sendJson(res, 200, { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata: { resourceVersion: String(this.rv) }, items });
+    const items = page.items.slice(page.offset, end).map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item);
+    const metadata: Record<string, unknown> = { resourceVersion: String(page.rv) };
+    if (end < page.items.length) {
+      const next = randomUUID();
+      this.pages.set(next, { ...page, offset: end });
+      metadata['continue'] = next;
+      metadata['remainingItemCount'] = page.items.length - end;
+    }
+    this.sendJson(res, 200, { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata, items });
   }
 
   private route(pathname: string): Route | null {

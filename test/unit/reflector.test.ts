@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { KubeConfig } from '@kubernetes/client-node';
+import { Reflector } from '../../lib/kube/reflector.js';
+import type { KubeObject, ReflectorHandler } from '../../lib/kube/reflector.js';
+import { FakeApiServer } from '../../lib/lab/api-server.js';
+import { silentLogger } from '../../lib/logger.js';
+
+/** The reflector against the lab API server: paged lists, watch events, 410 relists, failures and backoff. */
+
+class Recorder implements ReflectorHandler {
+  readonly log: string[] = [];
+  readonly pages: number[] = [];
+  beginList(): void { this.log.push('begin'); }
+  listPage(objects: readonly KubeObject[]): void { this.pages.push(objects.length); }
+  endList(): void { this.log.push('end'); }
+  event(type: string, object: KubeObject): void { this.log.push(`${type} ${String((object['metadata'] as Record<string, unknown>)['name'])}`); }
+}
+
+const pod = (name: string) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default' } });
+
+async function until(what: string, check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('the reflector', function () {
+  this.timeout(20_000);
+  let api: FakeApiServer;
+  let reflector: Reflector | null = null;
+
+  beforeEach(async () => {
+    api = await FakeApiServer.start({ bookmarkIntervalMs: 100 });
+  });
+
+  afterEach(async () => {
+    await reflector?.stop();
+    reflector = null;
+    await api.close();
+  });
+
+  function start(handler: ReflectorHandler): Reflector {
+    const kubeconfig = new KubeConfig();
+    kubeconfig.loadFromString(api.kubeconfig());
+    reflector = new Reflector({ kubeconfig, path: '/api/v1/pods', handler, logger: silentLogger, backoff: { attempts: Infinity, baseDelayMs: 20, maxDelayMs: 100, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) } });
+    reflector.start();
+    return reflector;
+  }
+
+  it('lists a large resource in pages of 500, as one list', async () => {
+    for (let i = 0; i < 1234; i++) api.apply(pod(`p${i}`));
+    const recorder = new Recorder();
+    const r = start(recorder);
+    await until('the first list', () => r.synced);
+    assert.deepEqual(recorder.pages, [500, 500, 234]);
+    assert.deepEqual(recorder.log, ['begin', 'end']);
+    assert.equal(api.stats().lists['pods'], 1);
+  });
+
+  it('passes on watch events after the list, in order', async () => {
+    const recorder = new Recorder();
+    const r = start(recorder);
+    await until('the first list', () => r.synced);
+    api.apply(pod('a'));
+    api.apply({ ...pod('a'), metadata: { name: 'a', namespace: 'default', labels: { x: 'y' } } });
+    api.delete('Pod', 'default', 'a');
+    await until('three events', () => recorder.log.length >= 5);
+    assert.deepEqual(recorder.log, ['begin', 'end', 'ADDED a', 'MODIFIED a', 'DELETED a']);
+  });
+
+  it('relists when the watch comes back to a resourceVersion the server no longer has (410 Gone)', async () => {
+    const recorder = new Recorder();
+    const r = start(recorder);
+    await until('the first list', () => r.synced);
+    await api.stop();
+    api.apply(pod('missed'));
+    api.compact();
+    await api.restart();
+    await until('a relist', () => r.stats.relists === 1, 10_000);
+    assert.ok(recorder.pages.at(-1)! >= 1, 'the relist saw the object the watch missed');
+  });
+
+  it('backs off and retries while the API server answers with errors, and recovers', async () => {
+    api.setFailure({ path: /\/api\/v1\/pods/, status: 500, times: 3 });
+    const recorder = new Recorder();
+    const r = start(recorder);
+    await until('the first list', () => r.synced);
+    assert.ok(r.stats.failures >= 3, `${r.stats.failures} failures`);
+    assert.match(r.stats.lastError ?? '', /HTTP 500/);
+  });
+});
