@@ -31,5 +31,5 @@ COPY manifests/examples ./manifests/examples
 ENV NODE_ENV=production
 # No shell: the kernel runs node directly, so SIGTERM reaches palisade and its rules stay in place.
 # The V8 flag is daemon/runtime.ts's DAEMON_NODE_FLAGS (a test keeps the two equal).
-ENTRYPOINT ["node", "--max-semi-space-size=2", "/app/dist/daemon/main.js"]
+ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/daemon/main.js"]
 CMD ["daemon"]

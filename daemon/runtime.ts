@@ -4,4 +4,4 @@
  * grows the nursery to its maximum and keeps it, which on a 10,000-pod cluster costs more memory than
  * every record of the cluster together. Scavenges get more frequent and stay short.
  */
-export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=2'];
+export const DAEMON_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=1'];
