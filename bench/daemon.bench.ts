@@ -64,9 +64,8 @@ const QUIET_CORES = 0.5;
 
 const ROOT = path.resolve(fileURLToPath(import.meta.url), '../../..');
 const DAEMON_MAIN = path.join(ROOT, 'dist/daemon/main.js');
-/** The fake API server's executable: lib/lab since it moved there, test/support before. */
-const FAKE_API_MAIN = ['dist/lib/lab/api-server-main.js', 'dist/test/support/fake-apiserver-main.js'].map((p) => path.join(ROOT, p)).find((p) => existsSync(p))
-  ?? path.join(ROOT, 'dist/lib/lab/api-server-main.js');
+/** The lab API server's executable. */
+const FAKE_API_MAIN = path.join(ROOT, 'dist/lib/lab/api-server-main.js');
 
 const ms = (value: number) => (Number.isFinite(value) ? `${value.toFixed(value < 10 ? 1 : 0)} ms` : 'n/a');
 const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
