@@ -7,11 +7,12 @@
  *   node dist/lib/probe-main.js connect --proto tcp|udp --to IP --port N [--timeout-ms 1000] [--from IP]
  *       one echo round trip; prints ok | timeout | refused | unreachable (exit 0 only for ok),
  *       or "error: ..." (exit 2) when the probe itself could not run
- *   node dist/lib/probe-main.js agent [--tcp 80,81] [--udp 80,81]
+ *   node dist/lib/probe-main.js agent [--tcp 80,81] [--udp 80,81] [--udp-source-ports 10000-32000]
  *       serves like `serve` (no ports is fine: a client-only agent), prints "ready", then reads one JSON
  *       probe request a line from stdin, {"id":1,"proto":"tcp","to":"10.1.1.1","port":80,"timeoutMs":800
  *       [,"from":"IP"]}, runs them all concurrently and answers each with a line {"id":1,"outcome":"ok",
- *       "ms":3} or {"id":1,"error":"..."}; exits when stdin closes. One long-running agent per namespace
+ *       "ms":3} or {"id":1,"error":"..."}; exits when stdin closes. A UDP request may name its
+ *       "sourcePort"; otherwise the agent takes the next of its --udp-source-ports. One long-running agent per namespace
  *       probes a whole reachability matrix in about one timeout, where `connect` costs a node start each.
  *       UDP probes of an agent bind source ports in sequence, never reusing one, so a probe can never
  *       ride on the conntrack entry of an earlier, allowed probe with the same addresses and ports.
@@ -245,9 +246,9 @@ function udpRoundTrip(options: ConnectOptions): Promise<ProbeOutcome> {
 export type ProbeCommand =
   | { readonly kind: 'serve'; readonly tcp: readonly number[]; readonly udp: readonly number[]; readonly untilStdinCloses: boolean }
   | { readonly kind: 'connect'; readonly options: Required<Omit<ConnectOptions, 'from' | 'localPort'>> & Pick<ConnectOptions, 'from'> }
-  | { readonly kind: 'agent'; readonly tcp: readonly number[]; readonly udp: readonly number[] };
+  | { readonly kind: 'agent'; readonly tcp: readonly number[]; readonly udp: readonly number[]; readonly udpSourcePorts: readonly [number, number] };
 
-const USAGE = 'usage: probe serve [--tcp P,P] [--udp P,P] [--until-stdin-closes] | probe connect --proto tcp|udp --to IP --port N [--timeout-ms MS] [--from IP] | probe agent [--tcp P,P] [--udp P,P]';
+const USAGE = 'usage: probe serve [--tcp P,P] [--udp P,P] [--until-stdin-closes] | probe connect --proto tcp|udp --to IP --port N [--timeout-ms MS] [--from IP] | probe agent [--tcp P,P] [--udp P,P] [--udp-source-ports FIRST-LAST]';
 
 /** Parses the probe program's arguments; throws ProbeError with the usage on anything unexpected. */
 export function parseProbeArgs(argv: readonly string[]): ProbeCommand {
@@ -261,8 +262,15 @@ export function parseProbeArgs(argv: readonly string[]): ProbeCommand {
     return { kind: 'serve', tcp, udp, untilStdinCloses: flags.has('--until-stdin-closes') };
   }
   if (verb === 'agent') {
-    checkKnown(flags, ['--tcp', '--udp']);
-    return { kind: 'agent', tcp: parsePorts(flags.get('--tcp') ?? ''), udp: parsePorts(flags.get('--udp') ?? '') };
+    checkKnown(flags, ['--tcp', '--udp', '--udp-source-ports']);
+    let udpSourcePorts = AGENT_UDP_SOURCE_PORTS;
+    const range = flags.get('--udp-source-ports');
+    if (range !== undefined) {
+      const [first, last, ...rest] = range.split('-').map(parsePort);
+      if (first === undefined || last === undefined || rest.length > 0 || last < first) throw new ProbeError(`--udp-source-ports: "${range}" is not FIRST-LAST; ${USAGE}`);
+      udpSourcePorts = [first, last];
+    }
+    return { kind: 'agent', tcp: parsePorts(flags.get('--tcp') ?? ''), udp: parsePorts(flags.get('--udp') ?? ''), udpSourcePorts };
   }
   if (verb === 'connect') {
     checkKnown(flags, ['--proto', '--to', '--port', '--timeout-ms', '--from']);
@@ -384,6 +392,8 @@ export interface AgentRequest {
   readonly timeoutMs?: number;
   /** Source address to bind (the namespace must hold it). */
   readonly from?: string;
+  /** UDP only: the source port to send from, instead of the agent's next one. */
+  readonly sourcePort?: number;
 }
 
 /** An agent's answer: the outcome, or why the probe could not run. */
@@ -391,9 +401,11 @@ export type AgentResponse =
   | { readonly id: number; readonly outcome: ProbeOutcome; readonly ms: number }
   | { readonly id: number; readonly error: string };
 
-/** UDP source ports an agent hands out in turn (below the kernel's ephemeral range, above the well-known). */
-const AGENT_UDP_PORT_FIRST = 10_000;
-const AGENT_UDP_PORT_LAST = 32_000;
+/**
+ * UDP source ports an agent hands out in turn by default. Every UDP probe binds its port explicitly, so
+ * the whole port space is the agent's; this default stays below the kernel's ephemeral range.
+ */
+export const AGENT_UDP_SOURCE_PORTS: readonly [number, number] = [10_000, 32_000];
 /** How many ports to try when one is taken before calling the probe failed. */
 const AGENT_BIND_ATTEMPTS = 50;
 /** The longest timeout a request may ask for. */
@@ -412,7 +424,7 @@ export function parseAgentRequest(line: string): { id: number | null; request: A
   const id = Number.isSafeInteger(object['id']) ? (object['id'] as number) : null;
   const fail = (problem: string) => ({ id, request: null, problem });
   if (id === null) return fail('id must be an integer');
-  const { proto, to, port, timeoutMs, from } = object;
+  const { proto, to, port, timeoutMs, from, sourcePort } = object;
   if (proto !== 'tcp' && proto !== 'udp') return fail('proto must be tcp or udp');
   if (typeof to !== 'string' || parseIPv4(to) === null) return fail('to must be an IPv4 address');
   if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535) return fail('port must be 1 to 65535');
@@ -420,10 +432,13 @@ export function parseAgentRequest(line: string): { id: number | null; request: A
     return fail(`timeoutMs must be 1 to ${AGENT_MAX_TIMEOUT_MS}`);
   }
   if (from !== undefined && (typeof from !== 'string' || parseIPv4(from) === null)) return fail('from must be an IPv4 address');
+  if (sourcePort !== undefined && (proto !== 'udp' || typeof sourcePort !== 'number' || !Number.isInteger(sourcePort) || sourcePort < 1 || sourcePort > 65535)) {
+    return fail('sourcePort must be 1 to 65535, and is for UDP only');
+  }
   return {
     id,
     problem: null,
-    request: { proto, to, port, ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(from === undefined ? {} : { from }) },
+    request: { proto, to, port, ...(timeoutMs === undefined ? {} : { timeoutMs }), ...(from === undefined ? {} : { from }), ...(sourcePort === undefined ? {} : { sourcePort }) },
   };
 }
 
@@ -436,11 +451,12 @@ async function runAgent(command: Extract<ProbeCommand, { kind: 'agent' }>): Prom
     return EXIT_ERROR;
   }
   const served = new Set(command.udp);
-  let nextPort = AGENT_UDP_PORT_FIRST;
+  const [firstPort, lastPort] = command.udpSourcePorts;
+  let nextPort = firstPort;
   const takePort = (): number => {
     for (;;) {
       const port = nextPort;
-      nextPort = nextPort >= AGENT_UDP_PORT_LAST ? AGENT_UDP_PORT_FIRST : nextPort + 1;
+      nextPort = nextPort >= lastPort ? firstPort : nextPort + 1;
       if (!served.has(port)) return port;
     }
   };
@@ -451,12 +467,13 @@ async function runAgent(command: Extract<ProbeCommand, { kind: 'agent' }>): Prom
     const started = performance.now();
     for (let attempt = 1; ; attempt++) {
       try {
-        const outcome = await connectOnce({ ...request, ...(request.proto === 'udp' ? { localPort: takePort() } : {}) });
+        const { sourcePort, ...connect } = request;
+        const outcome = await connectOnce({ ...connect, ...(request.proto === 'udp' ? { localPort: sourcePort ?? takePort() } : {}) });
         answer({ id, outcome, ms: Math.round(performance.now() - started) });
         return;
       } catch (error) {
         const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'EADDRINUSE' && attempt < AGENT_BIND_ATTEMPTS) continue;
+        if (code === 'EADDRINUSE' && request.sourcePort === undefined && attempt < AGENT_BIND_ATTEMPTS) continue;
         answer({ id, error: error instanceof Error ? error.message : String(error) });
         return;
       }
@@ -601,26 +618,38 @@ export class ProbeAgent {
   private readonly stderr: string[] = [];
   private nextId = 1;
   private closed = false;
-  /** Round trips that came back, and the slowest of them (ms, inside the agent): how much timeout headroom there is. */
-  readonly stats = { ok: 0, maxOkMs: 0 };
+  /**
+   * Round trips that came back, and the slowest of them (ms, inside the agent): how much timeout
+   * headroom there is; and how many UDP probes took the agent's next source port (from the first of its range).
+   */
+  readonly stats = { ok: 0, maxOkMs: 0, udpAutoPorts: 0 };
+  /** The range the agent takes UDP source ports from. */
+  readonly udpSourcePorts: readonly [number, number];
 
-  private constructor(netns: NetworkNamespace, ports: Partial<EchoServerOptions>, child: ChildProcess, exited: Promise<void>) {
+  private constructor(netns: NetworkNamespace, ports: Partial<EchoServerOptions>, udpSourcePorts: readonly [number, number], child: ChildProcess, exited: Promise<void>) {
     this.netns = netns;
     this.tcp = [...(ports.tcp ?? [])];
     this.udp = [...(ports.udp ?? [])];
+    this.udpSourcePorts = udpSourcePorts;
     this.child = child;
     this.exited = exited;
   }
 
   /** Starts `agent` in the namespace and waits for "ready". */
-  static async start(netns: NetworkNamespace, ports: Partial<EchoServerOptions> = {}): Promise<ProbeAgent> {
+  static async start(netns: NetworkNamespace, ports: Partial<EchoServerOptions> = {}, options: { udpSourcePorts?: readonly [number, number] } = {}): Promise<ProbeAgent> {
     const tcp = ports.tcp ?? [];
     const udp = ports.udp ?? [];
-    const ipArgs = ['netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, 'agent', ...(tcp.length > 0 ? ['--tcp', tcp.join(',')] : []), ...(udp.length > 0 ? ['--udp', udp.join(',')] : [])];
+    const range = options.udpSourcePorts ?? AGENT_UDP_SOURCE_PORTS;
+    const ipArgs = [
+      'netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, 'agent',
+      ...(tcp.length > 0 ? ['--tcp', tcp.join(',')] : []),
+      ...(udp.length > 0 ? ['--udp', udp.join(',')] : []),
+      '--udp-source-ports', `${range[0]}-${range[1]}`,
+    ];
     const argv = ['ip', ...ipArgs];
     const child = spawn('ip', ipArgs, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
     const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
-    const agent = new ProbeAgent(netns, { tcp, udp }, child, exited);
+    const agent = new ProbeAgent(netns, { tcp, udp }, range, child, exited);
     try {
       await agent.listen(argv);
     } catch (error) {
@@ -644,6 +673,7 @@ export class ProbeAgent {
     if (this.closed) return Promise.reject(new ProbeError(`probe agent in ${this.netns.name} has exited; stderr: ${this.stderrText()}`));
     const id = this.nextId++;
     const timeoutMs = request.timeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
+    if (request.proto === 'udp' && request.sourcePort === undefined) this.stats.udpAutoPorts++;
     return new Promise<ProbeOutcome>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
