@@ -1,5 +1,5 @@
 import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from '../rules/model.js';
-import { objectKey } from '../rules/model.js';
+import { objectKey, podCounts } from '../rules/model.js';
 import type { Problem } from '../rules/problems.js';
 import { formatProblem } from '../rules/problems.js';
 import type { Logger } from '../lib/logger.js';
@@ -174,6 +174,16 @@ export class ClusterCache {
 
   policies(): PolicyRecord[] {
     return [...this.records.NetworkPolicy.values()] as PolicyRecord[];
+  }
+
+  /** Which pod holds each address now (pods that take part in policy), by "namespace/name". */
+  addressOwners(): Map<string, string> {
+    const owners = new Map<string, string>();
+    for (const [key, record] of this.records.Pod) {
+      const pod = record as PodRecord;
+      if (podCounts(pod)) owners.set(pod.ip, key);
+    }
+    return owners;
   }
 
   /** The records as a snapshot, for the evaluator behind /explain. */

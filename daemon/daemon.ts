@@ -9,6 +9,7 @@ import { detectBackend } from '../lib/iptables/backend.js';
 import type { BackendDecision } from '../lib/iptables/backend.js';
 import { Ipset } from '../lib/ipset.js';
 import { DataplaneApplier } from '../lib/dataplane/applier.js';
+import { Conntrack } from '../lib/conntrack.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { DaemonConfig, ListenAddress } from './config.js';
 import type { Clock } from './clock.js';
@@ -65,6 +66,9 @@ export class Daemon {
   private statusServer: HttpServer | null = null;
   private metricsServer: HttpServer | null = null;
   private firstApplied = false;
+  /** Address owners as of the last successful sync; null before the first. */
+  private addressOwners: Map<string, string> | null = null;
+  private conntrack: Conntrack;
   private refreshes = 0;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
@@ -87,6 +91,7 @@ export class Daemon {
         if (event === 'list' && this.allSynced()) this.loop.request();
       },
     }));
+    this.conntrack = new Conntrack(deps.runner);
     this.loop = new SyncLoop({
       delayMs: config.syncDelayMs,
       refreshIntervalMs: config.refreshIntervalMs,
@@ -170,6 +175,7 @@ export class Daemon {
       throw error;
     }
     const enforced = this.clock.now();
+    await this.forgetReassignedAddresses();
     for (const [kind, since] of pending) this.metrics.changeToEnforced.observe({ resource: kind }, (enforced - since) / 1000);
     this.dataplane = dataplane;
     if (!this.firstApplied) this.deps.logger.info({ syncMs: enforced - started }, 'ready: every watch has listed and the rules are in place');
@@ -179,6 +185,26 @@ export class Daemon {
     this.metrics.lastSync.set(enforced / 1000);
     this.sync = { ...this.sync, lastSuccessAt: enforced, lastDurationMs: enforced - started, lastError: null, consecutiveFailures: 0 };
     this.metrics.ready.set(1);
+  }
+
+  /**
+   * Flows tracked for an address that left its pod (or went to another pod) would let the next holder
+   * of the address through on the old pod's behalf: forget them once the rules no longer know it.
+   */
+  private async forgetReassignedAddresses(): Promise<void> {
+    const owners = this.cache.addressOwners();
+    const previous = this.addressOwners;
+    this.addressOwners = owners;
+    if (previous === null) return;
+    for (const [address, owner] of previous) {
+      if (owners.get(address) === owner) continue;
+      try {
+        const deleted = await this.conntrack.forget(address);
+        if (deleted > 0) this.deps.logger.info({ address, previousPod: owner, pod: owners.get(address) ?? null, deleted }, 'forgot tracked flows of an address that changed hands');
+      } catch (error) {
+        this.deps.logger.warn({ address, err: error instanceof Error ? error.message : String(error) }, 'could not forget tracked flows of an address that changed hands');
+      }
+    }
   }
 
   private async checkOnce(): Promise<void> {

@@ -20,6 +20,11 @@ export class LabApiClient {
     return this.call('POST', 'delete', { kind, namespace, name });
   }
 
+  /** The Kubernetes API goes away for `ms` and comes back with its data, as after a restart. */
+  outage(ms: number): Promise<unknown> {
+    return this.call('POST', 'outage', { ms });
+  }
+
   closeWatches(): Promise<unknown> {
     return this.call('POST', 'close-watches', {});
   }

@@ -264,6 +264,33 @@ export class FakeApiServer {
     if (this.options.socketPath !== undefined) await unlink(this.options.socketPath).catch(() => undefined);
   }
 
+  /**
+   * An outage of the Kubernetes API as a restart of a real API server looks from outside: the TCP
+   * listener and every connection on it go away, and come back after `ms` on the same port with the
+   * same objects and resourceVersions. The unix-socket admin API stays up throughout.
+   */
+  async outage(ms: number): Promise<void> {
+    const tcp = this.servers[0];
+    if (tcp === undefined) return;
+    await new Promise<void>((resolve) => {
+      tcp.close(() => resolve());
+      tcp.closeAllConnections();
+    });
+    this.watchers.clear();
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    const unix = this.servers.slice(1);
+    const make = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent) this.sendJson(res, 500, statusObject(500, String(err)));
+      else res.destroy();
+    }));
+    make.requestTimeout = 0;
+    await new Promise<void>((resolve, reject) => {
+      make.once('error', reject);
+      make.listen({ port: this.port, host: this.host }, () => { make.off('error', reject); resolve(); });
+    });
+    this.servers = [make, ...unix];
+  }
+
   private async listen(): Promise<void> {
     const make = (): http.Server => {
       const s = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => {
@@ -440,7 +467,7 @@ export class FakeApiServer {
     if (timeoutSeconds > 0) w.timer = setTimeout(() => this.endWatch(w), timeoutSeconds * 1000);
   }
 
-  /** POST /fake/{apply,delete,compact,bookmark,close-watches,failure}; GET /fake/{stats,kubeconfig}. */
+  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure}; GET /fake/{stats,kubeconfig}. */
   private async admin(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const op = `${req.method ?? 'GET'} ${url.pathname.slice('/fake/'.length)}`;
     const chunks: Buffer[] = [];
@@ -460,6 +487,7 @@ export class FakeApiServer {
         case 'POST compact': this.compact(); break;
         case 'POST bookmark': this.bookmark(); break;
         case 'POST close-watches': this.closeWatches(); break;
+        case 'POST outage': await this.outage(typeof b.ms === 'number' ? b.ms : 1000); break;
         case 'POST failure':
           this.setFailure(body === null ? null : { status: Number(b.status), ...(typeof b.path === 'string' ? { path: new RegExp(b.path) } : {}), ...(typeof b.times === 'number' ? { times: b.times } : {}) });
           break;

@@ -67,7 +67,7 @@ export class Lab {
   readonly external: NetworkNamespace | null;
   readonly api: LabApiClient;
   readonly kubeconfigPath: string;
-  private apiProcess: LabProcess;
+  private readonly apiProcess: LabProcess;
   private readonly dir: string;
   private readonly options: LabOptions;
 
@@ -147,14 +147,12 @@ export class Lab {
     }
   }
 
-  /** Stops the lab API server (watches break, connections are refused) and starts it again. */
+  /**
+   * The API server goes away (watches break, connections are refused) and comes back after `downMs`
+   * with the same objects and resourceVersions, as a real one does after a restart.
+   */
   async restartApiServer(downMs: number): Promise<void> {
-    await this.apiProcess.stop('SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, downMs));
-    const node = this.nodes[0]!;
-    const next = LabProcess.start(node.netns, [process.execPath, API_MAIN_JS, '--host', node.spec.address, '--port', String(API_PORT), '--socket', path.join(this.dir, 'api.sock'), '--kubeconfig-out', this.kubeconfigPath, '--bookmark-ms', '1000']);
-    await next.waitFor(/^ready /);
-    this.apiProcess = next;
+    await this.api.outage(downMs);
   }
 
   async destroy(): Promise<void> {

@@ -480,14 +480,6 @@ export class E2eCluster {
     await this.expectMatrices(onAllPorts(new Reachability(true)));
   }
 
-  /**
-   * Applies everything the API server should hold now (policies first: until the pods are back the
-   * daemons would know no endpoints, which fails closed). The lab API server restarts empty.
-   */
-  async reapplyEverything(): Promise<void> {
-    await this.lab.api.apply([...this.policies.values(), ...this.baseObjects()]);
-  }
-
   // --- probing ---
 
   /** Probes every cell of every matrix once, all concurrently. */
