@@ -39,7 +39,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<{ run: Command; help: stri
     return { run: m.cleanupCommand, help: m.CLEANUP_HELP };
   },
   demo: async () => {
-    const m = await import('./demo-command.js');
+    const m = await import('./demo/command.js');
     return { run: m.demoCommand, help: m.DEMO_HELP };
   },
 };

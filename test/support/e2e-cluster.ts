@@ -32,8 +32,9 @@ import { request } from 'node:http';
 import { Lab } from '../../lib/lab/cluster.js';
 import { removeStaleNamespaces } from '../../lib/netns.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
-import { AGENT_UDP_SOURCE_PORTS, ProbeAgent } from '../../lib/probe.js';
-import type { ProbeOutcome, ProbeProtocol } from '../../lib/probe.js';
+import { ProbeAgent } from '../../lib/probe/agent-in-namespace.js';
+import { AGENT_UDP_SOURCE_PORTS } from '../../lib/probe/agent-protocol.js';
+import type { ProbeOutcome, ProbeProtocol } from '../../lib/probe/echo.js';
 import { namespace, node, pod } from './builders.js';
 import { podClusterUnavailableReason } from './pod-cluster.js';
 

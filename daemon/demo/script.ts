@@ -2,7 +2,7 @@
  * The steps of `palisade demo`, as data: the seed tutorial ("K8S: Network Policy") replayed against a
  * lab node. Each step is the kubectl commands it stands for, what each one does to the lab, and what
  * must then be observed: pod-to-pod reachability (real packets), and the node's status endpoint view
- * (/status per pod, /explain per connection). demo-command.ts runs them.
+ * (/status per pod, /explain per connection). walkthrough.ts runs them.
  */
 
 export type DemoPod = 'busybox1' | 'busybox2';
