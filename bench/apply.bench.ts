@@ -1,5 +1,5 @@
-import { DataplaneCompiler } from '../rules/compiler.js';
-import { parseObjects } from '../rules/snapshot.js';
+import type { DataplaneCompiler } from '../rules/compiler.js';
+import { loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import { makeSettings } from '../rules/settings.js';
 import { Names } from '../rules/names.js';
 import { parsePod } from '../rules/pod.js';
@@ -64,10 +64,7 @@ function compilerFor(cluster: SyntheticCluster): { compiler: DataplaneCompiler; 
   const settings = makeSettings({ nodeName: cluster.localNode });
   if (!settings.ok) throw new Error(settings.errors.join('; '));
   const { snapshot } = parseObjects(cluster.objects.map((object) => ({ object })));
-  const compiler = new DataplaneCompiler(settings.settings);
-  for (const ns of snapshot.namespaces) compiler.setNamespace(ns);
-  for (const pod of snapshot.pods) compiler.setPod(pod);
-  for (const policy of snapshot.policies) compiler.setPolicy(policy);
+  const compiler = loadedCompiler(snapshot, settings.settings);
   return { compiler, dataplane: compiler.build() };
 }
 

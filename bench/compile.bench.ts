@@ -10,7 +10,7 @@ import { renderIpsets, renderIptables } from '../rules/render.js';
 import type { CompilerSettings } from '../rules/settings.js';
 import { makeSettings } from '../rules/settings.js';
 import type { Snapshot } from '../rules/snapshot.js';
-import { compile, parseObjects } from '../rules/snapshot.js';
+import { compile, loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import type { Report } from './run.js';
 import type { Obj, SyntheticCluster, SyntheticOptions } from './synthetic-cluster.js';
 import { BENCH_SCALE, podLabelChange, policyWithExtraPort, policyWithNewPeer, syntheticCluster, traceWalks, withDoubledRemotePods } from './synthetic-cluster.js';
@@ -112,11 +112,7 @@ export function sizeOf(dataplane: Dataplane): Size {
 }
 
 function loaded(cluster: SyntheticCluster, snapshot: Snapshot): DataplaneCompiler {
-  const compiler = new DataplaneCompiler(settingsFor(cluster));
-  for (const namespace of snapshot.namespaces) compiler.setNamespace(namespace);
-  for (const pod of snapshot.pods) compiler.setPod(pod);
-  for (const policy of snapshot.policies) compiler.setPolicy(policy);
-  return compiler;
+  return loadedCompiler(snapshot, settingsFor(cluster));
 }
 
 function changedEntries<T>(before: ReadonlyMap<string, T>, after: ReadonlyMap<string, T>): number {

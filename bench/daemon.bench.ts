@@ -6,13 +6,13 @@ import { request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DataplaneCompiler } from '../rules/compiler.js';
+import type { DataplaneCompiler } from '../rules/compiler.js';
 import type { Dataplane } from '../rules/dataplane.js';
 import { Names } from '../rules/names.js';
 import { parsePod } from '../rules/pod.js';
 import { parsePolicy } from '../rules/policy.js';
 import { makeSettings } from '../rules/settings.js';
-import { parseObjects } from '../rules/snapshot.js';
+import { loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import { liveStateFromDesired } from '../lib/dataplane/live-state.js';
 import { plan, planIsEmpty } from '../lib/dataplane/plan.js';
 import { NetworkNamespace, netnsSupported, removeStaleNamespaces } from '../lib/netns.js';
@@ -302,11 +302,8 @@ export class Shadow {
     const settings = makeSettings({ nodeName: cluster.localNode });
     if (!settings.ok) throw new Error(settings.errors.join('; '));
     this.names = new Names(settings.settings.chainPrefix);
-    this.compiler = new DataplaneCompiler(settings.settings);
     const { snapshot } = parseObjects(cluster.objects.map((object) => ({ object })));
-    for (const ns of snapshot.namespaces) this.compiler.setNamespace(ns);
-    for (const pod of snapshot.pods) this.compiler.setPod(pod);
-    for (const policy of snapshot.policies) this.compiler.setPolicy(policy);
+    this.compiler = loadedCompiler(snapshot, settings.settings);
     this.baseline = this.compiler.build();
     this.current = this.baseline;
   }

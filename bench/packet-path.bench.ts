@@ -4,12 +4,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DataplaneCompiler } from '../rules/compiler.js';
 import type { Dataplane, EndpointInfo } from '../rules/dataplane.js';
 import { Evaluator } from '../rules/evaluator.js';
 import { makeSettings } from '../rules/settings.js';
 import { Names } from '../rules/names.js';
-import { parseObjects } from '../rules/snapshot.js';
+import { loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import { renderIpsets, renderIptables } from '../rules/render.js';
 import { commandAvailable, spawnCollect } from '../lib/exec.js';
@@ -121,11 +120,7 @@ function compileFor(cluster: SyntheticCluster): { dataplane: Dataplane; snapshot
   const settings = makeSettings({ nodeName: cluster.localNode });
   if (!settings.ok) throw new Error(settings.errors.join('; '));
   const { snapshot } = parseObjects(cluster.objects.map((object) => ({ object })));
-  const compiler = new DataplaneCompiler(settings.settings);
-  for (const ns of snapshot.namespaces) compiler.setNamespace(ns);
-  for (const pod of snapshot.pods) compiler.setPod(pod);
-  for (const policy of snapshot.policies) compiler.setPolicy(policy);
-  return { dataplane: compiler.build(), snapshot };
+  return { dataplane: loadedCompiler(snapshot, settings.settings).build(), snapshot };
 }
 
 /**

@@ -84,11 +84,19 @@ export function parseObjects(objects: Iterable<SourcedObject>): ParsedSnapshot {
   };
 }
 
-/** Compiles a whole snapshot at once: the incremental compiler fed from empty. */
-export function compile(snapshot: Snapshot, settings: CompilerSettings): Dataplane {
+/**
+ * An incremental compiler fed a whole snapshot, ready to build or to take changes. Namespaces and pods
+ * go first, so each policy's sets are filled once rather than grown pod by pod.
+ */
+export function loadedCompiler(snapshot: Snapshot, settings: CompilerSettings): DataplaneCompiler {
   const compiler = new DataplaneCompiler(settings);
   for (const namespace of snapshot.namespaces) compiler.setNamespace(namespace);
   for (const pod of snapshot.pods) compiler.setPod(pod);
   for (const policy of snapshot.policies) compiler.setPolicy(policy);
-  return compiler.build();
+  return compiler;
+}
+
+/** Compiles a whole snapshot at once. */
+export function compile(snapshot: Snapshot, settings: CompilerSettings): Dataplane {
+  return loadedCompiler(snapshot, settings).build();
 }

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { DataplaneCompiler } from '../../rules/compiler.js';
+import type { DataplaneCompiler } from '../../rules/compiler.js';
 import type { Dataplane } from '../../rules/dataplane.js';
 import { makeSettings } from '../../rules/settings.js';
 import { parsePod } from '../../rules/pod.js';
 import { parsePolicy } from '../../rules/policy.js';
 import { parseNamespace } from '../../rules/namespace.js';
-import { compile } from '../../rules/snapshot.js';
+import { compile, loadedCompiler } from '../../rules/snapshot.js';
 import { Names } from '../../rules/names.js';
 import { namespace, pod, policy, snapshotOf } from '../support/builders.js';
 
@@ -22,12 +22,7 @@ function settings() {
 }
 
 function fed(objects: readonly Record<string, unknown>[]): DataplaneCompiler {
-  const compiler = new DataplaneCompiler(settings());
-  const snapshot = snapshotOf(objects);
-  for (const ns of snapshot.namespaces) compiler.setNamespace(ns);
-  for (const p of snapshot.pods) compiler.setPod(p);
-  for (const p of snapshot.policies) compiler.setPolicy(p);
-  return compiler;
+  return loadedCompiler(snapshotOf(objects), settings());
 }
 
 /** Names of chains and sets whose object changed (or appeared, or went) between two builds. */

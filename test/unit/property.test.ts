@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Evaluator } from '../../rules/evaluator.js';
-import { compile, parseObjects } from '../../rules/snapshot.js';
+import { compile, loadedCompiler, parseObjects } from '../../rules/snapshot.js';
 import type { Snapshot } from '../../rules/snapshot.js';
-import { DataplaneCompiler } from '../../rules/compiler.js';
 import { makeSettings } from '../../rules/settings.js';
 import type { CompilerSettings } from '../../rules/settings.js';
 import { renderIpsets, renderIptables } from '../../rules/render.js';
@@ -77,12 +76,9 @@ describe('compiled rules against the evaluator (property-based)', function () {
     // object to the second (updates, deletions, additions in random order), then compared.
     fc.assert(fc.property(randomCluster, randomCluster, fc.integer(), (first, second, shuffleSeed) => {
       const settings = settingsFor('node-a');
-      const compiler = new DataplaneCompiler(settings);
       const a = snapshotOf(first.objects);
       const b = snapshotOf(second.objects);
-      for (const ns of a.namespaces) compiler.setNamespace(ns);
-      for (const pod of a.pods) compiler.setPod(pod);
-      for (const policy of a.policies) compiler.setPolicy(policy);
+      const compiler = loadedCompiler(a, settings);
       compiler.build();
       const steps: (() => void)[] = [
         ...a.pods.filter((p) => !b.pods.some((q) => q.namespace === p.namespace && q.name === p.name)).map((p) => () => compiler.deletePod(p.namespace, p.name)),
