@@ -5,7 +5,8 @@ import { Names } from '../rules/names.js';
 import { parsePod } from '../rules/pod.js';
 import { renderIpsets, renderIptables } from '../rules/render.js';
 import type { Dataplane } from '../rules/dataplane.js';
-import { NetworkNamespace, netnsSupported, removeStaleNamespaces } from '../lib/netns.js';
+import { NetworkNamespace } from '../lib/netns.js';
+import { namespaceBenchBlocked } from './preflight.js';
 import { commandAvailable } from '../lib/exec.js';
 import { Iptables } from '../lib/iptables/iptables.js';
 import type { Backend } from '../lib/iptables/iptables.js';
@@ -131,15 +132,14 @@ async function benchBackend(report: Report, backend: Backend, cluster: Synthetic
 export async function run(report: Report): Promise<void> {
   const cluster = syntheticCluster(BENCH_SCALE);
   report.section(`apply: ${BENCH_SCALE.localPods} local pods, ${BENCH_SCALE.policies} policies, ${BENCH_SCALE.pods} pods, into a throwaway network namespace`);
-  const support = await netnsSupported();
-  if (!support.ok) {
-    report.note(`skipped: ${support.reason}`);
+  const blocked = await namespaceBenchBlocked(PREFIX, ['ipset']);
+  if (blocked !== null) {
+    report.note(`skipped: ${blocked}`);
     return;
   }
-  await removeStaleNamespaces(PREFIX);
   for (const backend of ['nft', 'legacy'] as const) {
-    if (!(await commandAvailable(`iptables-${backend}-restore`)) || !(await commandAvailable('ipset'))) {
-      report.note(`${backend}: skipped, iptables-${backend}-restore or ipset not installed`);
+    if (!(await commandAvailable(`iptables-${backend}-restore`))) {
+      report.note(`${backend}: skipped, iptables-${backend}-restore not installed`);
       continue;
     }
     await benchBackend(report, backend, cluster);

@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -15,8 +14,8 @@ import { makeSettings } from '../rules/settings.js';
 import { loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import { liveStateFromDesired } from '../lib/dataplane/live-state.js';
 import { plan, planIsEmpty } from '../lib/dataplane/plan.js';
-import { NetworkNamespace, netnsSupported, removeStaleNamespaces } from '../lib/netns.js';
-import { commandAvailable } from '../lib/exec.js';
+import { NetworkNamespace } from '../lib/netns.js';
+import { namespaceBenchBlocked } from './preflight.js';
 import { percentile } from './compile.bench.js';
 import { BENCH_SCALE, podLabelChange, policyWithExtraPort, policyWithNewPeer, syntheticCluster, withDoubledRemotePods } from './synthetic-cluster.js';
 import type { Obj, SyntheticCluster, SyntheticOptions } from './synthetic-cluster.js';
@@ -95,7 +94,7 @@ class NsProcess {
   private readonly exited: Promise<void>;
 
   constructor(ns: NetworkNamespace, argv: readonly string[]) {
-    this.child = spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
+    this.child = ns.spawn(argv);
     const collect = (stream: 'stdout' | 'stderr') => (chunk: Buffer) => {
       const parts = (this.partial[stream] + chunk.toString('utf8')).split('\n');
       this.partial[stream] = parts.pop() ?? '';
@@ -586,18 +585,11 @@ function reportStartup(report: Report, label: string, result: RunResult, goals: 
 
 export async function run(report: Report): Promise<void> {
   report.section(`daemon: the real process against the fake API server, ${count(BENCH_SCALE.pods)} pods (${BENCH_SCALE.localPods} local), ${count(BENCH_SCALE.policies)} policies, in a throwaway network namespace`);
-  const support = await netnsSupported();
-  if (!support.ok) {
-    report.note(`skipped: ${support.reason}`);
+  const blocked = await namespaceBenchBlocked(PREFIX, ['ipset', 'iptables-nft-restore']);
+  if (blocked !== null) {
+    report.note(`skipped: ${blocked}`);
     return;
   }
-  for (const tool of ['ipset', 'iptables-nft-restore']) {
-    if (!(await commandAvailable(tool))) {
-      report.note(`skipped: ${tool} is not installed`);
-      return;
-    }
-  }
-  await removeStaleNamespaces(PREFIX);
   report.note(`change to enforced: t0 just before POST /fake/apply, to the time of the daemon's next "dataplane written" log line; includes the --sync-delay of ${SYNC_DELAY}; the next change is posted once the daemon is idle again`);
 
   const scales: { label: string; options: SyntheticOptions }[] = [

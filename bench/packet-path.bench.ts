@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -12,7 +11,8 @@ import { loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import { renderIpsets, renderIptables } from '../rules/render.js';
 import { commandAvailable, spawnCollect } from '../lib/exec.js';
-import { netnsSupported, removeStaleNamespaces } from '../lib/netns.js';
+import { namespaceBenchBlocked } from './preflight.js';
+import { removeStaleNamespaces } from '../lib/netns.js';
 import type { NetworkNamespace } from '../lib/netns.js';
 import { PodNode } from '../lib/pod-network.js';
 import type { PodHandle } from '../lib/pod-network.js';
@@ -195,7 +195,7 @@ function parseFields(stdout: string): Map<string, number> {
 
 /** Starts the server in the pod's namespace; resolves once it listens. It exits by itself after `lifetime`. */
 async function startServer(pod: PodHandle, binary: string, port: number, lifetimeSeconds: number): Promise<ChildProcess> {
-  const child = spawn('ip', ['netns', 'exec', pod.netns.name, binary, String(port), String(SERVER_THREADS), String(lifetimeSeconds)], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const child = pod.netns.spawn([binary, String(port), String(SERVER_THREADS), String(lifetimeSeconds)], { ownGroup: true });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
   await new Promise<void>((resolve, reject) => {
@@ -426,22 +426,12 @@ async function benchBackend(report: Report, backend: Backend, binaries: Binaries
 export async function run(report: Report): Promise<void> {
   const cluster = syntheticCluster(BENCH_SCALE);
   report.section(`packet-path: TCP between two local pods of a node with ${BENCH_SCALE.localPods} local pods and ${BENCH_SCALE.policies} policies, against the same node without policy`);
-  const support = await netnsSupported();
-  if (!support.ok) {
-    report.note(`skipped: ${support.reason}`);
+  // cc builds the load generators in bench/native.
+  const blocked = await namespaceBenchBlocked(PREFIX, ['cc', 'ipset', 'conntrack']);
+  if (blocked !== null) {
+    report.note(`skipped: ${blocked}`);
     return;
   }
-  if (!(await commandAvailable('cc'))) {
-    report.note('skipped: no C compiler (cc) to build the load generators in bench/native');
-    return;
-  }
-  for (const tool of ['ipset', 'conntrack']) {
-    if (!(await commandAvailable(tool))) {
-      report.note(`skipped: ${tool} is not installed`);
-      return;
-    }
-  }
-  await removeStaleNamespaces(PREFIX);
   const { dataplane, snapshot } = compileFor(cluster);
   const pair = choosePair(cluster, dataplane, snapshot);
   report.row('rules walked by the SYN of client -> server (palisade)', String(pair.walkedNew));

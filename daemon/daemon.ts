@@ -41,6 +41,9 @@ const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
   { kind: 'Node', path: '/api/v1/nodes' },
 ];
 
+/** conntrack runs at once when clearing many addresses. */
+const FORGET_CONCURRENCY = 8;
+
 /** One refresh in this many compares every set member, not just each set's size. */
 const FULL_REFRESH_EVERY = 6;
 
@@ -68,7 +71,7 @@ export class Daemon {
   private firstApplied = false;
   /** Address owners as of the last successful sync; null before the first. */
   private addressOwners: Map<string, string> | null = null;
-  private conntrack: Conntrack;
+  private readonly conntrack: Conntrack;
   private refreshes = 0;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
@@ -188,22 +191,33 @@ export class Daemon {
   }
 
   /**
-   * Flows tracked for an address that left its pod (or went to another pod) would let the next holder
-   * of the address through on the old pod's behalf: forget them once the rules no longer know it.
+   * Flows tracked for an address that left its pod would let the next holder of the address through
+   * on the old pod's behalf, even before palisade knows the new pod (replies pass ahead of every other
+   * check). So they are cleared in the sync that sees the address go, a few addresses at a time.
    */
   private async forgetReassignedAddresses(): Promise<void> {
     const owners = this.cache.addressOwners();
     const previous = this.addressOwners;
     this.addressOwners = owners;
     if (previous === null) return;
-    for (const [address, owner] of previous) {
-      if (owners.get(address) === owner) continue;
-      try {
-        const deleted = await this.conntrack.forget(address);
-        if (deleted > 0) this.deps.logger.info({ address, previousPod: owner, pod: owners.get(address) ?? null, deleted }, 'forgot tracked flows of an address that changed hands');
-      } catch (error) {
-        this.deps.logger.warn({ address, err: error instanceof Error ? error.message : String(error) }, 'could not forget tracked flows of an address that changed hands');
-      }
+    const freed = new Map<string, string>();
+    for (const [address, owner] of previous) if (owners.get(address) !== owner) freed.set(address, owner);
+    await this.forget(freed);
+  }
+
+  /** Clears tracked flows of the given addresses (with the pod that held each), a few at a time; failures are logged, never fatal. */
+  private async forget(freed: ReadonlyMap<string, string>): Promise<void> {
+    const addresses = [...freed.keys()];
+    for (let i = 0; i < addresses.length; i += FORGET_CONCURRENCY) {
+      await Promise.all(addresses.slice(i, i + FORGET_CONCURRENCY).map(async (address) => {
+        const previousPod = freed.get(address);
+        try {
+          const deleted = await this.conntrack.forget(address);
+          if (deleted > 0) this.deps.logger.info({ address, previousPod, pod: this.addressOwners?.get(address) ?? null, deleted }, 'forgot tracked flows of an address that changed hands');
+        } catch (error) {
+          this.deps.logger.warn({ address, err: error instanceof Error ? error.message : String(error) }, 'could not forget tracked flows of an address that changed hands');
+        }
+      }));
     }
   }
 

@@ -4,6 +4,8 @@
  * firewall, routes or addresses of the machine's own namespace. Programs are spawned with argv arrays
  * (never a shell) and fed through stdin.
  */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { PalisadeError } from './errors.js';
 import { commandAvailable, formatArgv, spawnCollect } from './exec.js';
@@ -68,6 +70,20 @@ export class NetworkNamespace implements CommandRunner {
   /** As a CommandRunner, a namespace makes every driver given it run its programs inside. */
   describe(): string {
     return `network namespace ${this.name}`;
+  }
+
+  /**
+   * Starts a long-running program inside the namespace (a server, an agent, a daemon) and hands back
+   * the child; `ip netns exec` execs it in place, so signals sent to the child reach the program.
+   * With `ownGroup`, it leads its own process group, so one signal to the group reaches all it starts.
+   */
+  spawn(argv: readonly string[], options: { stdin?: 'pipe' | 'ignore'; ownGroup?: boolean } = {}): ChildProcess {
+    if (this.destroyed) throw new PalisadeError('NETNS_EXEC', `network namespace ${this.name} was destroyed; cannot start ${formatArgv(argv)}`);
+    return spawn('ip', ['netns', 'exec', this.name, ...argv], {
+      stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
+      detached: options.ownGroup ?? false,
+      env: { ...process.env, LC_ALL: 'C' },
+    });
   }
 
   /** Like exec, but a non-zero exit throws NetnsCommandError; returns stdout. */

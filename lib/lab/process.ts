@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import type { NetworkNamespace } from '../netns.js';
 
@@ -25,8 +24,7 @@ export class LabProcess {
   }
 
   static start(ns: NetworkNamespace, argv: readonly string[]): LabProcess {
-    const child = spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
-    return new LabProcess(child);
+    return new LabProcess(ns.spawn(argv));
   }
 
   get running(): boolean {

@@ -2,7 +2,6 @@
  * Host side of the agent: a long-running probe agent inside a network namespace, spoken to with the
  * protocol of agent-protocol.ts.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { formatArgv } from '../exec.js';
@@ -63,14 +62,13 @@ export class ProbeAgent {
     const tcp = ports.tcp ?? [];
     const udp = ports.udp ?? [];
     const range = options.udpSourcePorts ?? AGENT_UDP_SOURCE_PORTS;
-    const ipArgs = [
-      'netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, 'agent',
+    const argv = [
+      process.execPath, PROBE_ENTRY, 'agent',
       ...(tcp.length > 0 ? ['--tcp', tcp.join(',')] : []),
       ...(udp.length > 0 ? ['--udp', udp.join(',')] : []),
       '--udp-source-ports', `${range[0]}-${range[1]}`,
     ];
-    const argv = ['ip', ...ipArgs];
-    const child = spawn('ip', ipArgs, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
+    const child = netns.spawn(argv, { stdin: 'pipe', ownGroup: true });
     const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
     const agent = new ProbeAgent(netns, { tcp, udp }, range, child, exited);
     try {

@@ -4,7 +4,6 @@
  *
  * A probe that cannot run never reads as "blocked": the host-side helpers throw instead.
  */
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { formatArgv } from '../exec.js';
@@ -80,10 +79,9 @@ export class ProbeServer {
   /** Starts `serve` in the namespace and waits for "ready"; the server exits if this process dies (its stdin closes). */
   static async start(netns: NetworkNamespace, ports: EchoServerOptions): Promise<ProbeServer> {
     const args = ['serve', ...(ports.tcp.length > 0 ? ['--tcp', ports.tcp.join(',')] : []), ...(ports.udp.length > 0 ? ['--udp', ports.udp.join(',')] : []), '--until-stdin-closes'];
-    const ipArgs = ['netns', 'exec', netns.name, process.execPath, PROBE_ENTRY, ...args];
-    const argv = ['ip', ...ipArgs];
+    const argv = [process.execPath, PROBE_ENTRY, ...args];
     // Its own process group, so stop() reaches it with one signal; stdin stays a pipe it watches.
-    const child = spawn('ip', ipArgs, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: { ...process.env, LC_ALL: 'C' } });
+    const child = netns.spawn(argv, { stdin: 'pipe', ownGroup: true });
     const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
     const server = new ProbeServer(netns, ports, child, exited);
     try {
