@@ -1,5 +1,5 @@
 import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from '../rules/model.js';
-import { objectKey, podCounts } from '../rules/model.js';
+import { objectKey } from '../rules/model.js';
 import type { Problem } from '../rules/problems.js';
 import { formatProblem } from '../rules/problems.js';
 import type { Logger } from '../lib/logger.js';
@@ -8,6 +8,8 @@ import { parseNamespace, parseNode } from '../rules/namespace.js';
 import { parsePod } from '../rules/pod.js';
 import { parsePolicy } from '../rules/policy.js';
 import { DataplaneCompiler } from '../rules/compiler.js';
+import type { CompilerOptions } from '../rules/compiler.js';
+import { MATCH_ALL } from '../rules/selector.js';
 import type { CompilerSettings } from '../rules/settings.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import type { KubeObject, ReflectorHandler, WatchEventType } from '../lib/kube/reflector.js';
@@ -22,7 +24,7 @@ import type { KubeObject, ReflectorHandler, WatchEventType } from '../lib/kube/r
 export type ResourceKind = 'Pod' | 'Namespace' | 'NetworkPolicy' | 'Node';
 
 interface KindOps<T> {
-  readonly parse: (object: KubeObject) => Parsed<T>;
+  readonly parse: (object: KubeObject, settings: CompilerSettings) => Parsed<T>;
   readonly key: (record: T) => string;
   readonly set: (compiler: DataplaneCompiler, record: T) => void;
   readonly remove: (compiler: DataplaneCompiler, key: string) => void;
@@ -47,7 +49,7 @@ const OPS: { readonly [K in ResourceKind]: KindOps<unknown> } = {
     remove: (c, k) => c.deleteNamespace(k),
   },
   NetworkPolicy: {
-    parse: parsePolicy,
+    parse: (object, settings) => parsePolicy(object, settings.policyBudget),
     key: (r) => objectKey((r as PolicyRecord).namespace, (r as PolicyRecord).name),
     set: (c, r) => c.setPolicy(r as PolicyRecord),
     remove: (c, k) => c.deletePolicy(...splitKey(k)),
@@ -55,10 +57,15 @@ const OPS: { readonly [K in ResourceKind]: KindOps<unknown> } = {
   Node: {
     parse: parseNode,
     key: (r) => (r as NodeRecord).name,
-    set: () => {},
-    remove: () => {},
+    set: (c, r) => c.setNode(r as NodeRecord),
+    remove: (c, k) => c.deleteNode(k),
   },
 };
+
+/** Isolates every pod of the namespace in both directions and grants nothing: the closed side of not knowing. */
+function closedPolicy(namespace: string, name: string): PolicyRecord {
+  return { namespace, name, podSelector: MATCH_ALL, affectsIngress: true, affectsEgress: true, ingress: [], egress: [], failed: true, cost: null, overBudget: false };
+}
 
 /** The identity of a raw object, read defensively: needed to delete even an object that no longer parses. */
 function rawKey(kind: ResourceKind, object: KubeObject): string | null {
@@ -76,11 +83,21 @@ export class ClusterCache {
   private readonly onChange: (kind: ResourceKind) => void;
 
   private readonly logger: Logger;
+  private readonly settings: CompilerSettings;
+  /** Objects whose handling threw: reported, and counted for the metric. */
+  private failures = 0;
+  private loggedClaims = '';
 
-  constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void, logger: Logger) {
-    this.compiler = new DataplaneCompiler(settings);
+  constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void, logger: Logger, options: CompilerOptions = {}) {
+    this.compiler = new DataplaneCompiler(settings, options);
+    this.settings = settings;
     this.onChange = onChange;
     this.logger = logger;
+  }
+
+  /** Objects palisade failed to handle since start (each also a problem in the status). */
+  get handlingFailures(): number {
+    return this.failures;
   }
 
   handler(kind: ResourceKind): ReflectorHandler {
@@ -95,7 +112,7 @@ export class ClusterCache {
         for (const object of objects) {
           const key = rawKey(kind, object);
           if (key !== null) seen.add(key);
-          changed = this.upsert(kind, object) || changed;
+          changed = this.guarded(kind, object, () => this.upsert(kind, object)) || changed;
         }
       },
       endList: () => {
@@ -112,15 +129,54 @@ export class ClusterCache {
   }
 
   private event(kind: ResourceKind, type: WatchEventType, object: KubeObject): void {
-    const changed = type === 'DELETED' ? this.removeRaw(kind, object) : this.upsert(kind, object);
+    const changed = this.guarded(kind, object, () => (type === 'DELETED' ? this.removeRaw(kind, object) : this.upsert(kind, object)));
     if (changed) this.onChange(kind);
+  }
+
+  /**
+   * Runs the handling of one object so that nothing in it can stop the others: an object that makes
+   * palisade throw is a problem in the status and a log line, and the rest of the list or watch goes on.
+   * What the object held before stays (an earlier policy keeps isolating); a policy never seen before
+   * isolates its whole namespace, since what it selects cannot be known.
+   */
+  private guarded(kind: ResourceKind, object: KubeObject, handle: () => boolean): boolean {
+    try {
+      return handle();
+    } catch (error) {
+      this.failures++;
+      const key = rawKey(kind, object);
+      const message = `palisade could not handle this object: ${error instanceof Error ? error.message : String(error)}`;
+      this.logger.error({ object: `${kind} ${key ?? '<unnamed>'}`, err: error instanceof Error ? error.stack : String(error) }, 'object could not be handled; the rest are enforced as before');
+      if (key === null) return false;
+      const [namespace, name] = kind === 'Namespace' || kind === 'Node' ? [null, key] : splitKey(key);
+      this.problems.set(`${kind} ${key}`, [{ severity: 'error', object: { kind, namespace, name }, field: '', message }]);
+      if (kind === 'NetworkPolicy' && namespace !== null && !this.records.NetworkPolicy.has(key)) {
+        return this.guardedFallback(() => this.store('NetworkPolicy', key, closedPolicy(namespace, name)));
+      }
+      return false;
+    }
+  }
+
+  private guardedFallback(store: () => void): boolean {
+    try {
+      store();
+      return true;
+    } catch (error) {
+      this.logger.error({ err: error instanceof Error ? error.message : String(error) }, 'could not even fail closed for an object palisade could not handle');
+      return false;
+    }
+  }
+
+  private store(kind: ResourceKind, key: string, record: unknown): void {
+    this.records[kind].set(key, record);
+    OPS[kind].set(this.compiler, record);
   }
 
   /** Returns whether the compiler's input changed: status-only updates of a pod usually do not. */
   private upsert(kind: ResourceKind, object: KubeObject): boolean {
     const ops = OPS[kind];
     const key = rawKey(kind, object);
-    const parsed = ops.parse(object);
+    const parsed = ops.parse(object, this.settings);
     if (key !== null) this.recordProblems(`${kind} ${key}`, parsed.problems);
     if (parsed.record === null) {
       // Unusable as a whole (no name, say): forget any earlier version rather than enforce a stale one.
@@ -129,8 +185,7 @@ export class ClusterCache {
     const recordKey = ops.key(parsed.record);
     const before = this.records[kind].get(recordKey);
     if (before !== undefined && JSON.stringify(before) === JSON.stringify(parsed.record)) return false;
-    this.records[kind].set(recordKey, parsed.record);
-    ops.set(this.compiler, parsed.record);
+    this.store(kind, recordKey, parsed.record);
     return true;
   }
 
@@ -163,9 +218,19 @@ export class ClusterCache {
     return true;
   }
 
-  /** Every current problem, sorted by object. */
+  /** Every current problem, sorted by object: those of parsing, and claims to addresses and interfaces palisade does not honour. */
   allProblems(): Problem[] {
-    return [...this.problems.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).flatMap(([, p]) => p);
+    const parsed = [...this.problems.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).flatMap(([, p]) => p);
+    return [...parsed, ...this.compiler.problems()];
+  }
+
+  /** Logs claims palisade does not honour when they change, as parsing problems are logged. */
+  logClaimProblems(): void {
+    const problems = this.compiler.problems();
+    const text = JSON.stringify(problems.map(formatProblem));
+    if (text === this.loggedClaims) return;
+    this.loggedClaims = text;
+    for (const problem of problems) this.logger.warn({ object: `Pod ${problem.object.namespace ?? ''}/${problem.object.name}`, problem: formatProblem(problem) }, 'a pod\'s claim is not honoured');
   }
 
   count(kind: ResourceKind): number {
@@ -176,14 +241,9 @@ export class ClusterCache {
     return [...this.records.NetworkPolicy.values()] as PolicyRecord[];
   }
 
-  /** Which pod holds each address now (pods that take part in policy), by "namespace/name". */
+  /** Which pod holds each address on kubelet's word, by "namespace/name". */
   addressOwners(): Map<string, string> {
-    const owners = new Map<string, string>();
-    for (const [key, record] of this.records.Pod) {
-      const pod = record as PodRecord;
-      if (podCounts(pod)) owners.set(pod.ip, key);
-    }
-    return owners;
+    return this.compiler.statusAddressOwners();
   }
 
   /** The records as a snapshot, for the evaluator behind /explain. */

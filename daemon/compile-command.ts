@@ -2,7 +2,8 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { UsageError } from '../lib/errors.js';
-import { compile } from '../rules/snapshot.js';
+import { loadedCompiler } from '../rules/snapshot.js';
+import { formatProblem } from '../rules/problems.js';
 import { renderIpsets, renderIptables } from '../rules/render.js';
 import { compilerSettingsFromFlags, COMPILER_FLAG_HELP, COMPILER_FLAGS } from './compiler-flags.js';
 import { snapshotFromFiles } from './snapshot-files.js';
@@ -32,8 +33,11 @@ export async function compileCommand(argv: readonly string[], io: CommandIO): Pr
   }
   if (positionals.length === 0) throw new UsageError('compile: give at least one manifest file or directory');
   const settings = compilerSettingsFromFlags(values);
-  const { snapshot } = await snapshotFromFiles(positionals, io.stderrLine);
-  const dataplane = compile(snapshot, settings);
+  const { snapshot } = await snapshotFromFiles(positionals, io.stderrLine, settings.policyBudget);
+  const compiler = loadedCompiler(snapshot, settings);
+  const dataplane = compiler.build();
+  // Address claims were reported with the objects; interface names clash only among one node's pods.
+  for (const problem of compiler.problems()) if (problem.field === 'metadata.name') io.stderrLine(formatProblem(problem));
   const ipsets = renderIpsets(dataplane.ipsets.values());
   const iptables = renderIptables(dataplane);
   if (values.out === undefined) {

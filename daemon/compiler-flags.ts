@@ -1,5 +1,6 @@
 import { UsageError } from '../lib/errors.js';
 import { makeSettings, DEFAULT_SETTINGS } from '../rules/settings.js';
+import { budgetOf, DEFAULT_POLICY_BUDGET } from '../rules/policy-budget.js';
 import type { CompilerSettings } from '../rules/settings.js';
 
 /** The flags every command that compiles shares, parsed into validated compiler settings. */
@@ -9,12 +10,18 @@ export const COMPILER_FLAGS = {
   'chain-prefix': { type: 'string' },
   'allow-mark': { type: 'string' },
   'unknown-endpoint': { type: 'string' },
+  'policy-max-rules': { type: 'string' },
+  'policy-max-sets': { type: 'string' },
+  'policy-max-set-entries': { type: 'string' },
 } as const;
 
 export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth prefixes, comma separated (default ${DEFAULT_SETTINGS.interfacePrefixes.join(',')})
   --chain-prefix P        prefix of every chain and set (default ${DEFAULT_SETTINGS.chainPrefix})
   --allow-mark BIT        packet-mark bit for "allowed" (default 0x${DEFAULT_SETTINGS.allowMark.toString(16)})
-  --unknown-endpoint A    drop|allow traffic of pod interfaces not known yet (default ${DEFAULT_SETTINGS.unknownEndpoint})`;
+  --unknown-endpoint A    drop|allow traffic of pod interfaces not known yet (default ${DEFAULT_SETTINGS.unknownEndpoint})
+  --policy-max-rules N    iptables rules one policy may need before it fails closed (default ${DEFAULT_POLICY_BUDGET.rules})
+  --policy-max-sets N     ipsets one policy may need (default ${DEFAULT_POLICY_BUDGET.sets})
+  --policy-max-set-entries N  ipBlock set entries one policy may need (default ${DEFAULT_POLICY_BUDGET.setEntries})`;
 
 export interface CompilerFlagValues {
   readonly 'node-name'?: string | undefined;
@@ -22,6 +29,9 @@ export interface CompilerFlagValues {
   readonly 'chain-prefix'?: string | undefined;
   readonly 'allow-mark'?: string | undefined;
   readonly 'unknown-endpoint'?: string | undefined;
+  readonly 'policy-max-rules'?: string | undefined;
+  readonly 'policy-max-sets'?: string | undefined;
+  readonly 'policy-max-set-entries'?: string | undefined;
 }
 
 export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNodeName?: string): CompilerSettings {
@@ -33,6 +43,13 @@ export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNod
   if (mark !== undefined && (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(mark) || !Number.isFinite(allowMark))) errors.push(`--allow-mark "${mark}": not a number`);
   const unknown = values['unknown-endpoint'];
   if (unknown !== undefined && unknown !== 'drop' && unknown !== 'allow') errors.push(`--unknown-endpoint "${unknown}": must be drop or allow`);
+  const limit = (flag: 'policy-max-rules' | 'policy-max-sets' | 'policy-max-set-entries'): number | undefined => {
+    const value = values[flag];
+    if (value === undefined) return undefined;
+    if (!/^[0-9]+$/.test(value) || Number(value) < 1) errors.push(`--${flag} "${value}": must be a whole number of at least 1`);
+    return Number(value);
+  };
+  const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries') });
   const prefixes = values['interface-prefix']?.split(',').map((s) => s.trim());
   if (errors.length === 0) {
     const result = makeSettings({
@@ -41,6 +58,7 @@ export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNod
       ...(values['chain-prefix'] === undefined ? {} : { chainPrefix: values['chain-prefix'] }),
       ...(allowMark === undefined ? {} : { allowMark }),
       ...(unknown === undefined ? {} : { unknownEndpoint: unknown as 'drop' | 'allow' }),
+      policyBudget,
     });
     if (result.ok) return result.settings;
     errors.push(...result.errors);

@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { UsageError } from '../lib/errors.js';
 import type { BackendChoice } from '../lib/iptables/backend.js';
 import { makeSettings, DEFAULT_SETTINGS } from '../rules/settings.js';
+import { budgetOf, DEFAULT_POLICY_BUDGET } from '../rules/policy-budget.js';
 import type { CompilerSettings } from '../rules/settings.js';
 
 /**
@@ -44,6 +45,9 @@ export const DAEMON_FLAGS = [
   { flag: 'chain-prefix', env: ['PALISADE_CHAIN_PREFIX'], default: DEFAULT_SETTINGS.chainPrefix, help: 'prefix of every chain and ipset' },
   { flag: 'allow-mark', env: ['PALISADE_ALLOW_MARK'], default: `0x${DEFAULT_SETTINGS.allowMark.toString(16)}`, help: 'packet-mark bit meaning "allowed"' },
   { flag: 'unknown-endpoint', env: ['PALISADE_UNKNOWN_ENDPOINT'], default: DEFAULT_SETTINGS.unknownEndpoint, help: 'drop or allow traffic of pod interfaces not known yet' },
+  { flag: 'policy-max-rules', env: ['PALISADE_POLICY_MAX_RULES'], default: String(DEFAULT_POLICY_BUDGET.rules), help: 'iptables rules one NetworkPolicy may need before it fails closed' },
+  { flag: 'policy-max-sets', env: ['PALISADE_POLICY_MAX_SETS'], default: String(DEFAULT_POLICY_BUDGET.sets), help: 'ipsets one NetworkPolicy may need before it fails closed' },
+  { flag: 'policy-max-set-entries', env: ['PALISADE_POLICY_MAX_SET_ENTRIES'], default: String(DEFAULT_POLICY_BUDGET.setEntries), help: 'ipBlock set entries one NetworkPolicy may need before it fails closed' },
 ] as const;
 
 type FlagName = (typeof DAEMON_FLAGS)[number]['flag'];
@@ -111,6 +115,16 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
   if (mark !== undefined && Number.isNaN(allowMark)) errors.push(`${mark.from} "${mark.value}": not a number`);
   const nodeName = read('node-name');
   if (nodeName === undefined) errors.push('--node-name (or NODE_NAME, set from the downward API in the DaemonSet) is required');
+  const limit = (flag: FlagName): number | undefined => {
+    const given = read(flag);
+    if (given === undefined) return undefined;
+    if (!/^[0-9]+$/.test(given.value) || Number(given.value) < 1) {
+      errors.push(`${given.from} "${given.value}": must be a whole number of at least 1`);
+      return undefined;
+    }
+    return Number(given.value);
+  };
+  const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries') });
   const prefixes = read('interface-prefix')?.value.split(',').map((s) => s.trim());
   const chainPrefix = read('chain-prefix')?.value;
   const settings = makeSettings({
@@ -119,6 +133,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     ...(chainPrefix === undefined ? {} : { chainPrefix }),
     ...(allowMark === undefined || Number.isNaN(allowMark) ? {} : { allowMark }),
     ...(unknown === undefined || (unknown.value !== 'drop' && unknown.value !== 'allow') ? {} : { unknownEndpoint: unknown.value }),
+    policyBudget,
   });
   if (!settings.ok) errors.push(...settings.errors);
   const kubeconfig = read('kubeconfig')?.value ?? null;

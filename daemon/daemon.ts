@@ -10,6 +10,7 @@ import type { BackendDecision } from '../lib/iptables/backend.js';
 import { Ipset } from '../lib/ipset.js';
 import { DataplaneApplier } from '../lib/dataplane/applier.js';
 import { Conntrack } from '../lib/conntrack.js';
+import { FlowForgetter } from './flow-forgetter.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { DaemonConfig, ListenAddress } from './config.js';
 import type { Clock } from './clock.js';
@@ -41,9 +42,6 @@ const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
   { kind: 'Node', path: '/api/v1/nodes' },
 ];
 
-/** conntrack runs at once when clearing many addresses. */
-const FORGET_CONCURRENCY = 8;
-
 /** One refresh in this many compares every set member, not just each set's size. */
 const FULL_REFRESH_EVERY = 6;
 
@@ -71,7 +69,7 @@ export class Daemon {
   private firstApplied = false;
   /** Address owners as of the last successful sync; null before the first. */
   private addressOwners: Map<string, string> | null = null;
-  private readonly conntrack: Conntrack;
+  private readonly flows: FlowForgetter;
   private refreshes = 0;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
@@ -90,11 +88,12 @@ export class Daemon {
       onStats: (event) => {
         if (event === 'watch') this.metrics.watchRestarts.inc({ resource: kind });
         if (event === 'relist') this.metrics.watchRelists.inc({ resource: kind });
+        if (event === 'handler-error') this.metrics.watchHandlerErrors.inc({ resource: kind });
         // The first sync waits for the last of the first lists, whether or not it changed anything.
         if (event === 'list' && this.allSynced()) this.loop.request();
       },
     }));
-    this.conntrack = new Conntrack(deps.runner);
+    this.flows = new FlowForgetter(new Conntrack(deps.runner), deps.logger);
     this.loop = new SyncLoop({
       delayMs: config.syncDelayMs,
       refreshIntervalMs: config.refreshIntervalMs,
@@ -140,6 +139,7 @@ export class Daemon {
   async stop(): Promise<void> {
     await Promise.all(this.reflectors.map((r) => r.stop()));
     await this.loop.stop();
+    await this.flows.stop();
     await Promise.all([this.statusServer?.close(), this.metricsServer?.close()]);
   }
 
@@ -178,7 +178,8 @@ export class Daemon {
       throw error;
     }
     const enforced = this.clock.now();
-    await this.forgetReassignedAddresses();
+    this.forgetReassignedAddresses();
+    this.cache.logClaimProblems();
     for (const [kind, since] of pending) this.metrics.changeToEnforced.observe({ resource: kind }, (enforced - since) / 1000);
     this.dataplane = dataplane;
     if (!this.firstApplied) this.deps.logger.info({ syncMs: enforced - started }, 'ready: every watch has listed and the rules are in place');
@@ -193,32 +194,21 @@ export class Daemon {
   /**
    * Flows tracked for an address that left its pod would let the next holder of the address through
    * on the old pod's behalf, even before palisade knows the new pod (replies pass ahead of every other
-   * check). So they are cleared in the sync that sees the address go, a few addresses at a time.
+   * check). So they are cleared once the sync that sees the address change hands has applied. Only
+   * owners on kubelet's word count: what a tenant writes in an annotation must never make palisade
+   * clear another pod's flows.
    */
-  private async forgetReassignedAddresses(): Promise<void> {
+  private forgetReassignedAddresses(): void {
     const owners = this.cache.addressOwners();
     const previous = this.addressOwners;
     this.addressOwners = owners;
     if (previous === null) return;
-    const freed = new Map<string, string>();
-    for (const [address, owner] of previous) if (owners.get(address) !== owner) freed.set(address, owner);
-    await this.forget(freed);
-  }
-
-  /** Clears tracked flows of the given addresses (with the pod that held each), a few at a time; failures are logged, never fatal. */
-  private async forget(freed: ReadonlyMap<string, string>): Promise<void> {
-    const addresses = [...freed.keys()];
-    for (let i = 0; i < addresses.length; i += FORGET_CONCURRENCY) {
-      await Promise.all(addresses.slice(i, i + FORGET_CONCURRENCY).map(async (address) => {
-        const previousPod = freed.get(address);
-        try {
-          const deleted = await this.conntrack.forget(address);
-          if (deleted > 0) this.deps.logger.info({ address, previousPod, pod: this.addressOwners?.get(address) ?? null, deleted }, 'forgot tracked flows of an address that changed hands');
-        } catch (error) {
-          this.deps.logger.warn({ address, err: error instanceof Error ? error.message : String(error) }, 'could not forget tracked flows of an address that changed hands');
-        }
-      }));
+    const changes = new Map<string, { previous: string; next: string | null }>();
+    for (const [address, owner] of previous) {
+      const next = owners.get(address) ?? null;
+      if (next !== owner) changes.set(address, { previous: owner, next });
     }
+    if (changes.size > 0) this.flows.forget(changes);
   }
 
   private async checkOnce(): Promise<void> {
@@ -253,6 +243,8 @@ export class Daemon {
     const policies = this.cache.policies();
     this.metrics.policies.set(policies.length);
     this.metrics.policiesFailing.set(policies.filter((p) => p.failed).length);
+    this.metrics.observeOverBudget(policies);
+    this.metrics.objectHandlingFailures.set(this.cache.handlingFailures);
   }
 
   status(): ReturnType<typeof buildStatus> {
@@ -276,8 +268,9 @@ export class Daemon {
     });
   }
 
-  /** For tests and the demo: resolves once no sync is running or queued to run now. */
+  /** For tests and the demo: resolves once no sync is running or queued to run now, and flows are cleared. */
   async settled(): Promise<void> {
     await this.loop.idle();
+    await this.flows.idle();
   }
 }

@@ -3,6 +3,7 @@ import { UsageError } from '../lib/errors.js';
 import { Evaluator } from '../rules/evaluator.js';
 import type { DirectionVerdict, PacketProtocol, Verdict } from '../rules/evaluator.js';
 import { parseIPv4 } from '../rules/ipv4.js';
+import { printable } from '../rules/problems.js';
 import { snapshotFromFiles } from './snapshot-files.js';
 import type { CommandIO } from './command-io.js';
 
@@ -37,6 +38,7 @@ function resolve(flag: string, value: string | undefined, evaluator: Evaluator):
   const pod = evaluator.findPod(match[1]!, match[2]!);
   if (pod === undefined) throw new UsageError(`--${flag} ${value}: no such pod in the given manifests`);
   if (pod.ip === null) throw new UsageError(`--${flag} ${value}: the pod has no IPv4 address yet`);
+  if (evaluator.addressOf(pod) === null) throw new UsageError(`--${flag} ${value}: the pod's address ${pod.ip} is not its own (a node or another pod holds it; see the warnings above)`);
   return { address: pod.ip, pod: value };
 }
 
@@ -52,11 +54,11 @@ function parsePort(value: string | undefined, protocol: PacketProtocol): number 
 }
 
 function describe(endpoint: Endpoint): string {
-  return endpoint.pod === null ? endpoint.address : `${endpoint.pod} (${endpoint.address})`;
+  return printable(endpoint.pod === null ? endpoint.address : `${endpoint.pod} (${endpoint.address})`);
 }
 
 function directionLine(v: DirectionVerdict): string {
-  return `  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${v.reason}`;
+  return `  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${printable(v.reason)}`;
 }
 
 export async function explainCommand(argv: readonly string[], io: CommandIO): Promise<number> {

@@ -1,6 +1,7 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Dataplane } from '../rules/dataplane.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
+import type { PolicyRecord } from '../rules/model.js';
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
@@ -24,10 +25,15 @@ export class DaemonMetrics {
   readonly driftRepairs: Counter<'kind'>;
   readonly watchRestarts: Counter<'resource'>;
   readonly watchRelists: Counter<'resource'>;
+  readonly watchHandlerErrors: Counter<'resource'>;
+  readonly objectHandlingFailures: Gauge;
+  readonly policiesOverBudget: Gauge<'policy_namespace' | 'policy'>;
   readonly ready: Gauge;
   readonly lastSync: Gauge;
   /** Last counter values read per pod and direction, to publish increases even across chain rewrites. */
   private readonly lastDrops = new Map<string, { packets: number; bytes: number }>();
+  /** The label set of every drop series published, to remove it when its pod leaves. */
+  private readonly dropLabels = new Map<string, { namespace: string; pod: string; direction: 'ingress' | 'egress' }>();
 
   constructor() {
     this.registry = new Registry();
@@ -48,6 +54,9 @@ export class DaemonMetrics {
     this.driftRepairs = new Counter({ name: 'palisade_drift_repairs_total', help: 'differences between the desired and the live rules that were repaired', labelNames: ['kind'], registers });
     this.watchRestarts = new Counter({ name: 'palisade_watch_restarts_total', help: 'watches (re)started against the API server', labelNames: ['resource'], registers });
     this.watchRelists = new Counter({ name: 'palisade_watch_relists_total', help: 'full relists (after 410 Gone or a failure)', labelNames: ['resource'], registers });
+    this.watchHandlerErrors = new Counter({ name: 'palisade_watch_handler_errors_total', help: 'watched objects palisade failed to handle; each forces a relist', labelNames: ['resource'], registers });
+    this.objectHandlingFailures = new Gauge({ name: 'palisade_object_handling_failures', help: 'objects palisade could not handle since start (each is an error in /status; policies among them fail closed)', registers });
+    this.policiesOverBudget = new Gauge({ name: 'palisade_policy_over_budget', help: 'NetworkPolicies over the per-policy budget, by policy: they isolate what they select and grant nothing', labelNames: ['policy_namespace', 'policy'], registers });
     this.ready = new Gauge({ name: 'palisade_ready', help: '1 when watches have synced and the last apply succeeded', registers });
     this.lastSync = new Gauge({ name: 'palisade_last_sync_timestamp_seconds', help: 'when the dataplane last matched the desired state', registers });
     collectDefaultMetrics({ register: this.registry });
@@ -65,8 +74,26 @@ export class DaemonMetrics {
     this.localEndpoints.set(dataplane.endpoints.length);
   }
 
-  /** Adds what the drop rules counted since the last read; a lower reading means the chain was rewritten. */
+  /** One series per policy over budget: few, and gone as soon as the policy is fixed or deleted. */
+  observeOverBudget(policies: readonly PolicyRecord[]): void {
+    this.policiesOverBudget.reset();
+    for (const p of policies) if (p.overBudget) this.policiesOverBudget.set({ policy_namespace: p.namespace, policy: p.name }, 1);
+  }
+
+  /**
+   * Adds what the drop rules counted since the last read; a lower reading means the chain was rewritten.
+   * Series of pods that left the node are removed, so pod churn cannot grow the metrics without bound.
+   */
   observeDrops(counters: readonly DropCounters[]): void {
+    const present = new Set<string>();
+    for (const pod of counters) for (const direction of ['ingress', 'egress'] as const) present.add(`${pod.namespace}/${pod.name}/${direction}`);
+    for (const [key, labels] of this.dropLabels) {
+      if (present.has(key)) continue;
+      this.droppedPackets.remove(labels);
+      this.droppedBytes.remove(labels);
+      this.dropLabels.delete(key);
+      this.lastDrops.delete(key);
+    }
     for (const pod of counters) {
       for (const direction of ['ingress', 'egress'] as const) {
         const now = pod[direction];
@@ -75,6 +102,7 @@ export class DaemonMetrics {
         const before = this.lastDrops.get(key);
         const reset = before === undefined || now.packets < before.packets || now.bytes < before.bytes;
         const labels = { namespace: pod.namespace, pod: pod.name, direction };
+        this.dropLabels.set(key, labels);
         this.droppedPackets.inc(labels, reset ? now.packets : now.packets - before.packets);
         this.droppedBytes.inc(labels, reset ? now.bytes : now.bytes - before.bytes);
         this.lastDrops.set(key, now);

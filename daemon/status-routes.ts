@@ -29,6 +29,7 @@ function endpointOf(param: string, value: string | null, evaluator: Evaluator): 
   const pod = evaluator.findPod(match[1]!, match[2]!);
   if (pod === undefined) return `${param}=${value}: no such pod`;
   if (pod.ip === null) return `${param}=${value}: the pod has no IPv4 address`;
+  if (evaluator.addressOf(pod) === null) return `${param}=${value}: the pod's address ${pod.ip} is not its own (a node or another pod holds it; see /status problems)`;
   return { address: pod.ip, pod: value };
 }
 

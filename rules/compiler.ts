@@ -1,34 +1,48 @@
-import type { Direction, NamespaceRecord, PodRecord, PolicyRecord } from './model.js';
+import type { Direction, NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
 import { affects, podCounts, podKey, policyKey } from './model.js';
 import type { Chain, Dataplane, EndpointInfo, HookRule, IpSet } from './dataplane.js';
 import type { CompilerSettings } from './settings.js';
-import { Names, hostInterfaceName } from './names.js';
+import type { VethSuffix } from './names.js';
+import { Names, vethSuffix } from './names.js';
 import { implicitNamespace } from './namespace.js';
 import { selectorMatches } from './selector.js';
 import { SetIndex } from './set-index.js';
 import { addToIndex, removeFromIndex } from './index-map.js';
 import type { SetDefinition } from './set-definitions.js';
-import { buildPolicyChain } from './policy-chains.js';
+import { buildPolicyChains } from './policy-chains.js';
 import { buildAllowChain, buildEndpointChains } from './endpoint-chains.js';
 import { buildDispatch, buildEntryChains } from './dispatch.js';
+import type { DispatchEntry } from './dispatch.js';
+import { AddressClaims } from './address-claims.js';
+import { InterfaceOwners } from './interface-owners.js';
+import type { Problem } from './problems.js';
+import { claimProblems } from './claim-problems.js';
 
 /**
  * The incremental compiler. Changes come in one object at a time; build() returns the whole desired
  * dataplane, recomputing only what the changes touched:
  *
- *   setPod ──────► SetIndex (set members) ─────────────────────────┐
- *      └─────────► local endpoint selection ─► endpoint chains ────┤
- *   setNamespace ► SetIndex (namespaceSelector sets) ──────────────┼─► build(): Dataplane
- *   setPolicy ───► policy chains + set references ─────────────────┤
- *      └─────────► selection of local endpoints in its namespace ──┘
+ *   setPod/setNode ► AddressClaims (who owns each address) ─► effective pods
+ *   effective pods ► SetIndex (set members) ──────────────────────────────────────┐
+ *         └───────► InterfaceOwners (local pods) ─► endpoints ─► endpoint chains ─┤
+ *   setNamespace ──► SetIndex (namespaceSelector sets) ────────────────────────────┼─► build(): Dataplane
+ *   setPolicy ─────► selection of local endpoints in its namespace ────────────────┤
+ *                    └► policy chains + sets, built only while the policy is in use ┘
  *
- * As in Felix, a policy is installed on a node (its chains, and through them its ipsets) only while it
- * selects a local pod, so a node carries the policies of its own pods, not of the whole cluster.
- * Dispatch chains are rebuilt only when the set of local endpoints changes. Unchanged chains and sets
- * keep their object identity from one build to the next, so consumers can compare by reference.
+ * A pod takes part only with an address it owns (address-claims.ts), and gets endpoint chains only
+ * with an interface name it owns (interface-owners.ts): what a tenant writes never moves another pod's
+ * address or enforcement. As in Felix, a policy is built and installed on a node (its chains, and
+ * through them its ipsets) only while it selects a local pod, so a node pays for the policies of its
+ * own pods, not for every policy in the cluster. Unchanged chains and sets keep their object identity
+ * from one build to the next, so consumers can compare by reference.
  */
 
-/** A policy's compiled form: built on every change of the policy, installed only while in use. */
+export interface CompilerOptions {
+  /** How host-side interface names derive from a pod; the VPC CNI's way unless a test injects collisions. */
+  readonly vethSuffix?: VethSuffix;
+}
+
+/** A policy's compiled form, installed only while in use. */
 interface PolicyBuild {
   readonly chains: readonly Chain[];
   readonly sets: ReadonlyMap<string, SetDefinition>;
@@ -36,7 +50,8 @@ interface PolicyBuild {
 
 interface PolicyState {
   readonly record: PolicyRecord;
-  readonly build: PolicyBuild;
+  /** Built on first use after each change; dropped while no local pod uses the policy. */
+  build: PolicyBuild | null;
   /** Local endpoints the policy selects; the policy's chains and sets exist on this node only while there are some. */
   readonly users: Set<string>;
 }
@@ -53,14 +68,25 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
+/** A pod's claim counts only while it can take part at all: a finished pod's address may be another's already. */
+function claimOf(pod: PodRecord): { ip: string | null; source: PodRecord['ipSource'] } {
+  return podCounts(pod) ? { ip: pod.ip, source: pod.ipSource } : { ip: null, source: null };
+}
+
 export class DataplaneCompiler {
   readonly settings: CompilerSettings;
   private readonly names: Names;
+  private readonly vethSuffix: VethSuffix;
+  /** Pods as parsed; `pods` holds them as used, without an address they do not own. */
+  private readonly rawPods = new Map<string, PodRecord>();
   private readonly pods = new Map<string, PodRecord>();
+  private readonly withoutAddress = new WeakMap<PodRecord, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
   private readonly namespaces = new Map<string, NamespaceRecord>();
   private readonly policies = new Map<string, PolicyState>();
   private readonly policiesByNamespace = new Map<string, Set<string>>();
+  private readonly claims = new AddressClaims();
+  private readonly interfaces = new InterfaceOwners();
   private readonly endpoints = new Map<string, EndpointState>();
   private readonly sets: SetIndex;
   private readonly dirtyEndpoints = new Set<string>();
@@ -69,13 +95,15 @@ export class DataplaneCompiler {
   private sortedEndpoints: readonly EndpointInfo[] | null = null;
   private dispatchDirty = true;
   private dispatchChainNames: readonly string[] = [];
+  private contestedInterfaces = '';
   private readonly chains = new Map<string, Chain>();
   private readonly ipsets = new Map<string, IpSet>();
   private readonly hooks: readonly HookRule[];
 
-  constructor(settings: CompilerSettings) {
+  constructor(settings: CompilerSettings, options: CompilerOptions = {}) {
     this.settings = settings;
     this.names = new Names(settings.chainPrefix);
+    this.vethSuffix = options.vethSuffix ?? vethSuffix;
     this.sets = new SetIndex({
       allPods: () => this.pods.values(),
       podsInNamespace: (ns) => this.podsIn(ns),
@@ -101,21 +129,26 @@ export class DataplaneCompiler {
 
   setPod(pod: PodRecord): void {
     const key = podKey(pod);
-    const before = this.pods.get(key);
-    this.pods.set(key, pod);
+    this.rawPods.set(key, pod);
     addToIndex(this.podsByNamespace, pod.namespace, key);
-    this.sets.podChanged(before, pod);
-    this.refreshEndpoint(key);
+    const claim = claimOf(pod);
+    for (const affected of this.claims.setPod(key, claim.ip, claim.source)) this.refreshPod(affected);
   }
 
   deletePod(namespace: string, name: string): void {
     const key = `${namespace}/${name}`;
-    const before = this.pods.get(key);
-    if (before === undefined) return;
-    this.pods.delete(key);
+    if (!this.rawPods.delete(key)) return;
     removeFromIndex(this.podsByNamespace, namespace, key);
-    this.sets.podChanged(before, undefined);
-    this.refreshEndpoint(key);
+    for (const affected of this.claims.setPod(key, null, null)) this.refreshPod(affected);
+  }
+
+  /** Node addresses are never a pod's: a pod claiming one is ignored. */
+  setNode(node: NodeRecord): void {
+    for (const affected of this.claims.setNode(node.name, node.addresses)) this.refreshPod(affected);
+  }
+
+  deleteNode(name: string): void {
+    for (const affected of this.claims.setNode(name, [])) this.refreshPod(affected);
   }
 
   setNamespace(namespace: NamespaceRecord): void {
@@ -129,16 +162,8 @@ export class DataplaneCompiler {
 
   setPolicy(policy: PolicyRecord): void {
     const key = policyKey(policy);
-    const chains: Chain[] = [];
-    const sets = new Map<string, SetDefinition>();
-    for (const direction of ['ingress', 'egress'] as const) {
-      if (!affects(policy, direction)) continue;
-      const built = buildPolicyChain(policy, direction, this.names);
-      chains.push(built.chain);
-      for (const [name, definition] of built.sets) sets.set(name, definition);
-    }
     const users = this.policies.get(key)?.users ?? new Set<string>();
-    this.policies.set(key, { record: policy, build: { chains, sets }, users });
+    this.policies.set(key, { record: policy, build: null, users });
     addToIndex(this.policiesByNamespace, policy.namespace, key);
     this.dirtyPolicies.add(key);
     this.refreshEndpointsIn(policy.namespace);
@@ -152,19 +177,28 @@ export class DataplaneCompiler {
     this.refreshEndpointsIn(namespace);
   }
 
-  /** Brings what is installed for a policy in line with its current build and whether it is in use. */
-  private syncPolicy(key: string): void {
-    const state = this.policies.get(key);
-    const installed = this.installed.get(key);
-    const wanted = state !== undefined && state.users.size > 0 ? state.build : undefined;
-    if (installed === wanted) return;
-    // Acquire before releasing so a set both versions use is never dropped and rebuilt.
-    for (const [name, definition] of wanted?.sets ?? []) this.sets.acquire(name, definition);
-    for (const chain of installed?.chains ?? []) this.chains.delete(chain.name);
-    for (const name of installed?.sets.keys() ?? []) this.sets.release(name);
-    for (const chain of wanted?.chains ?? []) this.chains.set(chain.name, chain);
-    if (wanted === undefined) this.installed.delete(key);
-    else this.installed.set(key, wanted);
+  /** The pod as used: its record, without the address when its claim lost. */
+  private effective(raw: PodRecord, key: string): PodRecord {
+    if (raw.ip === null || this.claims.ownedBy(key) === raw.ip) return raw;
+    let stripped = this.withoutAddress.get(raw);
+    if (stripped === undefined) {
+      stripped = { ...raw, ip: null, ipSource: null };
+      this.withoutAddress.set(raw, stripped);
+    }
+    return stripped;
+  }
+
+  /** Brings a pod's set memberships, interface ownership and endpoint in line with its record and claims. */
+  private refreshPod(key: string): void {
+    const raw = this.rawPods.get(key);
+    const before = this.pods.get(key);
+    const after = raw === undefined ? undefined : this.effective(raw, key);
+    if (after === undefined) this.pods.delete(key);
+    else this.pods.set(key, after);
+    if (before !== after) this.sets.podChanged(before, after);
+    const local = after !== undefined && this.isLocal(after);
+    const suffix = local ? this.vethSuffix(after.namespace, after.name) : null;
+    for (const affected of this.interfaces.set(key, suffix, local ? after.ipSource : null)) this.refreshEndpoint(affected);
   }
 
   private refreshEndpointsIn(namespace: string): void {
@@ -175,7 +209,7 @@ export class DataplaneCompiler {
   private refreshEndpoint(key: string): void {
     const pod = this.pods.get(key);
     const before = this.endpoints.get(key);
-    if (pod === undefined || !this.isLocal(pod)) {
+    if (pod === undefined || !this.isLocal(pod) || !this.interfaces.owns(key)) {
       if (before !== undefined) {
         this.setUsers(key, before, undefined);
         this.endpoints.delete(key);
@@ -218,6 +252,35 @@ export class DataplaneCompiler {
     }
   }
 
+  private buildPolicy(policy: PolicyRecord): PolicyBuild {
+    const chains: Chain[] = [];
+    const sets = new Map<string, SetDefinition>();
+    for (const direction of ['ingress', 'egress'] as const) {
+      if (!affects(policy, direction)) continue;
+      const built = buildPolicyChains(policy, direction, this.names, this.settings.allowMark);
+      chains.push(...built.chains);
+      for (const [name, definition] of built.sets) sets.set(name, definition);
+    }
+    return { chains, sets };
+  }
+
+  /** Brings what is installed for a policy in line with its current record and whether it is in use. */
+  private syncPolicy(key: string): void {
+    const state = this.policies.get(key);
+    const installed = this.installed.get(key);
+    let wanted: PolicyBuild | undefined;
+    if (state !== undefined && state.users.size > 0) wanted = state.build ??= this.buildPolicy(state.record);
+    else if (state !== undefined) state.build = null;
+    if (installed === wanted) return;
+    // Acquire before releasing so a set both versions use is never dropped and rebuilt.
+    for (const [name, definition] of wanted?.sets ?? []) this.sets.acquire(name, definition);
+    for (const chain of installed?.chains ?? []) this.chains.delete(chain.name);
+    for (const name of installed?.sets.keys() ?? []) this.sets.release(name);
+    for (const chain of wanted?.chains ?? []) this.chains.set(chain.name, chain);
+    if (wanted === undefined) this.installed.delete(key);
+    else this.installed.set(key, wanted);
+  }
+
   build(): Dataplane {
     for (const key of this.dirtyPolicies) this.syncPolicy(key);
     this.dirtyPolicies.clear();
@@ -227,6 +290,11 @@ export class DataplaneCompiler {
     }
     for (const key of this.dirtyEndpoints) this.rebuildEndpoint(key);
     this.dirtyEndpoints.clear();
+    const contested = this.interfaces.contested().join(',');
+    if (contested !== this.contestedInterfaces) {
+      this.contestedInterfaces = contested;
+      this.dispatchDirty = true;
+    }
     if (this.dispatchDirty) this.rebuildDispatch();
     return {
       ipsets: new Map(this.ipsets),
@@ -234,6 +302,22 @@ export class DataplaneCompiler {
       hooks: this.hooks,
       endpoints: this.endpointList(),
     };
+  }
+
+  /** Pods whose address or interface claim palisade does not use, and why. */
+  problems(): Problem[] {
+    return claimProblems(this.claims.lostClaims(), this.interfaces.conflicts(), this.settings.interfacePrefixes);
+  }
+
+  /**
+   * Addresses owned on kubelet's word (status.podIPs), with the pod owning each. Only changes of
+   * these can say that a flow tracked for an address belongs to another pod now: annotation claims
+   * are any tenant's to write, and must not be able to trigger anything on other pods' flows.
+   */
+  statusAddressOwners(): Map<string, string> {
+    const owners = new Map<string, string>();
+    for (const [key, pod] of this.pods) if (pod.ipSource === 'status' && podCounts(pod)) owners.set(pod.ip, key);
+    return owners;
   }
 
   /** Sorted by namespace/name; re-sorted only when endpoints changed. */
@@ -246,7 +330,8 @@ export class DataplaneCompiler {
   }
 
   private rebuildEndpoint(key: string): void {
-    const [namespace = '', name = ''] = key.split('/');
+    const slash = key.indexOf('/');
+    const [namespace, name] = [key.slice(0, slash), key.slice(slash + 1)];
     this.chains.delete(this.names.endpoint('from', namespace, name));
     this.chains.delete(this.names.endpoint('to', namespace, name));
     const state = this.endpoints.get(key);
@@ -268,8 +353,12 @@ export class DataplaneCompiler {
 
   private rebuildDispatch(): void {
     for (const name of this.dispatchChainNames) this.chains.delete(name);
-    const entries = (side: 'from' | 'to') => [...this.endpoints.values()].flatMap(({ pod, info }) =>
-      info.interfaces.map((iface) => ({ iface, target: side === 'from' ? info.fromChain : info.toChain, pod: podKey(pod) })));
+    const contested = this.interfaces.contested();
+    const entries = (side: 'from' | 'to'): DispatchEntry[] => [
+      ...[...this.endpoints.values()].flatMap(({ pod, info }) =>
+        info.interfaces.map((iface) => ({ iface, target: side === 'from' ? info.fromChain : info.toChain, pod: podKey(pod) }))),
+      ...contested.flatMap((suffix) => this.settings.interfacePrefixes.map((prefix) => ({ iface: prefix + suffix, target: null, pod: 'claimed by several pods' }))),
+    ];
     const chains = [...buildDispatch('from', entries('from'), this.names, this.settings), ...buildDispatch('to', entries('to'), this.names, this.settings)];
     for (const chain of chains) this.chains.set(chain.name, chain);
     this.dispatchChainNames = chains.map((c) => c.name);
@@ -277,11 +366,12 @@ export class DataplaneCompiler {
   }
 
   private endpointInfo(pod: PodRecord & { readonly ip: string }, ingress: readonly string[], egress: readonly string[]): EndpointInfo {
+    const suffix = this.vethSuffix(pod.namespace, pod.name);
     return {
       namespace: pod.namespace,
       name: pod.name,
       ip: pod.ip,
-      interfaces: this.settings.interfacePrefixes.map((prefix) => hostInterfaceName(prefix, pod.namespace, pod.name)),
+      interfaces: this.settings.interfacePrefixes.map((prefix) => prefix + suffix),
       isolatedIngress: ingress.length > 0,
       isolatedEgress: egress.length > 0,
       ingressPolicies: ingress,

@@ -18,7 +18,8 @@ const LEAF_SIZE = 16;
 
 export interface DispatchEntry {
   readonly iface: string;
-  readonly target: string;
+  /** The endpoint chain, or null for an interface no pod may use (claimed by several): dropped whatever the setting for unknown interfaces. */
+  readonly target: string | null;
   /** The pod, for the rule comment: "namespace/name". */
   readonly pod: string;
 }
@@ -53,7 +54,8 @@ export function buildDispatch(side: 'from' | 'to', entries: readonly DispatchEnt
 }
 
 function leaf(flag: string, entry: DispatchEntry): Rule {
-  return { match: [flag, entry.iface], target: ['-g', entry.target], comment: sanitizeComment(entry.pod) };
+  const target = entry.target === null ? ['-j', 'DROP'] : ['-g', entry.target];
+  return { match: [flag, entry.iface], target, comment: sanitizeComment(entry.pod) };
 }
 
 /** Groups by the first character after the group's common prefix; a lone group would add a useless level. */

@@ -50,7 +50,10 @@ export interface Verdict {
 
 interface Cluster {
   readonly snapshot: Snapshot;
+  /** The pod each address belongs to, once claims are settled. */
   readonly podByIp: ReadonlyMap<string, PodRecord>;
+  /** Addresses claimed with equal standing by several pods: they belong to none. */
+  readonly contested: ReadonlyMap<string, readonly string[]>;
   readonly nodeAddresses: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
@@ -74,9 +77,31 @@ function isEndpoint(pod: PodRecord): boolean {
   return !pod.hostNetwork && !pod.finished && pod.ip !== null;
 }
 
-function clusterOf(snapshot: Snapshot): Cluster {
+/**
+ * Who an address belongs to when several claim it: a Node's address is never a pod's; a claim from
+ * status.podIPs (kubelet's) beats one from the VPC CNI annotation (anyone's); equal claims cancel out.
+ */
+function settleClaims(snapshot: Snapshot): { podByIp: Map<string, PodRecord>; contested: Map<string, string[]> } {
+  const nodeHeld = new Set(snapshot.nodes.flatMap((n) => n.addresses));
+  const strength = (pod: PodRecord): number => (pod.ipSource === 'status' ? 2 : 1);
+  const strongest = new Map<string, PodRecord[]>();
+  for (const pod of snapshot.pods) {
+    if (!isEndpoint(pod) || nodeHeld.has(pod.ip!)) continue;
+    const current = strongest.get(pod.ip!);
+    if (current === undefined || strength(pod) > strength(current[0]!)) strongest.set(pod.ip!, [pod]);
+    else if (strength(pod) === strength(current[0]!)) current.push(pod);
+  }
   const podByIp = new Map<string, PodRecord>();
-  for (const pod of snapshot.pods) if (isEndpoint(pod) && !podByIp.has(pod.ip!)) podByIp.set(pod.ip!, pod);
+  const contested = new Map<string, string[]>();
+  for (const [address, pods] of strongest) {
+    if (pods.length === 1) podByIp.set(address, pods[0]!);
+    else contested.set(address, pods.map((p) => `${p.namespace}/${p.name}`).sort());
+  }
+  return { podByIp, contested };
+}
+
+function clusterOf(snapshot: Snapshot): Cluster {
+  const { podByIp, contested } = settleClaims(snapshot);
   const nodeAddresses = new Map<string, Set<string>>();
   const addAddress = (node: string, address: string): void => {
     const set = nodeAddresses.get(node) ?? new Set<string>();
@@ -86,7 +111,7 @@ function clusterOf(snapshot: Snapshot): Cluster {
   for (const node of snapshot.nodes) for (const address of node.addresses) addAddress(node.name, address);
   // A hostNetwork pod's address is its node's address.
   for (const pod of snapshot.pods) if (pod.hostNetwork && pod.ip !== null && pod.nodeName !== null) addAddress(pod.nodeName, pod.ip);
-  return { snapshot, podByIp, nodeAddresses };
+  return { snapshot, podByIp, contested, nodeAddresses };
 }
 
 function inCidr(address: string, cidr: { base: number; prefix: number }): boolean {
@@ -127,7 +152,11 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet): Directi
   const peerAddress = direction === 'ingress' ? packet.src : packet.dst;
   const pod = cluster.podByIp.get(ownAddress);
   if (pod === undefined) {
-    return { direction, pod: null, isolated: false, allowed: true, policies: [], allowedBy: [], reason: `${ownAddress} is not a pod, so no policy applies` };
+    const claimants = cluster.contested.get(ownAddress);
+    const reason = claimants === undefined
+      ? `${ownAddress} is not a pod, so no policy applies`
+      : `${ownAddress} is claimed by ${claimants.join(' and ')} with equal standing, so it belongs to no pod and no policy applies`;
+    return { direction, pod: null, isolated: false, allowed: true, policies: [], allowedBy: [], reason };
   }
   const who = `${pod.namespace}/${pod.name}`;
   const policies = cluster.snapshot.policies.filter((p) =>
@@ -177,6 +206,11 @@ export class Evaluator {
 
   findPod(namespace: string, name: string): PodRecord | undefined {
     return this.cluster.snapshot.pods.find((p) => p.namespace === namespace && p.name === name);
+  }
+
+  /** The pod's address if it is the pod's own; a claim that lost to a node or another pod gives none. */
+  addressOf(pod: PodRecord): string | null {
+    return pod.ip !== null && this.cluster.podByIp.get(pod.ip) === pod ? pod.ip : null;
   }
 }
 

@@ -31,13 +31,23 @@ export interface NamedContainerPort {
   readonly port: number;
 }
 
+export type AddressSource = 'status' | 'annotation';
+
 /** What the compiler needs to know of a pod, nothing more (the daemon keeps only these). */
 export interface PodRecord {
   readonly namespace: string;
   readonly name: string;
   readonly labels: Labels;
-  /** The pod's IPv4 address, or null while it has none. */
+  /**
+   * The IPv4 address the pod claims, canonical, or null while it has none. A claim is not ownership:
+   * two pods can claim one address, and only the claim that wins (see address-claims.ts) is used.
+   */
   readonly ip: string | null;
+  /**
+   * Where the claim comes from. `status` is written by kubelet alone; `annotation` is the VPC CNI's
+   * early hint, which any pod author can write too, so it never beats a status claim.
+   */
+  readonly ipSource: AddressSource | null;
   readonly nodeName: string | null;
   readonly hostNetwork: boolean;
   /** Succeeded or Failed: its IP may already belong to another pod. */
@@ -105,10 +115,21 @@ export interface PolicyRecord {
   readonly ingress: readonly PolicyRule[];
   readonly egress: readonly PolicyRule[];
   /**
-   * The policy could not be compiled whole. It still isolates what it selects, and grants nothing:
-   * failing closed never opens traffic the author meant to deny.
+   * The policy could not be compiled whole (invalid, or over the per-policy budget). It still isolates
+   * what it selects, and grants nothing: failing closed never opens traffic the author meant to deny.
    */
   readonly failed: boolean;
+  /** What the policy would cost on a node; null when it failed before it could be measured. */
+  readonly cost: PolicyCost | null;
+  /** Failed because its cost is over the budget (not because it is invalid). */
+  readonly overBudget: boolean;
+}
+
+/** What one policy puts on a node that installs it: iptables rules, ipsets, and entries of the ipsets its ipBlocks fill. */
+export interface PolicyCost {
+  readonly rules: number;
+  readonly sets: number;
+  readonly setEntries: number;
 }
 
 export function objectKey(namespace: string, name: string): string {

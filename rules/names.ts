@@ -19,9 +19,12 @@ export function vethSuffix(namespace: string, pod: string): string {
   return createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11);
 }
 
-export function hostInterfaceName(prefix: string, namespace: string, pod: string): string {
-  return prefix + vethSuffix(namespace, pod);
+export function hostInterfaceName(prefix: string, namespace: string, pod: string, suffix: VethSuffix = vethSuffix): string {
+  return prefix + suffix(namespace, pod);
 }
+
+/** How host-side interface names are derived; injectable so tests can make names collide at will. */
+export type VethSuffix = (namespace: string, pod: string) => string;
 
 export class Names {
   readonly prefix: string;
@@ -53,13 +56,22 @@ export class Names {
     return `${this.prefix}-${side === 'from' ? 'fd' : 'td'}-${interfacePrefix}`;
   }
 
-  /** `from` chains see traffic leaving the pod (egress), `to` chains traffic entering it (ingress). */
+  /**
+   * `from` chains see traffic leaving the pod (egress), `to` chains traffic entering it (ingress).
+   * Named by the pod's identity, never by its interface name: 44 bits of an interface name can be made
+   * to collide, and a chain two pods shared would hand one pod's enforcement to the other.
+   */
   endpoint(side: 'from' | 'to', namespace: string, pod: string): string {
-    return `${this.prefix}-${side === 'from' ? 'fw' : 'tw'}-${vethSuffix(namespace, pod)}`;
+    return `${this.prefix}-${side === 'from' ? 'fw' : 'tw'}-${hash16(`${namespace}/${pod}`)}`;
   }
 
   policy(direction: Direction, namespace: string, name: string): string {
     return `${this.prefix}-${direction === 'ingress' ? 'pi' : 'po'}-${hash16(`${namespace}/${name}`)}`;
+  }
+
+  /** The peers of one rule of a policy, when the rule has many peers and many ports (see policy-chains.ts). */
+  policyRule(direction: Direction, namespace: string, name: string, rule: number): string {
+    return `${this.prefix}-${direction === 'ingress' ? 'ri' : 'ro'}-${hash16(`${namespace}/${name}\u0000${rule}`)}`;
   }
 
   /** One set per distinct selector peer (scope + pod selector), shared by every rule that uses it. */
@@ -85,7 +97,11 @@ export class Names {
   }
 }
 
-/** Keeps comment text to characters that mean nothing to iptables-restore's tokenizer. */
+/**
+ * Keeps comment text to characters that mean nothing to iptables-restore's tokenizer (all ASCII, so
+ * characters are bytes). Length is not limited here: rule-hash.ts cuts the whole tagged comment to
+ * what iptables keeps.
+ */
 export function sanitizeComment(text: string): string {
-  return text.replace(/[^A-Za-z0-9 ._:/=,()-]/g, '_').slice(0, 240);
+  return text.replace(/[^A-Za-z0-9 ._:/=,()-]/g, '_');
 }

@@ -1,8 +1,8 @@
-import type { NamedContainerPort, PodRecord, Protocol } from './model.js';
+import type { AddressSource, NamedContainerPort, PodRecord, Protocol } from './model.js';
 import { PROTOCOLS } from './model.js';
 import { isRecord, readMeta, recordAt, refOf, stringAt } from './object-fields.js';
 import type { Parsed } from './namespace.js';
-import { looksLikeIPv6, parseIPv4 } from './ipv4.js';
+import { formatIPv4, looksLikeIPv6, notAPodAddress, parseIPv4, parseIPv4Sloppy } from './ipv4.js';
 import type { ProblemSink } from './problems.js';
 
 /**
@@ -17,40 +17,69 @@ export function parsePod(object: Record<string, unknown>): Parsed<PodRecord> {
   const spec = recordAt(object, 'spec');
   const status = recordAt(object, 'status');
   const phase = stringAt(status, 'phase');
+  const nodeName = stringAt(spec, 'nodeName');
+  const hostNetwork = spec['hostNetwork'] === true;
+  const finished = phase === 'Succeeded' || phase === 'Failed';
+  // A hostNetwork pod's address is its node's: it never takes part in policy, so it is not read.
+  const claim = hostNetwork ? NO_CLAIM : podAddress(status, meta.annotations, nodeName !== null && nodeName !== '' && !finished, sink);
   const record: PodRecord = {
     namespace: meta.namespace,
     name: meta.name,
     labels: meta.labels,
-    ip: podIPv4(status, meta.annotations, sink),
-    nodeName: stringAt(spec, 'nodeName'),
-    hostNetwork: spec['hostNetwork'] === true,
-    finished: phase === 'Succeeded' || phase === 'Failed',
+    ip: claim.ip,
+    ipSource: claim.source,
+    nodeName,
+    hostNetwork,
+    finished,
     namedPorts: namedPorts(spec, sink),
   };
   return { record: sink.hasErrors ? null : record, problems: sink.problems };
 }
 
-function podIPv4(status: Record<string, unknown>, annotations: Readonly<Record<string, string>>, sink: ProblemSink): string | null {
+interface Claim {
+  readonly ip: string | null;
+  readonly source: AddressSource | null;
+}
+
+const NO_CLAIM: Claim = { ip: null, source: null };
+
+/**
+ * status.podIPs, which only kubelet writes, is the pod's address. The VPC CNI's annotation is read
+ * only while kubelet has published nothing, and only for a pod bound to a node: it is a hint that
+ * closes the moment between the CNI wiring the pod and kubelet publishing, never a fact, because any
+ * pod author can write it (address-claims.ts keeps it from displacing another pod's address).
+ */
+function podAddress(status: Record<string, unknown>, annotations: Readonly<Record<string, string>>, bound: boolean, sink: ProblemSink): Claim {
   const published: string[] = [];
   const podIPs = status['podIPs'];
   if (Array.isArray(podIPs)) {
     for (const entry of podIPs) if (isRecord(entry) && typeof entry['ip'] === 'string') published.push(entry['ip']);
   }
   const single = stringAt(status, 'podIP');
-  if (published.length === 0 && single !== null) published.push(single);
-  const fromStatus = firstIPv4(published, 'status.podIPs', sink);
-  if (fromStatus !== null || published.length > 0) return fromStatus;
+  if (published.length === 0 && single !== null && single !== '') published.push(single);
+  if (published.length > 0) {
+    const ip = firstPodIPv4(published, 'status.podIPs', parseIPv4Sloppy, sink);
+    return ip === null ? NO_CLAIM : { ip, source: 'status' };
+  }
   const annotated = annotations[VPC_CNI_POD_IPS_ANNOTATION];
-  if (annotated === undefined) return null;
+  if (annotated === undefined || !bound) return NO_CLAIM;
   const candidates = annotated.split(',').map((s) => s.trim()).filter((s) => s !== '');
-  return firstIPv4(candidates, `metadata.annotations.${VPC_CNI_POD_IPS_ANNOTATION}`, sink);
+  const ip = firstPodIPv4(candidates, `metadata.annotations.${VPC_CNI_POD_IPS_ANNOTATION}`, parseIPv4, sink);
+  return ip === null ? NO_CLAIM : { ip, source: 'annotation' };
 }
 
-function firstIPv4(candidates: readonly string[], field: string, sink: ProblemSink): string | null {
+/** The first candidate that is an IPv4 address a pod can have, in canonical form. */
+function firstPodIPv4(candidates: readonly string[], field: string, parse: (text: string) => number | null, sink: ProblemSink): string | null {
+  const unusable: string[] = [];
   for (const candidate of candidates) {
-    if (parseIPv4(candidate) !== null) return candidate;
+    const value = parse(candidate);
+    if (value === null) continue;
+    const why = notAPodAddress(value);
+    if (why === null) return formatIPv4(value);
+    unusable.push(`${formatIPv4(value)} is ${why}`);
   }
-  if (candidates.some(looksLikeIPv6)) sink.warn(field, 'IPv6 pod addresses are ignored (IPv4 clusters only); the pod takes no part in policy');
+  if (unusable.length > 0) sink.warn(field, `no address a pod can have (${unusable.join('; ')}); the pod takes no part in policy`);
+  else if (candidates.some(looksLikeIPv6)) sink.warn(field, 'IPv6 pod addresses are ignored (IPv4 clusters only); the pod takes no part in policy');
   else if (candidates.length > 0) sink.warn(field, `no valid IPv4 address in ${JSON.stringify(candidates)}`);
   return null;
 }

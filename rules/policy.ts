@@ -4,6 +4,9 @@ import { isRecord, readMeta, refOf } from './object-fields.js';
 import type { Parsed } from './namespace.js';
 import { MATCH_ALL, parseSelector } from './selector.js';
 import { cidrStrictlyInside, looksLikeIPv6, parseCidr } from './ipv4.js';
+import { policyCost } from './policy-chains.js';
+import { DEFAULT_POLICY_BUDGET, overBudget } from './policy-budget.js';
+import type { PolicyBudget } from './policy-budget.js';
 import type { ProblemSink } from './problems.js';
 
 /**
@@ -14,7 +17,7 @@ import type { ProblemSink } from './problems.js';
 
 const IANA_SVC_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
 
-export function parsePolicy(object: Record<string, unknown>): Parsed<PolicyRecord> {
+export function parsePolicy(object: Record<string, unknown>, budget: PolicyBudget = DEFAULT_POLICY_BUDGET): Parsed<PolicyRecord> {
   const sink = refOf('NetworkPolicy', object, true);
   const meta = readMeta(object, sink, true);
   if (meta.name === '') return { record: null, problems: sink.problems };
@@ -23,6 +26,7 @@ export function parsePolicy(object: Record<string, unknown>): Parsed<PolicyRecor
     sink.error('spec', 'a NetworkPolicy needs a spec object');
     return { record: failedPolicy(meta.namespace, meta.name, true, true, null), problems: sink.problems };
   }
+  for (const key of Object.keys(spec)) if (!SPEC_FIELDS.has(key)) sink.unknownField(`spec.${key}`, 'NetworkPolicy spec');
   const podSelector = parseSelector(spec['podSelector'], 'spec.podSelector', sink);
   const types = parsePolicyTypes(spec, sink);
   const ingress = parseRules(spec['ingress'], 'ingress', sink);
@@ -30,7 +34,7 @@ export function parsePolicy(object: Record<string, unknown>): Parsed<PolicyRecor
   if (sink.hasErrors) {
     return { record: failedPolicy(meta.namespace, meta.name, types.ingress, types.egress, podSelector), problems: sink.problems };
   }
-  const record: PolicyRecord = {
+  const parsed: PolicyRecord = {
     namespace: meta.namespace,
     name: meta.name,
     podSelector: podSelector ?? MATCH_ALL,
@@ -39,16 +43,27 @@ export function parsePolicy(object: Record<string, unknown>): Parsed<PolicyRecor
     ingress: types.ingress ? ingress : [],
     egress: types.egress ? egress : [],
     failed: false,
+    cost: null,
+    overBudget: false,
   };
-  return { record, problems: sink.problems };
+  const cost = policyCost(parsed);
+  const over = overBudget(cost, budget);
+  if (over.length > 0) {
+    sink.error('spec', `over palisade's per-policy budget (${over.join('; ')}): the policy isolates what it selects and grants nothing; split it into smaller policies`);
+    return { record: { ...failedPolicy(meta.namespace, meta.name, types.ingress, types.egress, podSelector), cost, overBudget: true }, problems: sink.problems };
+  }
+  return { record: { ...parsed, cost }, problems: sink.problems };
 }
+
+const SPEC_FIELDS: ReadonlySet<string> = new Set(['podSelector', 'policyTypes', 'ingress', 'egress']);
+
 
 /**
  * A failed policy isolates in every direction it declared (or would default to), and when even its
  * podSelector is unreadable it isolates every pod of its namespace: the closed side of the failure.
  */
 function failedPolicy(namespace: string, name: string, ingress: boolean, egress: boolean, podSelector: PolicyRecord['podSelector'] | null): PolicyRecord {
-  return { namespace, name, podSelector: podSelector ?? MATCH_ALL, affectsIngress: ingress, affectsEgress: egress, ingress: [], egress: [], failed: true };
+  return { namespace, name, podSelector: podSelector ?? MATCH_ALL, affectsIngress: ingress, affectsEgress: egress, ingress: [], egress: [], failed: true, cost: null, overBudget: false };
 }
 
 /**
@@ -93,80 +108,90 @@ function parseRules(raw: unknown, direction: Direction, sink: ProblemSink): Poli
       sink.error(at, 'a rule must be an object with optional ports and ' + peersKey);
       return;
     }
-    for (const key of Object.keys(item)) if (key !== peersKey && key !== 'ports') sink.error(`${at}.${key}`, `unknown field in ${direction} rule`);
+    for (const key of Object.keys(item)) if (key !== peersKey && key !== 'ports') sink.unknownField(`${at}.${key}`, `${direction} rule`);
     const peers = parsePeers(item[peersKey], `${at}.${peersKey}`, sink);
     const ports = parsePorts(item['ports'], `${at}.ports`, sink);
-    if (peers === 'unusable') {
-      sink.warn(`${at}.${peersKey}`, 'rule ignored: none of its peers can be expressed (IPv6); it allows nothing rather than everything');
+    if (peers === 'ipv6') {
+      sink.warn(`${at}.${peersKey}`, 'rule ignored: every peer is an IPv6 ipBlock, which IPv4 nodes cannot match; it allows nothing rather than everything');
       return;
     }
+    // Invalid peers are errors already: the whole policy fails closed.
+    if (peers === 'invalid') return;
     rules.push({ peers, ports });
   });
   return rules;
 }
 
-/** Returns null for "any peer", or 'unusable' when every listed peer was dropped. */
-function parsePeers(raw: unknown, field: string, sink: ProblemSink): Peer[] | null | 'unusable' {
+/**
+ * Returns null for "any peer"; 'ipv6' when every listed peer was an IPv6 block (valid, but nothing an
+ * IPv4 node can match); 'invalid' when a peer was invalid (an error, so the policy fails anyway).
+ */
+function parsePeers(raw: unknown, field: string, sink: ProblemSink): Peer[] | null | 'ipv6' | 'invalid' {
   if (raw === undefined || raw === null) return null;
   if (!Array.isArray(raw)) {
     sink.error(field, 'must be a list of peers');
-    return null;
+    return 'invalid';
   }
   if (raw.length === 0) return null;
   const peers: Peer[] = [];
+  let invalid = false;
   raw.forEach((item: unknown, i) => {
     const peer = parsePeer(item, `${field}[${i}]`, sink);
-    if (peer !== null) peers.push(peer);
+    if (peer === 'invalid') invalid = true;
+    else if (peer !== 'ipv6') peers.push(peer);
   });
-  return peers.length === 0 ? 'unusable' : peers;
+  if (peers.length > 0) return peers;
+  return invalid ? 'invalid' : 'ipv6';
 }
 
-function parsePeer(raw: unknown, field: string, sink: ProblemSink): Peer | null {
+function parsePeer(raw: unknown, field: string, sink: ProblemSink): Peer | 'ipv6' | 'invalid' {
   if (!isRecord(raw)) {
     sink.error(field, 'a peer must be an object with podSelector, namespaceSelector or ipBlock');
-    return null;
+    return 'invalid';
   }
   for (const key of Object.keys(raw)) {
-    if (key !== 'podSelector' && key !== 'namespaceSelector' && key !== 'ipBlock') sink.error(`${field}.${key}`, 'unknown field in peer');
+    if (key !== 'podSelector' && key !== 'namespaceSelector' && key !== 'ipBlock') sink.unknownField(`${field}.${key}`, 'peer');
   }
   const has = (key: string): boolean => raw[key] !== undefined && raw[key] !== null;
   if (has('ipBlock')) {
     if (has('podSelector') || has('namespaceSelector')) {
       sink.error(field, 'ipBlock cannot be combined with podSelector or namespaceSelector in one peer');
-      return null;
+      return 'invalid';
     }
     const ipBlock = parseIpBlock(raw['ipBlock'], `${field}.ipBlock`, sink);
-    return ipBlock === null ? null : { kind: 'ipBlock', ipBlock };
+    return typeof ipBlock === 'string' ? ipBlock : { kind: 'ipBlock', ipBlock };
   }
   if (!has('podSelector') && !has('namespaceSelector')) {
     sink.error(field, 'a peer must set podSelector, namespaceSelector or ipBlock');
-    return null;
+    return 'invalid';
   }
   const podSelector = has('podSelector') ? parseSelector(raw['podSelector'], `${field}.podSelector`, sink) : MATCH_ALL;
   const namespaceSelector = has('namespaceSelector') ? parseSelector(raw['namespaceSelector'], `${field}.namespaceSelector`, sink) : null;
-  if (podSelector === null || (has('namespaceSelector') && namespaceSelector === null)) return null;
+  if (podSelector === null || (has('namespaceSelector') && namespaceSelector === null)) return 'invalid';
   return { kind: 'pods', podSelector, namespaceSelector };
 }
 
-function parseIpBlock(raw: unknown, field: string, sink: ProblemSink): IpBlock | null {
+function parseIpBlock(raw: unknown, field: string, sink: ProblemSink): IpBlock | 'ipv6' | 'invalid' {
   if (!isRecord(raw) || typeof raw['cidr'] !== 'string') {
     sink.error(`${field}.cidr`, 'ipBlock needs a cidr string');
-    return null;
+    return 'invalid';
   }
+  for (const key of Object.keys(raw)) if (key !== 'cidr' && key !== 'except') sink.unknownField(`${field}.${key}`, 'ipBlock');
   if (looksLikeIPv6(raw['cidr'])) {
     sink.warn(`${field}.cidr`, `IPv6 CIDR ${raw['cidr']} ignored (IPv4 clusters only)`);
-    return null;
+    return 'ipv6';
   }
   const parsed = parseCidr(raw['cidr']);
   if (!parsed.ok) {
     sink.error(`${field}.cidr`, parsed.reason);
-    return null;
+    return 'invalid';
   }
+  for (const note of parsed.notes) sink.warn(`${field}.cidr`, note);
   const except: Cidr[] = [];
   const rawExcept = raw['except'] ?? [];
   if (!Array.isArray(rawExcept)) {
     sink.error(`${field}.except`, 'except must be a list of CIDRs');
-    return null;
+    return 'invalid';
   }
   let ok = true;
   rawExcept.forEach((text: unknown, i) => {
@@ -174,12 +199,16 @@ function parseIpBlock(raw: unknown, field: string, sink: ProblemSink): IpBlock |
     if (!e.ok) {
       sink.error(`${field}.except[${i}]`, e.reason);
       ok = false;
-    } else if (!cidrStrictlyInside(e.cidr, parsed.cidr)) {
+      return;
+    }
+    for (const note of e.notes) sink.warn(`${field}.except[${i}]`, note);
+    // As the API server checks it: the except's network lies in the CIDR and its prefix is longer.
+    if (!cidrStrictlyInside(e.cidr, parsed.cidr)) {
       sink.error(`${field}.except[${i}]`, `${e.cidr.text} must be a strict subset of ${parsed.cidr.text}`);
       ok = false;
     } else except.push(e.cidr);
   });
-  if (!ok) return null;
+  if (!ok) return 'invalid';
   const unique = [...new Map(except.map((c) => [c.text, c])).values()].sort((a, b) => a.base - b.base || a.prefix - b.prefix);
   return { cidr: parsed.cidr, except: unique };
 }
@@ -204,6 +233,7 @@ function parsePort(raw: unknown, field: string, sink: ProblemSink): PortSpec | n
     sink.error(field, 'a port must be an object with protocol, port and endPort');
     return null;
   }
+  for (const key of Object.keys(raw)) if (key !== 'protocol' && key !== 'port' && key !== 'endPort') sink.unknownField(`${field}.${key}`, 'port');
   const protocol = raw['protocol'] ?? 'TCP';
   if (typeof protocol !== 'string' || !(PROTOCOLS as readonly string[]).includes(protocol)) {
     sink.error(`${field}.protocol`, `${JSON.stringify(protocol)} is not TCP, UDP or SCTP`);

@@ -33,6 +33,27 @@ export function hashFromComment(comment: string): string | null {
   return /^[A-Za-z0-9_-]{16}$/.test(hash) ? hash : null;
 }
 
+/**
+ * iptables keeps at most 255 bytes of a comment: legacy silently cuts longer ones (so what is read back
+ * differs from what was written), and older releases refuse the whole transaction. So the tagged
+ * comment is cut here, after the hash, which comes first and is all that read-back compares.
+ */
+export const MAX_COMMENT_BYTES = 255;
+
 export function taggedComment(hash: string, comment: string): string {
-  return comment === '' ? `${RULE_HASH_TAG}${hash}` : `${RULE_HASH_TAG}${hash} ${comment}`;
+  const tagged = comment === '' ? `${RULE_HASH_TAG}${hash}` : `${RULE_HASH_TAG}${hash} ${comment}`;
+  return Buffer.byteLength(tagged) <= MAX_COMMENT_BYTES ? tagged : cutToBytes(tagged, MAX_COMMENT_BYTES);
+}
+
+/** The longest prefix within `max` UTF-8 bytes that does not split a character. */
+function cutToBytes(text: string, max: number): string {
+  let bytes = 0;
+  let end = 0;
+  for (const ch of text) {
+    const size = Buffer.byteLength(ch);
+    if (bytes + size > max) break;
+    bytes += size;
+    end += ch.length;
+  }
+  return text.slice(0, end);
 }

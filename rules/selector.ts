@@ -78,7 +78,7 @@ export function parseSelector(raw: unknown, field: string, sink: ProblemSink): S
   const before = sink.problems.length;
   const requirements: SelectorRequirement[] = [];
   for (const key of Object.keys(raw)) {
-    if (key !== 'matchLabels' && key !== 'matchExpressions') sink.error(`${field}.${key}`, 'unknown field in label selector');
+    if (key !== 'matchLabels' && key !== 'matchExpressions') sink.unknownField(`${field}.${key}`, 'label selector');
   }
   parseMatchLabels(raw['matchLabels'], `${field}.matchLabels`, sink, requirements);
   parseMatchExpressions(raw['matchExpressions'], `${field}.matchExpressions`, sink, requirements);
@@ -112,6 +112,7 @@ function parseMatchExpressions(raw: unknown, field: string, sink: ProblemSink, o
       sink.error(at, 'a match expression must be an object with key, operator and values');
       return;
     }
+    for (const name of Object.keys(item)) if (name !== 'key' && name !== 'operator' && name !== 'values') sink.unknownField(`${at}.${name}`, 'match expression');
     const { key, operator, values } = item;
     if (typeof key !== 'string' || !isValidLabelKey(key)) {
       sink.error(`${at}.key`, `${JSON.stringify(key)} is not a valid label key`);

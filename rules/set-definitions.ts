@@ -1,6 +1,7 @@
 import type { IpBlock, Peer, Protocol, Selector } from './model.js';
 import type { Names } from './names.js';
 import type { IpSetType } from './dataplane.js';
+import { ipBlockCover } from './address-ranges.js';
 
 /**
  * What an ipset stands for. Policies that say the same thing share one set: the definition's key is
@@ -15,7 +16,12 @@ export type SetDefinition =
       readonly namespaceSelector: Selector | null;
       readonly podSelector: Selector;
     }
-  | { readonly kind: 'ipBlock'; readonly key: string; readonly ipBlock: IpBlock }
+  | {
+      readonly kind: 'ipBlock';
+      readonly key: string;
+      /** Disjoint CIDRs covering exactly the rule's ipBlocks, excepts taken out (address-ranges.ts). */
+      readonly cidrs: readonly string[];
+    }
   | { readonly kind: 'namedPort'; readonly key: string; readonly protocol: Protocol; readonly portName: string };
 
 export function peerSetDefinition(peer: Peer & { kind: 'pods' }, policyNamespace: string): SetDefinition {
@@ -29,9 +35,10 @@ export function peerSetDefinition(peer: Peer & { kind: 'pods' }, policyNamespace
   };
 }
 
-export function ipBlockSetDefinition(ipBlock: IpBlock): SetDefinition {
-  const except = ipBlock.except.map((c) => c.text).join(',');
-  return { kind: 'ipBlock', key: `net ${ipBlock.cidr.text} except=${except}`, ipBlock };
+/** One set for all the ipBlock peers of a rule: the exact union of their addresses. */
+export function ipBlockSetDefinition(blocks: readonly IpBlock[]): SetDefinition {
+  const cidrs = ipBlockCover(blocks);
+  return { kind: 'ipBlock', key: `net ${cidrs.join(',')}`, cidrs };
 }
 
 /** Named ports resolve per destination pod, so the set holds "ip,proto:port" for every pod declaring the name. */
@@ -59,22 +66,6 @@ export function setType(definition: SetDefinition): IpSetType {
     case 'namedPort':
       return 'hash:ip,port';
   }
-}
-
-/**
- * ipBlock members: the CIDR, with each `except` as a `nomatch` entry. hash:net looks up the most
- * specific entry, so an address inside an except never matches. hash:net cannot hold /0, so 0.0.0.0/0
- * becomes its two halves, and an except equal to a half simply removes that half.
- */
-export function ipBlockMembers(ipBlock: IpBlock): string[] {
-  const { cidr } = ipBlock;
-  let matching = cidr.prefix === 0 ? ['0.0.0.0/1', '128.0.0.0/1'] : [cidr.text];
-  const nomatch: string[] = [];
-  for (const except of ipBlock.except) {
-    if (matching.includes(except.text)) matching = matching.filter((m) => m !== except.text);
-    else nomatch.push(`${except.text} nomatch`);
-  }
-  return [...matching, ...nomatch].sort();
 }
 
 export function namedPortMember(ip: string, protocol: Protocol, port: number): string {

@@ -3,7 +3,7 @@ import { podCounts, podKey } from './model.js';
 import type { IpSet } from './dataplane.js';
 import { addToIndex, removeFromIndex } from './index-map.js';
 import type { SetDefinition } from './set-definitions.js';
-import { ipBlockMembers, namedPortMember, setType } from './set-definitions.js';
+import { namedPortMember, setType } from './set-definitions.js';
 import { selectorMatches } from './selector.js';
 
 /**
@@ -156,8 +156,13 @@ export class SetIndex {
 
   private toIpSet(state: SetState): IpSet {
     const { definition } = state;
-    const members = new Set<string>(definition.kind === 'ipBlock' ? ipBlockMembers(definition.ipBlock) : []);
+    const members = new Set<string>(definition.kind === 'ipBlock' ? definition.cidrs : []);
     for (const list of state.members.values()) for (const member of list) members.add(member);
-    return { name: state.name, type: setType(definition), members, description: definition.key };
+    return { name: state.name, type: setType(definition), members, description: describe(definition.key) };
   }
+}
+
+/** Set descriptions are for people: a set of thousands of CIDRs is summarised, not listed. */
+function describe(key: string): string {
+  return key.length <= 200 ? key : `${key.slice(0, 180)}... (${key.length} characters)`;
 }

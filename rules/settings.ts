@@ -1,3 +1,6 @@
+import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
+import type { PolicyBudget } from './policy-budget.js';
+
 /**
  * What the compiler needs to know about the node and the naming it owns. Validated here, once, so the
  * compiler never meets a prefix that could produce an over-long or clashing name.
@@ -16,6 +19,8 @@ export interface CompilerSettings {
    * default) closes the window between a pod's interface appearing and its rules landing.
    */
   readonly unknownEndpoint: 'drop' | 'allow';
+  /** What one policy may cost a node before it fails closed (policy-budget.ts). */
+  readonly policyBudget: PolicyBudget;
 }
 
 export const DEFAULT_SETTINGS = {
@@ -23,6 +28,7 @@ export const DEFAULT_SETTINGS = {
   chainPrefix: 'pal',
   allowMark: 0x100000,
   unknownEndpoint: 'drop',
+  policyBudget: DEFAULT_POLICY_BUDGET,
 } as const satisfies Omit<CompilerSettings, 'nodeName'>;
 
 /** Marks others on an EKS node already use: kube-proxy's masquerade and drop bits, the VPC CNI's connmark. */
@@ -35,7 +41,7 @@ export const RESERVED_MARKS: ReadonlyMap<number, string> = new Map([
 /** Chain prefixes earlier versions used; cleanup removes their leftovers too. */
 export const HISTORIC_CHAIN_PREFIXES: readonly string[] = ['pal'];
 
-export type SettingsInput = Partial<CompilerSettings> & { readonly nodeName: string };
+export type SettingsInput = Partial<Omit<CompilerSettings, 'policyBudget'>> & { readonly nodeName: string; readonly policyBudget?: Partial<PolicyBudget> };
 
 export type SettingsResult = { readonly ok: true; readonly settings: CompilerSettings } | { readonly ok: false; readonly errors: readonly string[] };
 
@@ -46,6 +52,7 @@ export function makeSettings(input: SettingsInput): SettingsResult {
     chainPrefix: input.chainPrefix ?? DEFAULT_SETTINGS.chainPrefix,
     allowMark: input.allowMark ?? DEFAULT_SETTINGS.allowMark,
     unknownEndpoint: input.unknownEndpoint ?? DEFAULT_SETTINGS.unknownEndpoint,
+    policyBudget: Object.freeze({ ...DEFAULT_SETTINGS.policyBudget, ...input.policyBudget }),
   });
   const errors: string[] = [];
   if (settings.nodeName === '') errors.push('node name: must not be empty');
@@ -65,6 +72,9 @@ export function makeSettings(input: SettingsInput): SettingsResult {
     errors.push(`allow mark ${String(mark)}: must be a single bit, e.g. 0x100000`);
   } else if (RESERVED_MARKS.has(mark)) {
     errors.push(`allow mark 0x${mark.toString(16)}: clashes with the ${RESERVED_MARKS.get(mark)!}`);
+  }
+  for (const [what, limit] of Object.entries(settings.policyBudget)) {
+    if (!Number.isInteger(limit) || limit < 1) errors.push(`policy budget ${what} ${String(limit)}: must be a whole number of at least 1`);
   }
   return errors.length > 0 ? { ok: false, errors } : { ok: true, settings };
 }

@@ -1,10 +1,15 @@
 import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
-import { objectKey } from './model.js';
+import { objectKey, podCounts, podKey } from './model.js';
 import type { Problem } from './problems.js';
 import { ProblemSink } from './problems.js';
 import type { Dataplane } from './dataplane.js';
 import type { CompilerSettings } from './settings.js';
 import { DataplaneCompiler } from './compiler.js';
+import type { CompilerOptions } from './compiler.js';
+import { AddressClaims } from './address-claims.js';
+import { claimProblems } from './claim-problems.js';
+import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
+import type { PolicyBudget } from './policy-budget.js';
 import { parseNamespace, parseNode } from './namespace.js';
 import type { Parsed } from './namespace.js';
 import { parsePod } from './pod.js';
@@ -25,7 +30,7 @@ export interface ParsedSnapshot {
 }
 
 /** The API group each kind must come from: a NetworkPolicy of another group means something else. */
-const KINDS: Readonly<Record<string, { readonly apiVersions: readonly string[]; readonly parse: (o: Record<string, unknown>) => Parsed<unknown> }>> = {
+const KINDS: Readonly<Record<string, { readonly apiVersions: readonly string[]; readonly parse: (o: Record<string, unknown>, budget: PolicyBudget) => Parsed<unknown> }>> = {
   Pod: { apiVersions: ['v1'], parse: parsePod },
   Namespace: { apiVersions: ['v1'], parse: parseNamespace },
   Node: { apiVersions: ['v1'], parse: parseNode },
@@ -43,7 +48,7 @@ export interface SourcedObject {
   readonly origin?: string;
 }
 
-export function parseObjects(objects: Iterable<SourcedObject>): ParsedSnapshot {
+export function parseObjects(objects: Iterable<SourcedObject>, budget: PolicyBudget = DEFAULT_POLICY_BUDGET): ParsedSnapshot {
   const pods = new Map<string, PodRecord>();
   const namespaces = new Map<string, NamespaceRecord>();
   const policies = new Map<string, PolicyRecord>();
@@ -62,7 +67,7 @@ export function parseObjects(objects: Iterable<SourcedObject>): ParsedSnapshot {
     } else if (!handler.apiVersions.includes(apiVersion)) {
       sink.error('apiVersion', `${kind} must have apiVersion ${handler.apiVersions.join(' or ')}, not "${apiVersion}"`);
     } else {
-      const parsed = handler.parse(object as Record<string, unknown>);
+      const parsed = handler.parse(object as Record<string, unknown>, budget);
       found.push(...parsed.problems);
       const record = parsed.record;
       if (record !== null && isRecord(record)) {
@@ -78,18 +83,25 @@ export function parseObjects(objects: Iterable<SourcedObject>): ParsedSnapshot {
     problems.push(...(origin === undefined ? found : found.map((p) => ({ ...p, origin }))));
   }
   const sortedValues = <T>(map: Map<string, T>): T[] => [...map.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
-  return {
-    snapshot: { pods: sortedValues(pods), namespaces: sortedValues(namespaces), policies: sortedValues(policies), nodes: sortedValues(nodes) },
-    problems,
-  };
+  const snapshot = { pods: sortedValues(pods), namespaces: sortedValues(namespaces), policies: sortedValues(policies), nodes: sortedValues(nodes) };
+  return { snapshot, problems: [...problems, ...addressProblems(snapshot)] };
+}
+
+/** Pods whose address palisade does not use, because another pod or a node holds it. */
+function addressProblems(snapshot: Snapshot): Problem[] {
+  const claims = new AddressClaims();
+  for (const node of snapshot.nodes) claims.setNode(node.name, node.addresses);
+  for (const pod of snapshot.pods) if (podCounts(pod)) claims.setPod(podKey(pod), pod.ip, pod.ipSource);
+  return claimProblems(claims.lostClaims(), [], []);
 }
 
 /**
  * An incremental compiler fed a whole snapshot, ready to build or to take changes. Namespaces and pods
  * go first, so each policy's sets are filled once rather than grown pod by pod.
  */
-export function loadedCompiler(snapshot: Snapshot, settings: CompilerSettings): DataplaneCompiler {
-  const compiler = new DataplaneCompiler(settings);
+export function loadedCompiler(snapshot: Snapshot, settings: CompilerSettings, options: CompilerOptions = {}): DataplaneCompiler {
+  const compiler = new DataplaneCompiler(settings, options);
+  for (const node of snapshot.nodes) compiler.setNode(node);
   for (const namespace of snapshot.namespaces) compiler.setNamespace(namespace);
   for (const pod of snapshot.pods) compiler.setPod(pod);
   for (const policy of snapshot.policies) compiler.setPolicy(policy);
@@ -97,6 +109,6 @@ export function loadedCompiler(snapshot: Snapshot, settings: CompilerSettings): 
 }
 
 /** Compiles a whole snapshot at once. */
-export function compile(snapshot: Snapshot, settings: CompilerSettings): Dataplane {
-  return loadedCompiler(snapshot, settings).build();
+export function compile(snapshot: Snapshot, settings: CompilerSettings, options: CompilerOptions = {}): Dataplane {
+  return loadedCompiler(snapshot, settings, options).build();
 }

@@ -41,6 +41,8 @@ export interface ReflectorStats {
   watches: number;
   /** Failed lists or watches, each followed by a backoff. */
   failures: number;
+  /** Objects the handler threw on: each one makes the reflector relist, so no change is lost. */
+  handlerErrors: number;
   lastError: string | null;
 }
 
@@ -54,7 +56,7 @@ export interface ReflectorOptions {
   /** Server-side watch timeout; jittered so many nodes do not reconnect in step. */
   readonly watchTimeoutSeconds?: number;
   /** 'list' is the first complete list; 'relist' any later one. */
-  readonly onStats?: (event: 'list' | 'relist' | 'watch' | 'failure') => void;
+  readonly onStats?: (event: 'list' | 'relist' | 'watch' | 'failure' | 'handler-error') => void;
 }
 
 const DEFAULT_BACKOFF: RetryPolicy = { attempts: Infinity, baseDelayMs: 250, maxDelayMs: 30_000, sleep: realSleep };
@@ -90,7 +92,7 @@ function resourceVersionOf(object: unknown): string | null {
 
 export class Reflector {
   readonly path: string;
-  readonly stats: ReflectorStats = { lists: 0, relists: 0, watches: 0, failures: 0, lastError: null };
+  readonly stats: ReflectorStats = { lists: 0, relists: 0, watches: 0, failures: 0, handlerErrors: 0, lastError: null };
   private readonly options: ReflectorOptions;
   private readonly backoff: RetryPolicy;
   private resourceVersion: string | null = null;
@@ -134,6 +136,9 @@ export class Reflector {
         if (outcome === 'expired') {
           this.options.logger.info({ path: this.path }, 'watch expired (410 Gone); relisting');
           this.resourceVersion = null;
+        } else if (outcome === 'relist') {
+          // The event the handler threw on is behind the resourceVersion already: only a list brings it back.
+          this.resourceVersion = null;
         }
       } catch (error) {
         if (this.stopped) break;
@@ -163,7 +168,12 @@ export class Reflector {
     do {
       const page = await this.listPage(token);
       if (this.stopped) return;
-      this.options.handler.listPage(page.items);
+      try {
+        this.options.handler.listPage(page.items);
+      } catch (error) {
+        this.handlerFailed(error);
+        throw new PalisadeError('WATCH_HANDLER_FAILED', `handling a list page of ${this.path} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+      }
       // The list's resourceVersion is that of its first page: every later page is cut from the same snapshot.
       if (token === null) resourceVersion = page.resourceVersion;
       token = page.continueToken;
@@ -205,8 +215,20 @@ export class Reflector {
     return { items, resourceVersion, continueToken: next };
   }
 
-  /** Resolves when the stream ends normally or expires; rejects when it fails. */
-  private watchOnce(resourceVersion: string): Promise<'closed' | 'expired'> {
+  /**
+   * @kubernetes/client-node's Watch swallows whatever its callback throws (and lines it cannot parse),
+   * so every call into the handler is guarded here: the error is logged and counted, and the stream is
+   * abandoned for a relist, which hands over the state the failed event would have.
+   */
+  private handlerFailed(error: unknown): void {
+    this.stats.handlerErrors++;
+    this.stats.lastError = `handler: ${error instanceof Error ? error.message : String(error)}`;
+    this.options.logger.error({ path: this.path, err: error instanceof Error ? error.stack : String(error) }, 'handling a watched object failed; relisting so no change is lost');
+    this.options.onStats?.('handler-error');
+  }
+
+  /** Resolves when the stream ends normally, expires, or must be replaced by a relist; rejects when it fails. */
+  private watchOnce(resourceVersion: string): Promise<'closed' | 'expired' | 'relist'> {
     const timeout = this.options.watchTimeoutSeconds ?? 300;
     const query = {
       resourceVersion,
@@ -217,7 +239,10 @@ export class Reflector {
     this.options.onStats?.('watch');
     return new Promise((resolve, reject) => {
       let expired = false;
+      let abandoned = false;
+      let controller: AbortController | null = null;
       const onEvent = (type: string, object: unknown): void => {
+        if (abandoned) return;
         if (type === 'ERROR') {
           const code = isRecord(object) ? object['code'] : undefined;
           if (code === 410) expired = true;
@@ -227,18 +252,27 @@ export class Reflector {
         const rv = resourceVersionOf(object);
         if (rv !== null) this.resourceVersion = rv;
         if (type === 'BOOKMARK' || !isRecord(object)) return;
-        if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') this.options.handler.event(type, object);
+        if (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') return;
+        try {
+          this.options.handler.event(type, object);
+        } catch (error) {
+          abandoned = true;
+          this.handlerFailed(error);
+          controller?.abort();
+        }
       };
       const onDone = (error: unknown): void => {
-        if (expired) resolve('expired');
+        if (abandoned) resolve('relist');
+        else if (expired) resolve('expired');
         else if (error === null || error === undefined || (error instanceof Error && error.name === 'TimeoutError') || this.stopped) resolve('closed');
         else reject(error instanceof Error ? error : new Error(String(error)));
       };
       new Watch(this.options.kubeconfig)
         .watch(this.path, query, onEvent, onDone)
-        .then((controller) => {
-          this.controller = controller;
-          if (this.stopped) controller.abort();
+        .then((started) => {
+          controller = started;
+          this.controller = started;
+          if (this.stopped || abandoned) started.abort();
         })
         .catch(reject);
     });

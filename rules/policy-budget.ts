@@ -1,0 +1,35 @@
+import type { PolicyCost } from './model.js';
+
+/**
+ * What one NetworkPolicy may cost a node. Any tenant can write a policy, and every node that runs one
+ * of the tenant's pods installs it; without a limit one policy could make every such node write
+ * hundreds of thousands of rules on each change, delaying every other tenant's enforcement. A policy
+ * over budget fails closed, like an invalid one: it isolates what it selects and grants nothing.
+ *
+ * The defaults are far above what real policies use (tens of peers and ports, hundreds of CIDRs) and
+ * low enough that a node holding many such policies still rewrites a chain in milliseconds.
+ */
+export interface PolicyBudget {
+  /** iptables rules in the policy's chains. */
+  readonly rules: number;
+  /** ipsets the policy refers to (one per distinct selector peer and named port, one per rule's ipBlocks). */
+  readonly sets: number;
+  /** Entries of the sets its ipBlocks fill. */
+  readonly setEntries: number;
+}
+
+export const DEFAULT_POLICY_BUDGET: PolicyBudget = Object.freeze({ rules: 2000, sets: 500, setEntries: 20_000 });
+
+/** What is over, in words ("3000 rules, the limit is 2000"); empty when within budget. */
+export function overBudget(cost: PolicyCost, budget: PolicyBudget): string[] {
+  const over: string[] = [];
+  if (cost.rules > budget.rules) over.push(`${cost.rules} iptables rules, the limit is ${budget.rules}`);
+  if (cost.sets > budget.sets) over.push(`${cost.sets} ipsets, the limit is ${budget.sets}`);
+  if (cost.setEntries > budget.setEntries) over.push(`${cost.setEntries} ipBlock set entries, the limit is ${budget.setEntries}`);
+  return over;
+}
+
+/** The limits given, leaving out those not given so the defaults apply. */
+export function budgetOf(limits: { readonly [K in keyof PolicyBudget]: number | undefined }): Partial<PolicyBudget> {
+  return Object.fromEntries(Object.entries(limits).filter(([, v]) => v !== undefined)) as Partial<PolicyBudget>;
+}
