@@ -20,7 +20,7 @@ const labels = (keys: Readonly<Record<string, readonly string[]>>) =>
   fc.record(Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, labelValue(v)]))).map((r) =>
     Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as Record<string, string>);
 
-const POD_LABELS = { app: ['a', 'b', 'c'], role: ['db', 'web'] } as const;
+export const POD_LABELS = { app: ['a', 'b', 'c'], role: ['db', 'web'] } as const;
 const NS_LABELS = { team: ['x', 'y'], env: ['p'] } as const;
 
 const selector = (keys: Readonly<Record<string, readonly string[]>>) => {
@@ -64,7 +64,7 @@ const rule = (peersKey: 'from' | 'to') => fc.record({
   ports: fc.oneof(fc.constant(undefined), fc.constant([]), fc.array(port, { minLength: 1, maxLength: 3 })),
 }).map(({ peers, ports }) => ({ ...(peers === undefined ? {} : { [peersKey]: peers }), ...(ports === undefined ? {} : { ports }) }));
 
-const policySpec = fc.record({
+export const policySpec = fc.record({
   podSelector: selector(POD_LABELS),
   policyTypes: fc.constantFrom(undefined, ['Ingress'], ['Egress'], ['Ingress', 'Egress']),
   ingress: fc.option(fc.array(rule('from'), { maxLength: 3 }), { nil: undefined }),

@@ -90,4 +90,49 @@ describe('the reflector', function () {
     assert.ok(r.stats.failures >= 3, `${r.stats.failures} failures`);
     assert.match(r.stats.lastError ?? '', /HTTP 500/);
   });
+
+  it('catches what its handler throws on a watch event, counts it, and relists so the event is not lost', async () => {
+    const recorder = new Recorder();
+    let throwOnce = true;
+    const handler: ReflectorHandler = {
+      beginList: () => recorder.beginList(),
+      listPage: (objects) => recorder.listPage(objects),
+      endList: () => recorder.endList(),
+      event: (type, object) => {
+        if (throwOnce && (object['metadata'] as Record<string, unknown>)['name'] === 'poison') {
+          throwOnce = false;
+          throw new Error('handler bug');
+        }
+        recorder.event(type, object);
+      },
+    };
+    const r = start(handler);
+    await until('the first list', () => r.synced);
+    api.apply(pod('poison'));
+    await until('a relist', () => r.stats.relists === 1);
+    assert.equal(r.stats.handlerErrors, 1);
+    assert.match(r.stats.lastError ?? '', /handler: handler bug/);
+    assert.deepEqual(recorder.pages.at(-1), 1, 'the relist handed over the object the failed event carried');
+    api.apply(pod('after'));
+    await until('the watch resumed', () => recorder.log.includes('ADDED after'));
+  });
+
+  it('treats a list page its handler throws on as a failed list, and lists again', async () => {
+    api.apply(pod('a'));
+    let failures = 1;
+    const recorder = new Recorder();
+    const r = start({
+      beginList: () => recorder.beginList(),
+      listPage: (objects) => {
+        if (failures-- > 0) throw new Error('page handler bug');
+        recorder.listPage(objects);
+      },
+      endList: () => recorder.endList(),
+      event: (type, object) => recorder.event(type, object),
+    });
+    await until('the first complete list', () => r.synced);
+    assert.equal(r.stats.handlerErrors, 1);
+    assert.ok(r.stats.failures >= 1);
+    assert.deepEqual(recorder.pages, [1]);
+  });
 });
