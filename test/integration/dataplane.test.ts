@@ -23,7 +23,9 @@ import { Names } from '../../rules/names.js';
 import { renderChainRules } from '../../rules/render.js';
 import { ruleHashes } from '../../rules/rule-hash.js';
 import { makeSettings } from '../../rules/settings.js';
-import { compile } from '../../rules/snapshot.js';
+import { compile, parseObjects } from '../../rules/snapshot.js';
+import fc from 'fast-check';
+import { collidingVethSuffix, hostileCluster, TEST_BUDGET } from '../support/hostile-cluster.js';
 import { namespace, pod, policy, snapshotOf } from '../support/builders.js';
 import { FakeBinDir, findOnPath } from '../support/dataplane-fake-bin.js';
 import { isIptablesRestore, programName, RecordingRunner } from '../support/dataplane-recording-runner.js';
@@ -471,6 +473,26 @@ for (const backend of ['nft', 'legacy'] as const) {
         assertNothingDone(report);
         assert.deepEqual(recorder.writes(), []);
         assert.deepEqual(await palisadeView(ns(), backend), before);
+      });
+    });
+
+    describe('what a hostile tenant writes', function () {
+      // Clusters from the attacker generator, each applied through the applier as the daemon does: every
+      // one loads, and what is read back matches what was written (comments cut within 255 bytes, so
+      // neither backend shortens them behind palisade's back), so a full refresh finds no drift.
+      const clusters = fc.sample(hostileCluster, { numRuns: 8, seed: 20261203 });
+      clusters.forEach((cluster, i) => {
+        it(`loads attacker cluster ${i + 1} of ${clusters.length} (${cluster.attacker.length} attacker objects) and reads it back without drift`, async function () {
+          const settings = makeSettings({ nodeName: 'node-a', policyBudget: TEST_BUDGET });
+          assert.ok(settings.ok);
+          const snapshot = parseObjects([...cluster.victim, ...cluster.attacker].map((object) => ({ object })), TEST_BUDGET).snapshot;
+          const desired = compile(snapshot, settings.settings, { vethSuffix: collidingVethSuffix });
+          const applier = applierOver(ns(), backend);
+          await applier.applyAndCheck(desired);
+          const report = await applier.refresh({ full: true });
+          assert.deepEqual(report.repaired, []);
+          assert.deepEqual((await palisadeView(ns(), backend)).sets, desiredSets(desired));
+        });
       });
     });
 

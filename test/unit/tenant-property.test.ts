@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Evaluator } from '../../rules/evaluator.js';
-import { compile, parseObjects } from '../../rules/snapshot.js';
+import { compile, loadedCompiler, parseObjects } from '../../rules/snapshot.js';
 import type { Snapshot } from '../../rules/snapshot.js';
 import { makeSettings } from '../../rules/settings.js';
 import { renderIpsets, renderIptables } from '../../rules/render.js';
@@ -11,7 +11,7 @@ import { splitRuleLine } from '../../lib/iptables/tokens.js';
 import { SimulatedCluster } from '../support/cluster-sim.js';
 import { IpsetModel, IptablesModel } from '../support/tracer.js';
 import { NODES, randomPacket } from '../support/random-cluster.js';
-import { ambiguousAddresses, collidingVethSuffix, hostileCluster, TEST_BUDGET } from '../support/hostile-cluster.js';
+import { ambiguousAddresses, ATTACKER_NS, collidingVethSuffix, hostileCluster, TEST_BUDGET } from '../support/hostile-cluster.js';
 import type { HostileCluster } from '../support/hostile-cluster.js';
 
 /**
@@ -112,5 +112,47 @@ describe('an attacker tenant against the compiler (property-based)', function ()
       }
     }), { numRuns: 300, seed });
     assert.ok(packets >= 4000, `only ${packets} packets were checked`);
+  });
+
+  it('give byte-identical rules whatever order the attacker\'s and the victims\' objects arrive in', () => {
+    const text = (objects: readonly Record<string, unknown>[]) => {
+      const dataplane = compile(snapshotOf(objects), settingsFor('node-a'), options);
+      return renderIpsets(dataplane.ipsets.values()) + renderIptables(dataplane);
+    };
+    fc.assert(fc.property(hostileCluster.chain((c) => fc.tuple(fc.constant(c), fc.shuffledSubarray(objectsOf(c), { minLength: objectsOf(c).length }))), ([cluster, shuffled]) => {
+      assert.equal(text(shuffled), text(objectsOf(cluster)));
+    }), { numRuns: 150, seed });
+  });
+
+  it('end the same after the attacker\'s objects come and go one by one, in any order, as a compile from scratch', () => {
+    fc.assert(fc.property(hostileCluster, fc.integer(), (cluster, shuffleSeed) => {
+      const compiler = loadedCompiler(snapshotOf(cluster.victim), settingsFor('node-a'), options);
+      compiler.build();
+      const attacker = snapshotOf(objectsOf(cluster));
+      const steps: (() => void)[] = [
+        ...attacker.nodes.map((n) => () => compiler.setNode(n)),
+        ...attacker.pods.map((p) => () => compiler.setPod(p)),
+        ...attacker.policies.map((p) => () => compiler.setPolicy(p)),
+      ];
+      let state = shuffleSeed;
+      for (let i = steps.length - 1; i > 0; i--) {
+        state = (state * 1103515245 + 12345) & 0x7fffffff;
+        const j = state % (i + 1);
+        [steps[i], steps[j]] = [steps[j]!, steps[i]!];
+      }
+      steps.forEach((step, i) => {
+        step();
+        if (i % 2 === 0) compiler.build();
+      });
+      const full = compile(attacker, settingsFor('node-a'), options);
+      const incremental = compiler.build();
+      assert.equal(renderIpsets(incremental.ipsets.values()) + renderIptables(incremental), renderIpsets(full.ipsets.values()) + renderIptables(full));
+      // And back: the attacker's pods deleted, the victims' rules are what they were.
+      for (const p of attacker.pods) if (p.namespace === ATTACKER_NS) compiler.deletePod(p.namespace, p.name);
+      for (const p of attacker.policies) if (p.namespace === ATTACKER_NS) compiler.deletePolicy(p.namespace, p.name);
+      const after = compiler.build();
+      const alone = compile(snapshotOf(cluster.victim), settingsFor('node-a'), options);
+      assert.equal(renderIpsets(after.ipsets.values()) + renderIptables(after), renderIpsets(alone.ipsets.values()) + renderIptables(alone));
+    }), { numRuns: 200, seed });
   });
 });
