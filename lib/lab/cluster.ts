@@ -132,9 +132,20 @@ export class Lab {
   }
 
   /** GET on the node's status endpoint (127.0.0.1 inside the node), as an operator would with curl on the node. */
-  async status(nodeName: string, pathAndQuery: string): Promise<{ status: number; body: string }> {
+  status(nodeName: string, pathAndQuery: string): Promise<{ status: number; body: string }> {
+    return this.get(nodeName, 9710, pathAndQuery);
+  }
+
+  /** The node's Prometheus metrics, as a scrape inside the node would read them. */
+  async metrics(nodeName: string): Promise<string> {
+    const { status, body } = await this.get(nodeName, 9711, '/metrics');
+    if (status !== 200) throw new PalisadeError('LAB', `GET /metrics on ${nodeName}: HTTP ${status}: ${body.slice(0, 200)}`);
+    return body;
+  }
+
+  private async get(nodeName: string, port: number, pathAndQuery: string): Promise<{ status: number; body: string }> {
     const script = 'fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })), (e) => { process.stdout.write(JSON.stringify({ status: 0, body: String(e) })); })';
-    const out = await this.node(nodeName).netns.run([process.execPath, '-e', script, `http://127.0.0.1:9710${pathAndQuery}`]);
+    const out = await this.node(nodeName).netns.run([process.execPath, '-e', script, `http://127.0.0.1:${port}${pathAndQuery}`]);
     return JSON.parse(out) as { status: number; body: string };
   }
 

@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { policy } from '../support/builders.js';
-import { describePair, NODE_A, NODE_B, onAllPorts, Reachability, TCP_80, UDP_80, useE2eCluster } from '../support/e2e-cluster.js';
+import { assertNoUnexpected, describePair, NODE_A, NODE_B, onAllPorts, Reachability, summary, TCP_80, UDP_80, useE2eCluster } from '../support/e2e-cluster.js';
 import type { E2eCluster, PairRecord, WatchedPair } from '../support/e2e-cluster.js';
 
 type Obj = Record<string, unknown>;
@@ -33,17 +33,6 @@ const AROUND_DENY_X = pairs([
   ['y/b', 'y/c', true], // across nodes, untouched
   ['x/c', 'y/c', true],
 ]);
-
-function summary(records: readonly PairRecord[]): string {
-  return records.map((r) => `${describePair(r.pair)}: ${JSON.stringify(r.outcomes)}${r.unexpected.length === 0 ? '' : ` unexpected at ${r.unexpected.slice(0, 8).map((u) => `${u.atMs}ms ${u.outcome}`).join(', ')}${r.unexpected.length > 8 ? ', ...' : ''}`}`).join('\n');
-}
-
-/** Fails naming every pair that saw a probe come out otherwise, with when, next to the given timeline. */
-function assertNoUnexpected(records: readonly PairRecord[], timeline: string): void {
-  const wrong = records.filter((r) => r.unexpected.length > 0);
-  assert.equal(wrong.length, 0, `probes came out otherwise than expected (${timeline}):\n${summary(records)}`);
-  for (const r of records) assert.ok(r.outcomes.ok + r.outcomes.timeout >= 10, `too few probes for ${describePair(r.pair)}: ${JSON.stringify(r.outcomes)}`);
-}
 
 async function waitUntil(what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<number> {
   const started = Date.now();

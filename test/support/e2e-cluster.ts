@@ -258,6 +258,17 @@ export function describePair(p: WatchedPair): string {
   return `${p.from} -> ${p.to} ${p.proto}/${p.port} (${p.allowed ? 'allowed' : 'denied'})`;
 }
 
+export function summary(records: readonly PairRecord[]): string {
+  return records.map((r) => `${describePair(r.pair)}: ${JSON.stringify(r.outcomes)}${r.unexpected.length === 0 ? '' : ` unexpected at ${r.unexpected.slice(0, 8).map((u) => `${u.atMs}ms ${u.outcome}`).join(', ')}${r.unexpected.length > 8 ? ', ...' : ''}`}`).join('\n');
+}
+
+/** Fails naming every watched pair that saw a probe come out otherwise, with when, next to the given timeline. */
+export function assertNoUnexpected(records: readonly PairRecord[], timeline: string): void {
+  const wrong = records.filter((r) => r.unexpected.length > 0);
+  assert.equal(wrong.length, 0, `probes came out otherwise than expected (${timeline}):\n${summary(records)}`);
+  for (const r of records) assert.ok(r.outcomes.ok + r.outcomes.timeout >= 10, `too few probes for ${describePair(r.pair)}: ${JSON.stringify(r.outcomes)}`);
+}
+
 export interface MatrixReport {
   readonly rounds: number;
   readonly elapsedMs: number;
@@ -416,6 +427,18 @@ export class E2eCluster {
     this.namespaceLabels.set(ns, { ...labels, 'kubernetes.io/metadata.name': ns });
     this.relabelled.add(ns);
     await this.lab.api.apply(namespace(ns, this.namespaceLabels.get(ns)));
+  }
+
+  /**
+   * Adds a pod beyond the baseline (plumbing and agent first, then the object); reset() keeps it, and
+   * the baseline matrices leave it out.
+   */
+  async addPod(state: PodState): Promise<void> {
+    const key = `${state.namespace}/${state.name}`;
+    if (this.pods.has(key)) throw new Error(`E2eCluster: ${key} exists already`);
+    this.pods.set(key, state);
+    await this.plumb(state);
+    await this.lab.api.apply(this.podObject(state));
   }
 
   /** An address on the node's pod CIDR that no pod of this cluster ever held (from .150 up). */
