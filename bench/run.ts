@@ -35,6 +35,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   { name: 'apply', load: () => import('./apply.bench.js') },
   { name: 'daemon', load: () => import('./daemon.bench.js') },
   { name: 'packet-path', load: () => import('./packet-path.bench.js') },
+  { name: 'policy-size', load: () => import('./policy-size.bench.js') },
 ];
 
 const LABEL_WIDTH = 62;

@@ -122,6 +122,7 @@ export class Daemon {
       status: () => this.status(),
       dataplane: () => this.dataplane,
       snapshot: () => this.cache.snapshot(),
+      evaluatorOptions: { setMembers: this.config.compiler.policyBudget.setMembers },
     }));
     this.metricsServer = new HttpServer(new Map([['/metrics', async () => {
       this.problemsByKind();
@@ -218,6 +219,8 @@ export class Daemon {
 
   private async refreshOnce(): Promise<void> {
     if (this.applier === null || !this.firstApplied) return;
+    // Policies refused for the pods they name get another chance: the pods may have gone.
+    if (this.cache.compiler.recheckBudgets()) this.loop.request();
     // Every refresh compares rule hashes and set sizes; every FULL_REFRESH_EVERY-th one every set member too.
     this.refreshes++;
     const report = await this.applier.refresh({ full: this.refreshes % FULL_REFRESH_EVERY === 0 });
@@ -243,7 +246,7 @@ export class Daemon {
     const policies = this.cache.policies();
     this.metrics.policies.set(policies.length);
     this.metrics.policiesFailing.set(policies.filter((p) => p.failed).length);
-    this.metrics.observeOverBudget(policies);
+    this.metrics.observeOverBudget(policies, this.cache.compiler.membersOverBudget());
     this.metrics.objectHandlingFailures.set(this.cache.handlingFailures);
   }
 
@@ -262,6 +265,7 @@ export class Daemon {
       dataplane: this.dataplane,
       drops: this.drops,
       policies: this.cache.policies(),
+      membersOverBudget: this.cache.compiler.membersOverBudget(),
       problems: this.cache.allProblems(),
       counts: { pods: this.cache.count('Pod'), namespaces: this.cache.count('Namespace'), policies: this.cache.count('NetworkPolicy') },
       repairs: this.applier?.repairCounts() ?? new Map(),

@@ -75,9 +75,13 @@ export class DaemonMetrics {
   }
 
   /** One series per policy over budget: few, and gone as soon as the policy is fixed or deleted. */
-  observeOverBudget(policies: readonly PolicyRecord[]): void {
+  observeOverBudget(policies: readonly PolicyRecord[], overMembers: ReadonlyMap<string, number> = new Map()): void {
     this.policiesOverBudget.reset();
     for (const p of policies) if (p.overBudget) this.policiesOverBudget.set({ policy_namespace: p.namespace, policy: p.name }, 1);
+    for (const key of overMembers.keys()) {
+      const slash = key.indexOf('/');
+      this.policiesOverBudget.set({ policy_namespace: key.slice(0, slash), policy: key.slice(slash + 1) }, 1);
+    }
   }
 
   /**

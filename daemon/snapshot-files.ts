@@ -4,7 +4,7 @@ import { parseObjects } from '../rules/snapshot.js';
 import type { ParsedSnapshot } from '../rules/snapshot.js';
 import { formatProblem } from '../rules/problems.js';
 import { DEFAULT_POLICY_BUDGET } from '../rules/policy-budget.js';
-import type { PolicyBudget } from '../rules/policy-budget.js';
+import type { TextBudget } from '../rules/policy-budget.js';
 
 /** Raised when input objects are invalid; the message lists every problem, each with file:line. */
 export class InvalidInputError extends PalisadeError {
@@ -19,7 +19,7 @@ export class InvalidInputError extends PalisadeError {
  * errors stop the command, since compiling around an invalid object would print rules the cluster
  * would never get.
  */
-export async function snapshotFromFiles(paths: readonly string[], warn: (line: string) => void, budget: PolicyBudget = DEFAULT_POLICY_BUDGET): Promise<ParsedSnapshot> {
+export async function snapshotFromFiles(paths: readonly string[], warn: (line: string) => void, budget: TextBudget = DEFAULT_POLICY_BUDGET): Promise<ParsedSnapshot> {
   const loaded = await loadManifests(paths);
   const parsed = parseObjects(loaded.map(({ object, source }) => ({ object, origin: `${source.file}:${source.line}` })), budget);
   const errors = parsed.problems.filter((p) => p.severity === 'error');

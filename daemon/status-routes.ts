@@ -1,5 +1,5 @@
 import { Evaluator } from '../rules/evaluator.js';
-import type { PacketProtocol } from '../rules/evaluator.js';
+import type { EvaluatorOptions, PacketProtocol } from '../rules/evaluator.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import { parseIPv4 } from '../rules/ipv4.js';
 import { renderIpsets, renderIptables } from '../rules/render.js';
@@ -14,6 +14,7 @@ export interface StatusSource {
   status(): unknown;
   dataplane(): Dataplane | null;
   snapshot(): Snapshot;
+  readonly evaluatorOptions?: EvaluatorOptions;
 }
 
 const PROTOCOLS: readonly PacketProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
@@ -33,8 +34,8 @@ function endpointOf(param: string, value: string | null, evaluator: Evaluator): 
   return { address: pod.ip, pod: value };
 }
 
-export function explain(url: URL, snapshot: Snapshot): Reply {
-  const evaluator = new Evaluator(snapshot);
+export function explain(url: URL, snapshot: Snapshot, options: EvaluatorOptions = {}): Reply {
+  const evaluator = new Evaluator(snapshot, options);
   const from = endpointOf('from', url.searchParams.get('from'), evaluator);
   const to = endpointOf('to', url.searchParams.get('to'), evaluator);
   const protocol = (url.searchParams.get('protocol') ?? 'TCP').toUpperCase() as PacketProtocol;
@@ -66,6 +67,6 @@ export function statusRoutes(source: StatusSource): Map<string, Route> {
       if (dataplane === null) return text(503, 'no rules yet: waiting for the watches to sync\n');
       return text(200, `# ipset restore\n${renderIpsets(dataplane.ipsets.values())}# iptables-restore --noflush\n${renderIptables(dataplane)}`);
     }],
-    ['/explain', (url) => explain(url, source.snapshot())],
+    ['/explain', (url) => explain(url, source.snapshot(), source.evaluatorOptions)],
   ]);
 }

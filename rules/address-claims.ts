@@ -50,27 +50,30 @@ export class AddressClaims {
    * Records a pod's claim (null: none). Returns the pods whose ownership may have changed: every pod
    * claiming the address it left or the one it took.
    */
-  setPod(pod: string, address: string | null, source: AddressSource | null): Set<string> {
+  setPod(pod: string, address: string | null, source: AddressSource | null): readonly string[] {
     const before = this.podAddress.get(pod);
-    const touched = new Set<string>();
+    if (before !== undefined && before.address === address && before.standing === source) return [pod];
+    if (before === undefined && address === null) return [pod];
+    const touched: string[] = [];
     if (before !== undefined) {
-      if (before.address === address && before.standing === source) return new Set([pod]);
       this.remove(before.address, pod);
-      touched.add(before.address);
+      touched.push(before.address);
       this.podAddress.delete(pod);
     }
     if (address !== null && source !== null) {
       this.add(address, { claimant: pod, standing: source });
       this.podAddress.set(pod, { address, standing: source });
-      touched.add(address);
+      touched.push(address);
     }
+    // Most addresses have one claimant: then only the pod itself is affected.
+    if (touched.every((a) => (this.byAddress.get(a)?.size ?? 0) <= 1)) return [pod];
     const affected = this.podsClaiming(touched);
     affected.add(pod);
-    return affected;
+    return [...affected];
   }
 
   /** Records a node's addresses (an empty list when it goes). Returns the pods affected. */
-  setNode(name: string, addresses: readonly string[]): Set<string> {
+  setNode(name: string, addresses: readonly string[]): readonly string[] {
     const key = nodeKey(name);
     const touched = new Set<string>();
     for (const address of this.nodeAddresses.get(key) ?? []) {
@@ -83,7 +86,7 @@ export class AddressClaims {
       this.add(address, { claimant: key, standing: 'node' });
       touched.add(address);
     }
-    return this.podsClaiming(touched);
+    return [...this.podsClaiming(touched)];
   }
 
   /** The pod that owns `address`, or null (no claim, a node's address, or a tie). */

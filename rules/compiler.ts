@@ -17,6 +17,7 @@ import { AddressClaims } from './address-claims.js';
 import { InterfaceOwners } from './interface-owners.js';
 import type { Problem } from './problems.js';
 import { claimProblems } from './claim-problems.js';
+import { PodIndexes } from './pod-indexes.js';
 
 /**
  * The incremental compiler. Changes come in one object at a time; build() returns the whole desired
@@ -46,6 +47,8 @@ export interface CompilerOptions {
 interface PolicyBuild {
   readonly chains: readonly Chain[];
   readonly sets: ReadonlyMap<string, SetDefinition>;
+  /** The closed stand-in of a policy whose selector peers name too many pods. */
+  readonly refused?: true;
 }
 
 interface PolicyState {
@@ -62,6 +65,11 @@ interface EndpointState {
   readonly egress: readonly string[];
   /** Derived once per change of the endpoint: names cost hashes, and build() runs on every sync. */
   readonly info: EndpointInfo;
+}
+
+/** The closed side of a policy: it keeps isolating what it selects and grants nothing. */
+function closedPolicy(record: PolicyRecord): PolicyRecord {
+  return { ...record, ingress: [], egress: [], failed: true };
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
@@ -82,6 +90,7 @@ export class DataplaneCompiler {
   private readonly pods = new Map<string, PodRecord>();
   private readonly withoutAddress = new WeakMap<PodRecord, PodRecord>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
+  private readonly indexes = new PodIndexes();
   private readonly namespaces = new Map<string, NamespaceRecord>();
   private readonly policies = new Map<string, PolicyState>();
   private readonly policiesByNamespace = new Map<string, Set<string>>();
@@ -92,6 +101,9 @@ export class DataplaneCompiler {
   private readonly dirtyEndpoints = new Set<string>();
   private readonly dirtyPolicies = new Set<string>();
   private readonly installed = new Map<string, PolicyBuild>();
+  /** Installed policies using each set, to find who a set that grew belongs to. */
+  private readonly policiesBySet = new Map<string, Set<string>>();
+  private readonly overMembers = new Map<string, number>();
   private sortedEndpoints: readonly EndpointInfo[] | null = null;
   private dispatchDirty = true;
   private dispatchChainNames: readonly string[] = [];
@@ -105,10 +117,15 @@ export class DataplaneCompiler {
     this.names = new Names(settings.chainPrefix);
     this.vethSuffix = options.vethSuffix ?? vethSuffix;
     this.sets = new SetIndex({
-      allPods: () => this.pods.values(),
       podsInNamespace: (ns) => this.podsIn(ns),
+      namespaceSize: (ns) => this.podsByNamespace.get(ns)?.size ?? 0,
       namespacesWithPods: () => this.podsByNamespace.keys(),
       namespace: (name) => this.namespace(name),
+      podsLabelled: (key, values) => {
+        const found = this.indexes.labelled(key, values);
+        return { count: found.count, pods: this.recordsOf(found.keys) };
+      },
+      podsDeclaring: (protocol, name) => this.recordsOf(this.indexes.declaring(protocol, name)),
     });
     const entry = buildEntryChains(this.names, settings);
     for (const chain of [...entry.chains, buildAllowChain(this.names, settings)]) this.chains.set(chain.name, chain);
@@ -116,7 +133,14 @@ export class DataplaneCompiler {
   }
 
   private *podsIn(namespace: string): Iterable<PodRecord> {
-    for (const key of this.podsByNamespace.get(namespace) ?? []) yield this.pods.get(key)!;
+    yield* this.recordsOf(this.podsByNamespace.get(namespace) ?? []);
+  }
+
+  private *recordsOf(keys: Iterable<string>): Iterable<PodRecord> {
+    for (const key of keys) {
+      const pod = this.pods.get(key);
+      if (pod !== undefined) yield pod;
+    }
   }
 
   private namespace(name: string): NamespaceRecord {
@@ -129,6 +153,7 @@ export class DataplaneCompiler {
 
   setPod(pod: PodRecord): void {
     const key = podKey(pod);
+    this.indexes.update(this.rawPods.get(key), pod);
     this.rawPods.set(key, pod);
     addToIndex(this.podsByNamespace, pod.namespace, key);
     const claim = claimOf(pod);
@@ -137,7 +162,10 @@ export class DataplaneCompiler {
 
   deletePod(namespace: string, name: string): void {
     const key = `${namespace}/${name}`;
-    if (!this.rawPods.delete(key)) return;
+    const before = this.rawPods.get(key);
+    if (before === undefined) return;
+    this.indexes.update(before, undefined);
+    this.rawPods.delete(key);
     removeFromIndex(this.podsByNamespace, namespace, key);
     for (const affected of this.claims.setPod(key, null, null)) this.refreshPod(affected);
   }
@@ -270,23 +298,98 @@ export class DataplaneCompiler {
     const installed = this.installed.get(key);
     let wanted: PolicyBuild | undefined;
     if (state !== undefined && state.users.size > 0) wanted = state.build ??= this.buildPolicy(state.record);
-    else if (state !== undefined) state.build = null;
+    else {
+      if (state !== undefined) state.build = null;
+      this.overMembers.delete(key);
+    }
     if (installed === wanted) return;
     // Acquire before releasing so a set both versions use is never dropped and rebuilt.
-    for (const [name, definition] of wanted?.sets ?? []) this.sets.acquire(name, definition);
+    if (wanted !== undefined && wanted.refused !== true && !this.acquireWithinBudget(key, wanted)) wanted = state!.build = this.refusedBuild(state!.record);
     for (const chain of installed?.chains ?? []) this.chains.delete(chain.name);
-    for (const name of installed?.sets.keys() ?? []) this.sets.release(name);
+    for (const name of installed?.sets.keys() ?? []) {
+      this.sets.release(name);
+      removeFromIndex(this.policiesBySet, name, key);
+    }
     for (const chain of wanted?.chains ?? []) this.chains.set(chain.name, chain);
+    for (const name of wanted?.sets.keys() ?? []) addToIndex(this.policiesBySet, name, key);
     if (wanted === undefined) this.installed.delete(key);
     else this.installed.set(key, wanted);
   }
 
+  /**
+   * Acquires a build's sets unless its selector sets hold more pods than the budget allows; then it
+   * gives back what it took, stopping at the set that crossed the line, so a policy naming far too
+   * many pods costs about the budget to refuse, never what it asked for.
+   */
+  private acquireWithinBudget(key: string, build: PolicyBuild): boolean {
+    const limit = this.settings.policyBudget.setMembers;
+    const acquired: string[] = [];
+    let members = 0;
+    for (const [name, definition] of build.sets) {
+      this.sets.acquire(name, definition);
+      acquired.push(name);
+      if (definition.kind !== 'pods') continue;
+      members += this.sets.size(name);
+      if (members > limit) {
+        for (const taken of acquired) this.sets.release(taken);
+        this.overMembers.set(key, members);
+        return false;
+      }
+    }
+    this.overMembers.delete(key);
+    return true;
+  }
+
+  private refusedBuild(record: PolicyRecord): PolicyBuild {
+    return { ...this.buildPolicy(closedPolicy(record)), refused: true };
+  }
+
+  /** Members of an installed policy's selector sets now. */
+  private selectorMembers(key: string): number {
+    let members = 0;
+    for (const [name, definition] of this.installed.get(key)?.sets ?? []) if (definition.kind === 'pods') members += this.sets.size(name);
+    return members;
+  }
+
+  /**
+   * Policies refused for the pods their selectors name are tried again (pods may have gone); the
+   * daemon calls this on every refresh, and the next build applies the outcome.
+   */
+  recheckBudgets(): boolean {
+    for (const key of this.overMembers.keys()) {
+      const state = this.policies.get(key);
+      if (state !== undefined) state.build = null;
+      this.dirtyPolicies.add(key);
+    }
+    return this.overMembers.size > 0;
+  }
+
+  /** Policies installed closed because their selector peers name more pods than the budget allows, with how many. */
+  membersOverBudget(): ReadonlyMap<string, number> {
+    return this.overMembers;
+  }
+
   build(): Dataplane {
-    for (const key of this.dirtyPolicies) this.syncPolicy(key);
-    this.dirtyPolicies.clear();
-    for (const [name, set] of this.sets.takeChanges()) {
-      if (set === null) this.ipsets.delete(name);
-      else this.ipsets.set(name, set);
+    // Sets that grew can push a policy using them over its budget: it is then installed closed, which
+    // changes sets again, so this runs until nothing is left to do (twice at most).
+    for (;;) {
+      for (const key of this.dirtyPolicies) this.syncPolicy(key);
+      this.dirtyPolicies.clear();
+      const changes = this.sets.takeChanges();
+      const users = new Set<string>();
+      for (const [name, set] of changes) {
+        if (set === null) this.ipsets.delete(name);
+        else this.ipsets.set(name, set);
+        for (const key of this.policiesBySet.get(name) ?? []) users.add(key);
+      }
+      for (const key of users) {
+        const members = this.selectorMembers(key);
+        if (members <= this.settings.policyBudget.setMembers) continue;
+        this.overMembers.set(key, members);
+        this.policies.get(key)!.build = this.refusedBuild(this.policies.get(key)!.record);
+        this.dirtyPolicies.add(key);
+      }
+      if (this.dirtyPolicies.size === 0) break;
     }
     for (const key of this.dirtyEndpoints) this.rebuildEndpoint(key);
     this.dirtyEndpoints.clear();
@@ -304,9 +407,18 @@ export class DataplaneCompiler {
     };
   }
 
-  /** Pods whose address or interface claim palisade does not use, and why. */
+  /** Pods whose address or interface claim palisade does not use, and policies over budget, and why. */
   problems(): Problem[] {
-    return claimProblems(this.claims.lostClaims(), this.interfaces.conflicts(), this.settings.interfacePrefixes);
+    const policies: Problem[] = [...this.overMembers].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, members]) => {
+      const record = this.policies.get(key)!.record;
+      return {
+        severity: 'error',
+        object: { kind: 'NetworkPolicy', namespace: record.namespace, name: record.name },
+        field: 'spec',
+        message: `over palisade's per-policy budget (its selector peers name ${members} pods or more, the limit is ${this.settings.policyBudget.setMembers}): the policy isolates what it selects and grants nothing; checked again on every refresh`,
+      };
+    });
+    return [...claimProblems(this.claims.lostClaims(), this.interfaces.conflicts(), this.settings.interfacePrefixes), ...policies];
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Direction, Labels, PodRecord, PolicyRecord, PolicyRule, Selector } from './model.js';
 import type { Snapshot } from './snapshot.js';
 import { parseIPv4 } from './ipv4.js';
+import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
 
 /**
  * NetworkPolicy semantics evaluated directly, as the Kubernetes documentation states them, with no
@@ -147,7 +148,10 @@ function portMatches(rule: PolicyRule, packet: Packet, destination: PodRecord | 
   });
 }
 
-function decide(cluster: Cluster, direction: Direction, packet: Packet): DirectionVerdict {
+/** Whether a policy grants nothing: invalid, or naming more pods in its selector peers than the budget allows. */
+type Refused = (policy: PolicyRecord) => string | null;
+
+function decide(cluster: Cluster, direction: Direction, packet: Packet, refused: Refused): DirectionVerdict {
   const ownAddress = direction === 'ingress' ? packet.dst : packet.src;
   const peerAddress = direction === 'ingress' ? packet.src : packet.dst;
   const pod = cluster.podByIp.get(ownAddress);
@@ -171,8 +175,11 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet): Directi
   }
   const destination = cluster.podByIp.get(packet.dst);
   const allowedBy: RuleRef[] = [];
+  const closed: string[] = [];
   for (const policy of policies) {
-    const rules = direction === 'ingress' ? policy.ingress : policy.egress;
+    const why = refused(policy);
+    if (why !== null) closed.push(`${policy.namespace}/${policy.name} grants nothing (${why})`);
+    const rules = why !== null ? [] : direction === 'ingress' ? policy.ingress : policy.egress;
     rules.forEach((rule, index) => {
       if (peerMatches(cluster, policy, rule, peerAddress) && portMatches(rule, packet, destination)) {
         allowedBy.push({ policy: `${policy.namespace}/${policy.name}`, rule: index });
@@ -182,20 +189,62 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet): Directi
   const allowed = allowedBy.length > 0;
   const reason = allowed
     ? `allowed by ${allowedBy.map((r) => `${r.policy} ${direction} rule ${r.rule}`).join(', ')}`
-    : `${who} is isolated for ${direction} by ${names.join(', ')} and no rule allows this packet`;
+    : `${who} is isolated for ${direction} by ${names.join(', ')} and no rule allows this packet${closed.length === 0 ? '' : `; ${closed.join('; ')}`}`;
   return { ...base, isolated: true, allowed, allowedBy, reason };
+}
+
+/** Pods that count and own their address, matching a selector peer of `policy`. */
+function peerPods(cluster: Cluster, policy: PolicyRecord, peer: { podSelector: Selector; namespaceSelector: Selector | null }): number {
+  let n = 0;
+  for (const pod of cluster.podByIp.values()) {
+    const namespaceOk = peer.namespaceSelector === null ? pod.namespace === policy.namespace : labelsMatch(peer.namespaceSelector, namespaceLabels(cluster, pod.namespace));
+    if (namespaceOk && labelsMatch(peer.podSelector, pod.labels)) n++;
+  }
+  return n;
+}
+
+/** The pods a policy's selector peers name, each distinct peer counted once, as the budget counts them. */
+function selectorMembers(cluster: Cluster, policy: PolicyRecord): number {
+  const peers = new Map<string, { podSelector: Selector; namespaceSelector: Selector | null }>();
+  for (const rule of [...(policy.affectsIngress ? policy.ingress : []), ...(policy.affectsEgress ? policy.egress : [])]) {
+    for (const peer of rule.peers ?? []) {
+      if (peer.kind !== 'pods') continue;
+      const scope = peer.namespaceSelector === null ? `own namespace` : `namespaces ${peer.namespaceSelector.canonical}`;
+      peers.set(`${scope} pods ${peer.podSelector.canonical}`, peer);
+    }
+  }
+  let n = 0;
+  for (const peer of peers.values()) n += peerPods(cluster, policy, peer);
+  return n;
+}
+
+export interface EvaluatorOptions {
+  /** The budget's limit on the pods one policy's selector peers may name (policy-budget.ts). */
+  readonly setMembers?: number;
 }
 
 export class Evaluator {
   private readonly cluster: Cluster;
+  private readonly setMembers: number;
+  private readonly members = new Map<PolicyRecord, number>();
 
-  constructor(snapshot: Snapshot) {
+  constructor(snapshot: Snapshot, options: EvaluatorOptions = {}) {
     this.cluster = clusterOf(snapshot);
+    this.setMembers = options.setMembers ?? DEFAULT_POLICY_BUDGET.setMembers;
   }
 
   evaluate(packet: Packet): Verdict {
-    const egress = decide(this.cluster, 'egress', packet);
-    const ingress = decide(this.cluster, 'ingress', packet);
+    const refused: Refused = (policy) => {
+      if (policy.failed) return policy.overBudget ? 'over the per-policy budget' : 'invalid';
+      let members = this.members.get(policy);
+      if (members === undefined) {
+        members = selectorMembers(this.cluster, policy);
+        this.members.set(policy, members);
+      }
+      return members > this.setMembers ? `its selector peers name ${members} pods, over the budget of ${this.setMembers}` : null;
+    };
+    const egress = decide(this.cluster, 'egress', packet, refused);
+    const ingress = decide(this.cluster, 'ingress', packet, refused);
     return { allowed: egress.allowed && ingress.allowed, egress, ingress };
   }
 

@@ -27,9 +27,11 @@ export class InterfaceOwners {
    * Records a local pod that has an address (suffix and standing), or forgets it (null). Returns the
    * pods whose ownership may have changed: every pod sharing the suffix it left or joined.
    */
-  set(pod: string, suffix: string | null, standing: AddressSource | null): Set<string> {
-    const affected = new Set<string>([pod]);
+  set(pod: string, suffix: string | null, standing: AddressSource | null): readonly string[] {
     const before = this.suffixOf.get(pod);
+    // Pods on other nodes, the most common case, are never here.
+    if (before === undefined && suffix === null) return [pod];
+    const affected = new Set<string>([pod]);
     if (before !== undefined) {
       const group = this.bySuffix.get(before)!;
       group.delete(pod);
@@ -47,7 +49,7 @@ export class InterfaceOwners {
       this.suffixOf.set(pod, suffix);
       for (const other of group.keys()) affected.add(other);
     }
-    return affected;
+    return [...affected];
   }
 
   owns(pod: string): boolean {

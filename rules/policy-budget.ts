@@ -16,12 +16,22 @@ export interface PolicyBudget {
   readonly sets: number;
   /** Entries of the sets its ipBlocks fill. */
   readonly setEntries: number;
+  /**
+   * Members of the sets its selector peers fill: the pods it names, counted per peer. Known only from
+   * the cluster's pods, so it is checked where the policy is installed, and again on every refresh.
+   * Named-port sets are not counted: their size is bounded by the ports pods declare, whoever writes
+   * policies, so a tenant adding pods can never push another tenant's policy over.
+   */
+  readonly setMembers: number;
 }
 
-export const DEFAULT_POLICY_BUDGET: PolicyBudget = Object.freeze({ rules: 2000, sets: 500, setEntries: 20_000 });
+export const DEFAULT_POLICY_BUDGET: PolicyBudget = Object.freeze({ rules: 2000, sets: 500, setEntries: 20_000, setMembers: 250_000 });
+
+/** The limits a policy's text alone decides, checked when it is parsed. */
+export type TextBudget = Omit<PolicyBudget, 'setMembers'>;
 
 /** What is over, in words ("3000 rules, the limit is 2000"); empty when within budget. */
-export function overBudget(cost: PolicyCost, budget: PolicyBudget): string[] {
+export function overBudget(cost: PolicyCost, budget: TextBudget): string[] {
   const over: string[] = [];
   if (cost.rules > budget.rules) over.push(`${cost.rules} iptables rules, the limit is ${budget.rules}`);
   if (cost.sets > budget.sets) over.push(`${cost.sets} ipsets, the limit is ${budget.sets}`);

@@ -130,8 +130,6 @@ export function policyCost(policy: PolicyRecord): PolicyCost {
         }
       }
       for (const item of shape.ports ?? []) if (item.kind === 'named') sets.add(namedPortSetDefinition(item.protocol, item.name).key);
-      // An unconditional allow ends the chain: nothing after it is built.
-      if (shape.peers === null && shape.ports === null) break;
     }
   }
   return { rules, sets: sets.size, setEntries };
@@ -158,7 +156,6 @@ export function buildPolicyChains(policy: PolicyRecord, direction: Direction, na
     } else {
       for (const port of ports) for (const peer of peers) rules.push({ match: [...port, ...peer], target: allow, comment });
     }
-    if (shape.peers === null && shape.ports === null) break; // an unconditional allow already ends the chain
   }
   return { chains: [{ name, rules }, ...chains], sets };
 }

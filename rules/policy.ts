@@ -6,7 +6,7 @@ import { MATCH_ALL, parseSelector } from './selector.js';
 import { cidrStrictlyInside, looksLikeIPv6, parseCidr } from './ipv4.js';
 import { policyCost } from './policy-chains.js';
 import { DEFAULT_POLICY_BUDGET, overBudget } from './policy-budget.js';
-import type { PolicyBudget } from './policy-budget.js';
+import type { TextBudget } from './policy-budget.js';
 import type { ProblemSink } from './problems.js';
 
 /**
@@ -17,7 +17,7 @@ import type { ProblemSink } from './problems.js';
 
 const IANA_SVC_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
 
-export function parsePolicy(object: Record<string, unknown>, budget: PolicyBudget = DEFAULT_POLICY_BUDGET): Parsed<PolicyRecord> {
+export function parsePolicy(object: Record<string, unknown>, budget: TextBudget = DEFAULT_POLICY_BUDGET): Parsed<PolicyRecord> {
   const sink = refOf('NetworkPolicy', object, true);
   const meta = readMeta(object, sink, true);
   if (meta.name === '') return { record: null, problems: sink.problems };

@@ -14,10 +14,15 @@ import { selectorMatches } from './selector.js';
  */
 
 export interface ClusterView {
-  allPods(): Iterable<PodRecord>;
   podsInNamespace(namespace: string): Iterable<PodRecord>;
+  /** How many pods the namespace has (counting or not). */
+  namespaceSize(namespace: string): number;
   namespacesWithPods(): Iterable<string>;
   namespace(name: string): NamespaceRecord;
+  /** Pods carrying the label key with one of the values (any value when null), and how many. */
+  podsLabelled(key: string, values: readonly string[] | null): { readonly count: number; readonly pods: Iterable<PodRecord> };
+  /** Pods declaring a named container port of that protocol and name. */
+  podsDeclaring(protocol: string, portName: string): Iterable<PodRecord>;
 }
 
 interface SetState {
@@ -56,20 +61,44 @@ export class SetIndex {
     this.dirty.add(name);
   }
 
-  /** Only pods that could be members: a namespaceSelector is tested once per namespace, not once per pod. */
+  /**
+   * Only pods that could be members, so filling a set costs what it holds rather than the cluster's
+   * size: the pods carrying the most selective label the pod selector requires (In or Exists), or
+   * else every pod in scope, with a namespaceSelector tested once per namespace, not once per pod.
+   */
   private *candidatePods(definition: SetDefinition): Iterable<PodRecord> {
     if (definition.kind === 'ipBlock') return;
     if (definition.kind === 'namedPort') {
-      yield* this.view.allPods();
+      yield* this.view.podsDeclaring(definition.protocol, definition.portName);
       return;
     }
-    if (definition.namespace !== null) {
-      yield* this.view.podsInNamespace(definition.namespace);
+    const scope = definition.namespace !== null
+      ? [definition.namespace]
+      : [...this.view.namespacesWithPods()].filter((ns) => selectorMatches(definition.namespaceSelector!, this.view.namespace(ns).labels));
+    let inScope = 0;
+    for (const ns of scope) inScope += this.view.namespaceSize(ns);
+    let best: { count: number; pods: Iterable<PodRecord> } | null = null;
+    for (const r of definition.podSelector.requirements) {
+      if (r.operator !== 'In' && r.operator !== 'Exists') continue;
+      const labelled = this.view.podsLabelled(r.key, r.operator === 'In' ? r.values : null);
+      if (best === null || labelled.count < best.count) best = labelled;
+    }
+    if (best !== null && best.count < inScope) {
+      yield* best.pods;
       return;
     }
-    for (const namespace of this.view.namespacesWithPods()) {
-      if (selectorMatches(definition.namespaceSelector!, this.view.namespace(namespace).labels)) yield* this.view.podsInNamespace(namespace);
-    }
+    for (const ns of scope) yield* this.view.podsInNamespace(ns);
+  }
+
+  /** Members a set holds now (0 for a set not held). */
+  size(name: string): number {
+    const state = this.sets.get(name);
+    if (state === undefined) return 0;
+    if (state.definition.kind === 'ipBlock') return state.definition.cidrs.length;
+    if (state.definition.kind === 'pods') return state.members.size;
+    let n = 0;
+    for (const list of state.members.values()) n += list.length;
+    return n;
   }
 
   release(name: string): void {

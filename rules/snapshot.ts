@@ -9,7 +9,7 @@ import type { CompilerOptions } from './compiler.js';
 import { AddressClaims } from './address-claims.js';
 import { claimProblems } from './claim-problems.js';
 import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
-import type { PolicyBudget } from './policy-budget.js';
+import type { TextBudget } from './policy-budget.js';
 import { parseNamespace, parseNode } from './namespace.js';
 import type { Parsed } from './namespace.js';
 import { parsePod } from './pod.js';
@@ -30,7 +30,7 @@ export interface ParsedSnapshot {
 }
 
 /** The API group each kind must come from: a NetworkPolicy of another group means something else. */
-const KINDS: Readonly<Record<string, { readonly apiVersions: readonly string[]; readonly parse: (o: Record<string, unknown>, budget: PolicyBudget) => Parsed<unknown> }>> = {
+const KINDS: Readonly<Record<string, { readonly apiVersions: readonly string[]; readonly parse: (o: Record<string, unknown>, budget: TextBudget) => Parsed<unknown> }>> = {
   Pod: { apiVersions: ['v1'], parse: parsePod },
   Namespace: { apiVersions: ['v1'], parse: parseNamespace },
   Node: { apiVersions: ['v1'], parse: parseNode },
@@ -48,7 +48,7 @@ export interface SourcedObject {
   readonly origin?: string;
 }
 
-export function parseObjects(objects: Iterable<SourcedObject>, budget: PolicyBudget = DEFAULT_POLICY_BUDGET): ParsedSnapshot {
+export function parseObjects(objects: Iterable<SourcedObject>, budget: TextBudget = DEFAULT_POLICY_BUDGET): ParsedSnapshot {
   const pods = new Map<string, PodRecord>();
   const namespaces = new Map<string, NamespaceRecord>();
   const policies = new Map<string, PolicyRecord>();

@@ -79,7 +79,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
     fc.assert(fc.property(withPackets(15), ([cluster, , probes]) => {
       const snapshot = snapshotOf(objectsOf(cluster));
       const ambiguous = ambiguousAddresses(snapshot, collidingVethSuffix);
-      const evaluator = new Evaluator(snapshot);
+      const evaluator = new Evaluator(snapshot, { setMembers: TEST_BUDGET.setMembers });
       const sim = simulate(snapshot);
       for (const packet of probes) {
         if (ambiguous.has(packet.src) || ambiguous.has(packet.dst)) continue;
@@ -100,7 +100,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
       const attacked = snapshotOf(objectsOf(cluster));
       const alone = snapshotOf(cluster.victim);
       const [simAttacked, simAlone] = [simulate(attacked), simulate(alone)];
-      const [evalAttacked, evalAlone] = [new Evaluator(attacked), new Evaluator(alone)];
+      const [evalAttacked, evalAlone] = [new Evaluator(attacked, { setMembers: TEST_BUDGET.setMembers }), new Evaluator(alone, { setMembers: TEST_BUDGET.setMembers })];
       for (const packet of probes) {
         packets++;
         const before = simAlone.send(packet);
@@ -145,11 +145,13 @@ describe('an attacker tenant against the compiler (property-based)', function ()
         if (i % 2 === 0) compiler.build();
       });
       const full = compile(attacker, settingsFor('node-a'), options);
+      compiler.recheckBudgets();
       const incremental = compiler.build();
       assert.equal(renderIpsets(incremental.ipsets.values()) + renderIptables(incremental), renderIpsets(full.ipsets.values()) + renderIptables(full));
       // And back: the attacker's pods deleted, the victims' rules are what they were.
       for (const p of attacker.pods) if (p.namespace === ATTACKER_NS) compiler.deletePod(p.namespace, p.name);
       for (const p of attacker.policies) if (p.namespace === ATTACKER_NS) compiler.deletePolicy(p.namespace, p.name);
+      compiler.recheckBudgets();
       const after = compiler.build();
       const alone = compile(snapshotOf(cluster.victim), settingsFor('node-a'), options);
       assert.equal(renderIpsets(after.ipsets.values()) + renderIptables(after), renderIpsets(alone.ipsets.values()) + renderIptables(alone));
