@@ -55,7 +55,10 @@ export class AddressClaims {
     if (before !== undefined && before.address === address && before.standing === source) return [pod];
     if (before === undefined && address === null) return [pod];
     const touched: string[] = [];
+    // Other pods are affected only where the address had, or now has, another claim.
+    let shared = false;
     if (before !== undefined) {
+      shared = (this.byAddress.get(before.address)?.size ?? 0) > 1;
       this.remove(before.address, pod);
       touched.push(before.address);
       this.podAddress.delete(pod);
@@ -64,9 +67,9 @@ export class AddressClaims {
       this.add(address, { claimant: pod, standing: source });
       this.podAddress.set(pod, { address, standing: source });
       touched.push(address);
+      shared ||= (this.byAddress.get(address)?.size ?? 0) > 1;
     }
-    // Most addresses have one claimant: then only the pod itself is affected.
-    if (touched.every((a) => (this.byAddress.get(a)?.size ?? 0) <= 1)) return [pod];
+    if (!shared) return [pod];
     const affected = this.podsClaiming(touched);
     affected.add(pod);
     return [...affected];
