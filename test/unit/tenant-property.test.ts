@@ -131,6 +131,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
       const attacker = snapshotOf(objectsOf(cluster));
       const steps: (() => void)[] = [
         ...attacker.nodes.map((n) => () => compiler.setNode(n)),
+        ...attacker.namespaces.map((ns) => () => compiler.setNamespace(ns)),
         ...attacker.pods.map((p) => () => compiler.setPod(p)),
         ...attacker.policies.map((p) => () => compiler.setPolicy(p)),
       ];
@@ -151,6 +152,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
       // And back: the attacker's pods deleted, the victims' rules are what they were.
       for (const p of attacker.pods) if (p.namespace === ATTACKER_NS) compiler.deletePod(p.namespace, p.name);
       for (const p of attacker.policies) if (p.namespace === ATTACKER_NS) compiler.deletePolicy(p.namespace, p.name);
+      compiler.deleteNamespace(ATTACKER_NS);
       compiler.recheckBudgets();
       const after = compiler.build();
       const alone = compile(snapshotOf(cluster.victim), settingsFor('node-a'), options);
