@@ -20,7 +20,7 @@ const SIZES = [10, 100, 300, 1000] as const;
 const PODS = 2000;
 const NAMESPACES = 20;
 const RUNS = 3;
-const LIFTED = { rules: 1e9, sets: 1e9, setEntries: 1e9, setMembers: 1e9 };
+const LIFTED = { rules: 1e9, sets: 1e9, setEntries: 1e9, selectorPods: 1e9 };
 
 type Obj = Record<string, unknown>;
 
@@ -145,4 +145,32 @@ export async function run(report: Report): Promise<void> {
     report.row(`${fmt(n)} peers x ${fmt(m)} ports`, verdict);
     if (record!.overBudget) report.note(problems.find((p) => p.severity === 'error')!.message);
   }
+
+  report.section(`policy-size: N selector peers that each name every pod (${fmt(PODS)} pods), against the selector-pods budget`);
+  for (const n of [10, 100, 500] as const) {
+    for (const [label, selectorPods] of [[`default budget (${fmt(DEFAULT_POLICY_BUDGET.selectorPods)} pods)`, DEFAULT_POLICY_BUDGET.selectorPods], ['budget lifted', LIFTED.selectorPods]] as const) {
+      const result = broad(n, selectorPods);
+      report.row(`${fmt(n)} broad peers, ${label}`, `${result.verdict}, ${result.compileMs.toFixed(1)} ms`);
+    }
+  }
+  report.note('each peer is a distinct selector matching every pod (key-i DoesNotExist): N x pods set members unless refused, and refusing fills nothing');
+}
+
+/** A policy whose peers are N distinct selectors matching every pod of the cluster. */
+function broad(peers: number, selectorPods: number): { verdict: string; compileMs: number } {
+  const settings = makeSettings({ nodeName: 'node-a', policyBudget: { ...LIFTED, selectorPods } });
+  if (!settings.ok) throw new Error(settings.errors.join('; '));
+  const compiler = new DataplaneCompiler(settings.settings);
+  for (const object of podObjects(10, 10)) compiler.setPod(parsePod(object).record!);
+  compiler.build();
+  const object = policyObject(0, 0);
+  (object['spec'] as Obj)['ingress'] = [{ from: Array.from({ length: peers }, (_, i) => ({ namespaceSelector: {}, podSelector: { matchExpressions: [{ key: `key-${i}`, operator: 'DoesNotExist' }] } })) }];
+  const t0 = performance.now();
+  compiler.setPolicy(parsePolicy(object, LIFTED).record!);
+  const dataplane = compiler.build();
+  const compileMs = performance.now() - t0;
+  const over = compiler.selectorPodsOverBudget().get('ns0/big-0x0');
+  let members = 0;
+  for (const set of dataplane.ipsets.values()) members += set.members.size;
+  return { verdict: over === undefined ? `installed, ${fmt(members)} set members` : `refused (it would look at ${fmt(over)} pods)`, compileMs };
 }

@@ -86,7 +86,7 @@ export class ClusterCache {
   private readonly settings: CompilerSettings;
   /** Objects whose handling threw: reported, and counted for the metric. */
   private failures = 0;
-  private loggedClaims = '';
+  private loggedCompilerProblems = '';
 
   constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void, logger: Logger, options: CompilerOptions = {}) {
     this.compiler = new DataplaneCompiler(settings, options);
@@ -224,13 +224,22 @@ export class ClusterCache {
     return [...parsed, ...this.compiler.problems()];
   }
 
-  /** Logs claims palisade does not honour when they change, as parsing problems are logged. */
-  logClaimProblems(): void {
+  /**
+   * Logs what the compiler does not honour (pods' claims to addresses and interfaces, policies over
+   * the budget on the pods they name) when it changes, as parsing problems are logged.
+   */
+  logCompilerProblems(): void {
     const problems = this.compiler.problems();
     const text = JSON.stringify(problems.map(formatProblem));
-    if (text === this.loggedClaims) return;
-    this.loggedClaims = text;
-    for (const problem of problems) this.logger.warn({ object: `Pod ${problem.object.namespace ?? ''}/${problem.object.name}`, problem: formatProblem(problem) }, 'a pod\'s claim is not honoured');
+    if (text === this.loggedCompilerProblems) return;
+    const before = new Set(this.loggedCompilerProblems === '' ? [] : (JSON.parse(this.loggedCompilerProblems) as string[]));
+    this.loggedCompilerProblems = text;
+    for (const problem of problems) {
+      const line = formatProblem(problem);
+      if (before.has(line)) continue;
+      const what = problem.object.kind === 'Pod' ? 'a pod\'s claim is not honoured' : 'a policy is over the per-policy budget: it grants nothing, what it selects stays isolated';
+      this.logger.warn({ object: `${problem.object.kind} ${problem.object.namespace ?? ''}/${problem.object.name}`, problem: line }, what);
+    }
   }
 
   count(kind: ResourceKind): number {

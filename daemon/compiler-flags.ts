@@ -13,7 +13,7 @@ export const COMPILER_FLAGS = {
   'policy-max-rules': { type: 'string' },
   'policy-max-sets': { type: 'string' },
   'policy-max-set-entries': { type: 'string' },
-  'policy-max-set-members': { type: 'string' },
+  'policy-max-selector-pods': { type: 'string' },
 } as const;
 
 export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth prefixes, comma separated (default ${DEFAULT_SETTINGS.interfacePrefixes.join(',')})
@@ -23,7 +23,7 @@ export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth pre
   --policy-max-rules N    iptables rules one policy may need before it fails closed (default ${DEFAULT_POLICY_BUDGET.rules})
   --policy-max-sets N     ipsets one policy may need (default ${DEFAULT_POLICY_BUDGET.sets})
   --policy-max-set-entries N  ipBlock set entries one policy may need (default ${DEFAULT_POLICY_BUDGET.setEntries})
-  --policy-max-set-members N  pods one policy's selector peers may name (default ${DEFAULT_POLICY_BUDGET.setMembers})`;
+  --policy-max-selector-pods N  pods palisade may look at for one policy's selector sets (default ${DEFAULT_POLICY_BUDGET.selectorPods})`;
 
 export interface CompilerFlagValues {
   readonly 'node-name'?: string | undefined;
@@ -34,7 +34,7 @@ export interface CompilerFlagValues {
   readonly 'policy-max-rules'?: string | undefined;
   readonly 'policy-max-sets'?: string | undefined;
   readonly 'policy-max-set-entries'?: string | undefined;
-  readonly 'policy-max-set-members'?: string | undefined;
+  readonly 'policy-max-selector-pods'?: string | undefined;
 }
 
 export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNodeName?: string): CompilerSettings {
@@ -46,13 +46,13 @@ export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNod
   if (mark !== undefined && (!/^(0x[0-9a-fA-F]+|[0-9]+)$/.test(mark) || !Number.isFinite(allowMark))) errors.push(`--allow-mark "${mark}": not a number`);
   const unknown = values['unknown-endpoint'];
   if (unknown !== undefined && unknown !== 'drop' && unknown !== 'allow') errors.push(`--unknown-endpoint "${unknown}": must be drop or allow`);
-  const limit = (flag: 'policy-max-rules' | 'policy-max-sets' | 'policy-max-set-entries' | 'policy-max-set-members'): number | undefined => {
+  const limit = (flag: 'policy-max-rules' | 'policy-max-sets' | 'policy-max-set-entries' | 'policy-max-selector-pods'): number | undefined => {
     const value = values[flag];
     if (value === undefined) return undefined;
     if (!/^[0-9]+$/.test(value) || Number(value) < 1) errors.push(`--${flag} "${value}": must be a whole number of at least 1`);
     return Number(value);
   };
-  const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries'), setMembers: limit('policy-max-set-members') });
+  const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries'), selectorPods: limit('policy-max-selector-pods') });
   const prefixes = values['interface-prefix']?.split(',').map((s) => s.trim());
   if (errors.length === 0) {
     const result = makeSettings({

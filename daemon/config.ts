@@ -48,7 +48,7 @@ export const DAEMON_FLAGS = [
   { flag: 'policy-max-rules', env: ['PALISADE_POLICY_MAX_RULES'], default: String(DEFAULT_POLICY_BUDGET.rules), help: 'iptables rules one NetworkPolicy may need before it fails closed' },
   { flag: 'policy-max-sets', env: ['PALISADE_POLICY_MAX_SETS'], default: String(DEFAULT_POLICY_BUDGET.sets), help: 'ipsets one NetworkPolicy may need before it fails closed' },
   { flag: 'policy-max-set-entries', env: ['PALISADE_POLICY_MAX_SET_ENTRIES'], default: String(DEFAULT_POLICY_BUDGET.setEntries), help: 'ipBlock set entries one NetworkPolicy may need before it fails closed' },
-  { flag: 'policy-max-set-members', env: ['PALISADE_POLICY_MAX_SET_MEMBERS'], default: String(DEFAULT_POLICY_BUDGET.setMembers), help: 'pods the selector peers of one NetworkPolicy may name before it fails closed' },
+  { flag: 'policy-max-selector-pods', env: ['PALISADE_POLICY_MAX_SELECTOR_PODS'], default: String(DEFAULT_POLICY_BUDGET.selectorPods), help: 'pods palisade may look at to fill the selector sets of one NetworkPolicy before it fails closed' },
 ] as const;
 
 type FlagName = (typeof DAEMON_FLAGS)[number]['flag'];
@@ -125,7 +125,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     }
     return Number(given.value);
   };
-  const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries'), setMembers: limit('policy-max-set-members') });
+  const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries'), selectorPods: limit('policy-max-selector-pods') });
   const prefixes = read('interface-prefix')?.value.split(',').map((s) => s.trim());
   const chainPrefix = read('chain-prefix')?.value;
   const settings = makeSettings({

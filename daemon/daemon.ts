@@ -122,7 +122,7 @@ export class Daemon {
       status: () => this.status(),
       dataplane: () => this.dataplane,
       snapshot: () => this.cache.snapshot(),
-      evaluatorOptions: { setMembers: this.config.compiler.policyBudget.setMembers },
+      evaluatorOptions: { selectorPods: this.config.compiler.policyBudget.selectorPods },
     }));
     this.metricsServer = new HttpServer(new Map([['/metrics', async () => {
       this.problemsByKind();
@@ -180,7 +180,7 @@ export class Daemon {
     }
     const enforced = this.clock.now();
     this.forgetReassignedAddresses();
-    this.cache.logClaimProblems();
+    this.cache.logCompilerProblems();
     for (const [kind, since] of pending) this.metrics.changeToEnforced.observe({ resource: kind }, (enforced - since) / 1000);
     this.dataplane = dataplane;
     if (!this.firstApplied) this.deps.logger.info({ syncMs: enforced - started }, 'ready: every watch has listed and the rules are in place');
@@ -246,7 +246,7 @@ export class Daemon {
     const policies = this.cache.policies();
     this.metrics.policies.set(policies.length);
     this.metrics.policiesFailing.set(policies.filter((p) => p.failed).length);
-    this.metrics.observeOverBudget(policies, this.cache.compiler.membersOverBudget());
+    this.metrics.observeOverBudget(policies, this.cache.compiler.selectorPodsOverBudget());
     this.metrics.objectHandlingFailures.set(this.cache.handlingFailures);
   }
 
@@ -265,7 +265,7 @@ export class Daemon {
       dataplane: this.dataplane,
       drops: this.drops,
       policies: this.cache.policies(),
-      membersOverBudget: this.cache.compiler.membersOverBudget(),
+      selectorPodsOverBudget: this.cache.compiler.selectorPodsOverBudget(),
       problems: this.cache.allProblems(),
       counts: { pods: this.cache.count('Pod'), namespaces: this.cache.count('Namespace'), policies: this.cache.count('NetworkPolicy') },
       repairs: this.applier?.repairCounts() ?? new Map(),

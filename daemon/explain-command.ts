@@ -5,6 +5,7 @@ import type { DirectionVerdict, PacketProtocol, Verdict } from '../rules/evaluat
 import { parseIPv4 } from '../rules/ipv4.js';
 import { printable } from '../rules/problems.js';
 import { snapshotFromFiles } from './snapshot-files.js';
+import { compilerSettingsFromFlags } from './compiler-flags.js';
 import type { CommandIO } from './command-io.js';
 
 export const EXPLAIN_HELP = `Usage: palisade explain --from NS/POD|IP --to NS/POD|IP --port N [--protocol TCP] [--output text|json] FILE|DIR...
@@ -18,6 +19,7 @@ Options:
   --port N                destination port (not for ICMP)
   --protocol P            TCP (default), UDP, SCTP or ICMP
   --output F              text (default) or json: one object whose boolean "allowed" is the verdict
+  --policy-max-… N        the per-policy budget, as the daemon's flags of the same names set it
 `;
 
 const PROTOCOLS: readonly PacketProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
@@ -70,6 +72,10 @@ export async function explainCommand(argv: readonly string[], io: CommandIO): Pr
       port: { type: 'string' },
       protocol: { type: 'string', default: 'TCP' },
       output: { type: 'string', default: 'text' },
+      'policy-max-rules': { type: 'string' },
+      'policy-max-sets': { type: 'string' },
+      'policy-max-set-entries': { type: 'string' },
+      'policy-max-selector-pods': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
@@ -84,8 +90,10 @@ export async function explainCommand(argv: readonly string[], io: CommandIO): Pr
   if (values.output !== 'text' && values.output !== 'json') throw new UsageError(`--output "${values.output}": must be text or json`);
   const port = parsePort(values.port, protocol);
   if (positionals.length === 0) throw new UsageError('explain: give at least one manifest file or directory');
-  const { snapshot } = await snapshotFromFiles(positionals, io.stderrLine);
-  const evaluator = new Evaluator(snapshot);
+  // Only the budget matters here; the node name is a placeholder the settings require.
+  const budget = compilerSettingsFromFlags(values, 'explain').policyBudget;
+  const { snapshot } = await snapshotFromFiles(positionals, io.stderrLine, budget);
+  const evaluator = new Evaluator(snapshot, { selectorPods: budget.selectorPods });
   const from = resolve('from', values.from, evaluator);
   const to = resolve('to', values.to, evaluator);
   const verdict: Verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });

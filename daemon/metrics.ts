@@ -12,7 +12,7 @@ export class DaemonMetrics {
   readonly rules: Gauge<'table'>;
   readonly chains: Gauge<'table'>;
   readonly ipsets: Gauge;
-  readonly ipsetMembers: Gauge;
+  readonly ipselectorPods: Gauge;
   readonly localEndpoints: Gauge;
   readonly policies: Gauge;
   readonly policiesFailing: Gauge;
@@ -41,7 +41,7 @@ export class DaemonMetrics {
     this.rules = new Gauge({ name: 'palisade_rules', help: 'iptables rules palisade has installed (hooks included)', labelNames: ['table'], registers });
     this.chains = new Gauge({ name: 'palisade_chains', help: 'iptables chains palisade has installed', labelNames: ['table'], registers });
     this.ipsets = new Gauge({ name: 'palisade_ipsets', help: 'ipsets palisade has installed', registers });
-    this.ipsetMembers = new Gauge({ name: 'palisade_ipset_members', help: 'members across all of palisade\'s ipsets', registers });
+    this.ipselectorPods = new Gauge({ name: 'palisade_ipset_members', help: 'members across all of palisade\'s ipsets', registers });
     this.localEndpoints = new Gauge({ name: 'palisade_local_endpoints', help: 'pods on this node that have endpoint chains', registers });
     this.policies = new Gauge({ name: 'palisade_policies', help: 'NetworkPolicies known in the cluster', registers });
     this.policiesFailing = new Gauge({ name: 'palisade_policies_failing', help: 'NetworkPolicies that could not be compiled (they isolate and grant nothing)', registers });
@@ -70,7 +70,7 @@ export class DaemonMetrics {
     this.rules.set({ table: 'filter' }, rules);
     this.chains.set({ table: 'filter' }, dataplane.chains.size);
     this.ipsets.set(dataplane.ipsets.size);
-    this.ipsetMembers.set(members);
+    this.ipselectorPods.set(members);
     this.localEndpoints.set(dataplane.endpoints.length);
   }
 

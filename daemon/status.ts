@@ -32,7 +32,7 @@ export interface DaemonState {
   readonly drops: readonly DropCounters[];
   readonly policies: readonly PolicyRecord[];
   /** Policies installed closed because their selector peers name too many pods, with how many. */
-  readonly membersOverBudget: ReadonlyMap<string, number>;
+  readonly selectorPodsOverBudget: ReadonlyMap<string, number>;
   readonly problems: readonly Problem[];
   readonly counts: { readonly pods: number; readonly namespaces: number; readonly policies: number };
   readonly repairs: ReadonlyMap<string, number>;
@@ -82,11 +82,11 @@ export function buildStatus(state: DaemonState) {
       chains: dataplane?.chains.size ?? 0,
       rules: rules + (dataplane?.hooks.length ?? 0),
       ipsets: dataplane?.ipsets.size ?? 0,
-      ipsetMembers: members,
+      ipselectorPods: members,
     },
     driftRepairs: Object.fromEntries(state.repairs),
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),
-    failedPolicies: state.policies.filter((p) => p.failed || state.membersOverBudget.has(`${p.namespace}/${p.name}`)).map((p) => ({
+    failedPolicies: state.policies.filter((p) => p.failed || state.selectorPodsOverBudget.has(`${p.namespace}/${p.name}`)).map((p) => ({
       policy: `${p.namespace}/${p.name}`,
       why: state.problems.filter((q) => q.object.kind === 'NetworkPolicy' && q.object.namespace === p.namespace && q.object.name === p.name && q.severity === 'error').map((q) => `${q.field}: ${q.message}`),
     })),

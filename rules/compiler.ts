@@ -9,7 +9,7 @@ import { selectorMatches } from './selector.js';
 import { SetIndex } from './set-index.js';
 import { addToIndex, removeFromIndex } from './index-map.js';
 import type { SetDefinition } from './set-definitions.js';
-import { buildPolicyChains } from './policy-chains.js';
+import { buildPolicyChains, selectorSetDefinitions } from './policy-chains.js';
 import { buildAllowChain, buildEndpointChains } from './endpoint-chains.js';
 import { buildDispatch, buildEntryChains } from './dispatch.js';
 import type { DispatchEntry } from './dispatch.js';
@@ -47,8 +47,6 @@ export interface CompilerOptions {
 interface PolicyBuild {
   readonly chains: readonly Chain[];
   readonly sets: ReadonlyMap<string, SetDefinition>;
-  /** The closed stand-in of a policy whose selector peers name too many pods. */
-  readonly refused?: true;
 }
 
 interface PolicyState {
@@ -101,9 +99,7 @@ export class DataplaneCompiler {
   private readonly dirtyEndpoints = new Set<string>();
   private readonly dirtyPolicies = new Set<string>();
   private readonly installed = new Map<string, PolicyBuild>();
-  /** Installed policies using each set, to find who a set that grew belongs to. */
-  private readonly policiesBySet = new Map<string, Set<string>>();
-  private readonly overMembers = new Map<string, number>();
+  private readonly overPods = new Map<string, number>();
   private sortedEndpoints: readonly EndpointInfo[] | null = null;
   private dispatchDirty = true;
   private dispatchChainNames: readonly string[] = [];
@@ -121,8 +117,8 @@ export class DataplaneCompiler {
       namespaceSize: (ns) => this.podsByNamespace.get(ns)?.size ?? 0,
       namespacesWithPods: () => this.podsByNamespace.keys(),
       namespace: (name) => this.namespace(name),
-      podsLabelled: (key, values) => {
-        const found = this.indexes.labelled(key, values);
+      podsLabelled: (namespaces, key, values) => {
+        const found = this.indexes.labelled(namespaces, key, values);
         return { count: found.count, pods: this.recordsOf(found.keys) };
       },
       podsDeclaring: (protocol, name) => this.recordsOf(this.indexes.declaring(protocol, name)),
@@ -297,99 +293,75 @@ export class DataplaneCompiler {
     const state = this.policies.get(key);
     const installed = this.installed.get(key);
     let wanted: PolicyBuild | undefined;
-    if (state !== undefined && state.users.size > 0) wanted = state.build ??= this.buildPolicy(state.record);
+    if (state !== undefined && state.users.size > 0) wanted = state.build ??= this.budgetedBuild(key, state.record);
     else {
       if (state !== undefined) state.build = null;
-      this.overMembers.delete(key);
+      this.overPods.delete(key);
     }
     if (installed === wanted) return;
     // Acquire before releasing so a set both versions use is never dropped and rebuilt.
-    if (wanted !== undefined && wanted.refused !== true && !this.acquireWithinBudget(key, wanted)) wanted = state!.build = this.refusedBuild(state!.record);
+    for (const [name, definition] of wanted?.sets ?? []) this.sets.acquire(name, definition);
     for (const chain of installed?.chains ?? []) this.chains.delete(chain.name);
-    for (const name of installed?.sets.keys() ?? []) {
-      this.sets.release(name);
-      removeFromIndex(this.policiesBySet, name, key);
-    }
+    for (const name of installed?.sets.keys() ?? []) this.sets.release(name);
     for (const chain of wanted?.chains ?? []) this.chains.set(chain.name, chain);
-    for (const name of wanted?.sets.keys() ?? []) addToIndex(this.policiesBySet, name, key);
     if (wanted === undefined) this.installed.delete(key);
     else this.installed.set(key, wanted);
   }
 
   /**
-   * Acquires a build's sets unless its selector sets hold more pods than the budget allows; then it
-   * gives back what it took, stopping at the set that crossed the line, so a policy naming far too
-   * many pods costs about the budget to refuse, never what it asked for.
+   * The policy's build, or its closed stand-in when its selector peers would make palisade look at
+   * more pods than the budget allows: decided from index counts, before any set is filled, so a policy
+   * naming far too many pods costs nothing to refuse.
    */
-  private acquireWithinBudget(key: string, build: PolicyBuild): boolean {
-    const limit = this.settings.policyBudget.setMembers;
-    const acquired: string[] = [];
-    let members = 0;
-    for (const [name, definition] of build.sets) {
-      this.sets.acquire(name, definition);
-      acquired.push(name);
-      if (definition.kind !== 'pods') continue;
-      members += this.sets.size(name);
-      if (members > limit) {
-        for (const taken of acquired) this.sets.release(taken);
-        this.overMembers.set(key, members);
-        return false;
-      }
+  private budgetedBuild(key: string, record: PolicyRecord): PolicyBuild {
+    const cost = this.selectorCost(record);
+    if (cost > this.settings.policyBudget.selectorPods) {
+      this.overPods.set(key, cost);
+      return this.buildPolicy(closedPolicy(record));
     }
-    this.overMembers.delete(key);
-    return true;
+    this.overPods.delete(key);
+    return this.buildPolicy(record);
   }
 
-  private refusedBuild(record: PolicyRecord): PolicyBuild {
-    return { ...this.buildPolicy(closedPolicy(record)), refused: true };
-  }
-
-  /** Members of an installed policy's selector sets now. */
-  private selectorMembers(key: string): number {
-    let members = 0;
-    for (const [name, definition] of this.installed.get(key)?.sets ?? []) if (definition.kind === 'pods') members += this.sets.size(name);
-    return members;
+  private selectorCost(record: PolicyRecord): number {
+    let cost = 0;
+    for (const definition of selectorSetDefinitions(record)) cost += this.sets.candidateCount(definition);
+    return cost;
   }
 
   /**
-   * Policies refused for the pods their selectors name are tried again (pods may have gone); the
-   * daemon calls this on every refresh, and the next build applies the outcome.
+   * Policies in use whose selector cost crossed the budget either way since they were installed
+   * (pods came or went) are rebuilt. The daemon calls this on every refresh; the next build applies
+   * it. Returns whether anything changed.
    */
   recheckBudgets(): boolean {
-    for (const key of this.overMembers.keys()) {
-      const state = this.policies.get(key);
-      if (state !== undefined) state.build = null;
+    let changed = false;
+    for (const [key, state] of this.policies) {
+      if (state.users.size === 0) continue;
+      const cost = this.selectorCost(state.record);
+      const over = cost > this.settings.policyBudget.selectorPods;
+      if (over === this.overPods.has(key)) {
+        if (over) this.overPods.set(key, cost);
+        continue;
+      }
+      state.build = null;
       this.dirtyPolicies.add(key);
+      changed = true;
     }
-    return this.overMembers.size > 0;
+    return changed;
   }
 
-  /** Policies installed closed because their selector peers name more pods than the budget allows, with how many. */
-  membersOverBudget(): ReadonlyMap<string, number> {
-    return this.overMembers;
+  /** Policies installed closed because their selector peers would make palisade look at too many pods, with how many. */
+  selectorPodsOverBudget(): ReadonlyMap<string, number> {
+    return this.overPods;
   }
 
   build(): Dataplane {
-    // Sets that grew can push a policy using them over its budget: it is then installed closed, which
-    // changes sets again, so this runs until nothing is left to do (twice at most).
-    for (;;) {
-      for (const key of this.dirtyPolicies) this.syncPolicy(key);
-      this.dirtyPolicies.clear();
-      const changes = this.sets.takeChanges();
-      const users = new Set<string>();
-      for (const [name, set] of changes) {
-        if (set === null) this.ipsets.delete(name);
-        else this.ipsets.set(name, set);
-        for (const key of this.policiesBySet.get(name) ?? []) users.add(key);
-      }
-      for (const key of users) {
-        const members = this.selectorMembers(key);
-        if (members <= this.settings.policyBudget.setMembers) continue;
-        this.overMembers.set(key, members);
-        this.policies.get(key)!.build = this.refusedBuild(this.policies.get(key)!.record);
-        this.dirtyPolicies.add(key);
-      }
-      if (this.dirtyPolicies.size === 0) break;
+    for (const key of this.dirtyPolicies) this.syncPolicy(key);
+    this.dirtyPolicies.clear();
+    for (const [name, set] of this.sets.takeChanges()) {
+      if (set === null) this.ipsets.delete(name);
+      else this.ipsets.set(name, set);
     }
     for (const key of this.dirtyEndpoints) this.rebuildEndpoint(key);
     this.dirtyEndpoints.clear();
@@ -409,13 +381,13 @@ export class DataplaneCompiler {
 
   /** Pods whose address or interface claim palisade does not use, and policies over budget, and why. */
   problems(): Problem[] {
-    const policies: Problem[] = [...this.overMembers].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, members]) => {
+    const policies: Problem[] = [...this.overPods].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, pods]) => {
       const record = this.policies.get(key)!.record;
       return {
         severity: 'error',
         object: { kind: 'NetworkPolicy', namespace: record.namespace, name: record.name },
         field: 'spec',
-        message: `over palisade's per-policy budget (its selector peers name ${members} pods or more, the limit is ${this.settings.policyBudget.setMembers}): the policy isolates what it selects and grants nothing; checked again on every refresh`,
+        message: `over palisade's per-policy budget (its selector peers would have palisade look at ${pods} pods, the limit is ${this.settings.policyBudget.selectorPods}): the policy isolates what it selects and grants nothing; checked again on every refresh`,
       };
     });
     return [...claimProblems(this.claims.lostClaims(), this.interfaces.conflicts(), this.settings.interfacePrefixes), ...policies];

@@ -193,18 +193,28 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
   return { ...base, isolated: true, allowed, allowedBy, reason };
 }
 
-/** Pods that count and own their address, matching a selector peer of `policy`. */
-function peerPods(cluster: Cluster, policy: PolicyRecord, peer: { podSelector: Selector; namespaceSelector: Selector | null }): number {
-  let n = 0;
-  for (const pod of cluster.podByIp.values()) {
-    const namespaceOk = peer.namespaceSelector === null ? pod.namespace === policy.namespace : labelsMatch(peer.namespaceSelector, namespaceLabels(cluster, pod.namespace));
-    if (namespaceOk && labelsMatch(peer.podSelector, pod.labels)) n++;
+/**
+ * What filling a selector peer's set costs, as the budget counts it (policy-budget.ts): the pods of
+ * the namespaces in its scope that carry its most selective required label (In or Exists), or else
+ * all of them. Every Pod object counts, whatever its state.
+ */
+function peerCost(cluster: Cluster, policy: PolicyRecord, peer: { podSelector: Selector; namespaceSelector: Selector | null }): number {
+  const pods = cluster.snapshot.pods;
+  const scope = new Set<string>();
+  if (peer.namespaceSelector === null) scope.add(policy.namespace);
+  else for (const pod of pods) if (labelsMatch(peer.namespaceSelector, namespaceLabels(cluster, pod.namespace))) scope.add(pod.namespace);
+  const inScope = pods.filter((pod) => scope.has(pod.namespace));
+  let cost = inScope.length;
+  for (const r of peer.podSelector.requirements) {
+    if (r.operator !== 'In' && r.operator !== 'Exists') continue;
+    const carrying = inScope.filter((pod) => Object.hasOwn(pod.labels, r.key) && (r.operator === 'Exists' || r.values.includes(pod.labels[r.key]!))).length;
+    cost = Math.min(cost, carrying);
   }
-  return n;
+  return cost;
 }
 
-/** The pods a policy's selector peers name, each distinct peer counted once, as the budget counts them. */
-function selectorMembers(cluster: Cluster, policy: PolicyRecord): number {
+/** The cost of a policy's selector peers, each distinct peer counted once. */
+function selectorCost(cluster: Cluster, policy: PolicyRecord): number {
   const peers = new Map<string, { podSelector: Selector; namespaceSelector: Selector | null }>();
   for (const rule of [...(policy.affectsIngress ? policy.ingress : []), ...(policy.affectsEgress ? policy.egress : [])]) {
     for (const peer of rule.peers ?? []) {
@@ -214,34 +224,34 @@ function selectorMembers(cluster: Cluster, policy: PolicyRecord): number {
     }
   }
   let n = 0;
-  for (const peer of peers.values()) n += peerPods(cluster, policy, peer);
+  for (const peer of peers.values()) n += peerCost(cluster, policy, peer);
   return n;
 }
 
 export interface EvaluatorOptions {
-  /** The budget's limit on the pods one policy's selector peers may name (policy-budget.ts). */
-  readonly setMembers?: number;
+  /** The budget's limit on the pods one policy's selector peers may have palisade look at (policy-budget.ts). */
+  readonly selectorPods?: number;
 }
 
 export class Evaluator {
   private readonly cluster: Cluster;
-  private readonly setMembers: number;
-  private readonly members = new Map<PolicyRecord, number>();
+  private readonly selectorPods: number;
+  private readonly costs = new Map<PolicyRecord, number>();
 
   constructor(snapshot: Snapshot, options: EvaluatorOptions = {}) {
     this.cluster = clusterOf(snapshot);
-    this.setMembers = options.setMembers ?? DEFAULT_POLICY_BUDGET.setMembers;
+    this.selectorPods = options.selectorPods ?? DEFAULT_POLICY_BUDGET.selectorPods;
   }
 
   evaluate(packet: Packet): Verdict {
     const refused: Refused = (policy) => {
       if (policy.failed) return policy.overBudget ? 'over the per-policy budget' : 'invalid';
-      let members = this.members.get(policy);
-      if (members === undefined) {
-        members = selectorMembers(this.cluster, policy);
-        this.members.set(policy, members);
+      let cost = this.costs.get(policy);
+      if (cost === undefined) {
+        cost = selectorCost(this.cluster, policy);
+        this.costs.set(policy, cost);
       }
-      return members > this.setMembers ? `its selector peers name ${members} pods, over the budget of ${this.setMembers}` : null;
+      return cost > this.selectorPods ? `its selector peers would have palisade look at ${cost} pods, over the budget of ${this.selectorPods}` : null;
     };
     const egress = decide(this.cluster, 'egress', packet, refused);
     const ingress = decide(this.cluster, 'ingress', packet, refused);

@@ -3,54 +3,77 @@ import { podKey } from './model.js';
 import { addToIndex, removeFromIndex } from './index-map.js';
 
 /**
- * Pods by label and by named port, so a set can be filled from the pods that could be in it instead of
- * from every pod of the cluster: a selector peer `app: web` looks at the pods labelled app=web, a named
- * port `http` at the pods declaring it. Kept by pod key; the compiler resolves keys to records.
+ * Pods by namespace and label, and by named port, so a set can be filled from the pods that could be
+ * in it instead of from every pod of the cluster: a selector peer `app: web` looks at the pods of its
+ * namespaces labelled app=web, a named port `http` at the pods declaring it. Labels are indexed per
+ * namespace so that what a selector costs depends only on the namespaces it names: pods in other
+ * namespaces, another tenant's, never change it. Kept by pod key; the compiler resolves keys to records.
  */
 export class PodIndexes {
-  private readonly byLabel = new Map<string, Map<string, Set<string>>>();
-  private readonly labelCount = new Map<string, number>();
+  /** namespace -> label key -> value -> pod keys */
+  private readonly byLabel = new Map<string, Map<string, Map<string, Set<string>>>>();
+  /** "namespace\0key" -> pods carrying the key */
+  private readonly keyCount = new Map<string, number>();
   private readonly byPort = new Map<string, Set<string>>();
 
   /** Moves a pod from its old labels and ports (before) to its new ones (after); either may be undefined. */
   update(before: PodRecord | undefined, after: PodRecord | undefined): void {
     const key = podKey((after ?? before)!);
     if (before !== undefined) {
+      const namespace = this.byLabel.get(before.namespace);
       for (const [label, value] of Object.entries(before.labels)) {
-        const values = this.byLabel.get(label);
+        const values = namespace?.get(label);
         if (values === undefined) continue;
         removeFromIndex(values, value, key);
-        if (values.size === 0) this.byLabel.delete(label);
-        const left = (this.labelCount.get(label) ?? 1) - 1;
-        if (left === 0) this.labelCount.delete(label);
-        else this.labelCount.set(label, left);
+        if (values.size === 0) namespace!.delete(label);
+        const counted = `${before.namespace}\u0000${label}`;
+        const left = (this.keyCount.get(counted) ?? 1) - 1;
+        if (left === 0) this.keyCount.delete(counted);
+        else this.keyCount.set(counted, left);
       }
+      if (namespace?.size === 0) this.byLabel.delete(before.namespace);
       for (const port of before.namedPorts) removeFromIndex(this.byPort, `${port.protocol}/${port.name}`, key);
     }
     if (after !== undefined) {
+      let namespace = this.byLabel.get(after.namespace);
+      if (namespace === undefined) {
+        namespace = new Map();
+        this.byLabel.set(after.namespace, namespace);
+      }
       for (const [label, value] of Object.entries(after.labels)) {
-        let values = this.byLabel.get(label);
+        let values = namespace.get(label);
         if (values === undefined) {
           values = new Map();
-          this.byLabel.set(label, values);
+          namespace.set(label, values);
         }
         addToIndex(values, value, key);
-        this.labelCount.set(label, (this.labelCount.get(label) ?? 0) + 1);
+        const counted = `${after.namespace}\u0000${label}`;
+        this.keyCount.set(counted, (this.keyCount.get(counted) ?? 0) + 1);
       }
       for (const port of after.namedPorts) addToIndex(this.byPort, `${port.protocol}/${port.name}`, key);
     }
   }
 
-  /** Keys of pods carrying the label with one of the values (any value when null), and how many. */
-  labelled(label: string, values: readonly string[] | null): { count: number; keys: Iterable<string> } {
-    const byValue = this.byLabel.get(label);
-    if (byValue === undefined) return { count: 0, keys: [] };
-    if (values === null) return { count: this.labelCount.get(label) ?? 0, keys: concat([...byValue.values()]) };
-    const sets = values.flatMap((v) => {
-      const set = byValue.get(v);
-      return set === undefined ? [] : [set];
-    });
-    return { count: sets.reduce((n, s) => n + s.size, 0), keys: concat(sets) };
+  /** Keys of pods in the namespaces carrying the label with one of the values (any value when null), and how many. */
+  labelled(namespaces: readonly string[], label: string, values: readonly string[] | null): { count: number; keys: Iterable<string> } {
+    const sets: Set<string>[] = [];
+    let count = 0;
+    for (const ns of namespaces) {
+      const byValue = this.byLabel.get(ns)?.get(label);
+      if (byValue === undefined) continue;
+      if (values === null) {
+        count += this.keyCount.get(`${ns}\u0000${label}`) ?? 0;
+        sets.push(...byValue.values());
+        continue;
+      }
+      for (const v of values) {
+        const set = byValue.get(v);
+        if (set === undefined) continue;
+        sets.push(set);
+        count += set.size;
+      }
+    }
+    return { count, keys: concat(sets) };
   }
 
   declaring(protocol: string, name: string): Iterable<string> {

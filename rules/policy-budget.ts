@@ -17,18 +17,22 @@ export interface PolicyBudget {
   /** Entries of the sets its ipBlocks fill. */
   readonly setEntries: number;
   /**
-   * Members of the sets its selector peers fill: the pods it names, counted per peer. Known only from
-   * the cluster's pods, so it is checked where the policy is installed, and again on every refresh.
-   * Named-port sets are not counted: their size is bounded by the ports pods declare, whoever writes
-   * policies, so a tenant adding pods can never push another tenant's policy over.
+   * Pods palisade must look at to fill the sets of its selector peers, each distinct peer counted
+   * once: the pods of the namespaces in the peer's scope that carry its most selective required label
+   * (an In or Exists requirement), or else all of them. Pods of namespaces a peer does not name never
+   * count, so one tenant's pods can weigh on another tenant's policy only where it names them. It bounds both the work and the members (a set holds
+   * no more than the pods looked at), and is known from counts alone, so a policy over it is refused
+   * before anything is filled. It depends on the cluster's pods, so it is checked where the policy is
+   * installed, and again on every refresh. Named-port sets are not counted: their size is bounded by
+   * the ports pods declare, so a tenant adding pods can never push another tenant's policy over.
    */
-  readonly setMembers: number;
+  readonly selectorPods: number;
 }
 
-export const DEFAULT_POLICY_BUDGET: PolicyBudget = Object.freeze({ rules: 2000, sets: 500, setEntries: 20_000, setMembers: 250_000 });
+export const DEFAULT_POLICY_BUDGET: PolicyBudget = Object.freeze({ rules: 2000, sets: 500, setEntries: 20_000, selectorPods: 250_000 });
 
 /** The limits a policy's text alone decides, checked when it is parsed. */
-export type TextBudget = Omit<PolicyBudget, 'setMembers'>;
+export type TextBudget = Omit<PolicyBudget, 'selectorPods'>;
 
 /** What is over, in words ("3000 rules, the limit is 2000"); empty when within budget. */
 export function overBudget(cost: PolicyCost, budget: TextBudget): string[] {

@@ -135,6 +135,22 @@ export function policyCost(policy: PolicyRecord): PolicyCost {
   return { rules, sets: sets.size, setEntries };
 }
 
+/** The distinct selector sets a policy refers to, in both directions it affects. */
+export function selectorSetDefinitions(policy: PolicyRecord): (SetDefinition & { kind: 'pods' })[] {
+  const out = new Map<string, SetDefinition & { kind: 'pods' }>();
+  for (const direction of ['ingress', 'egress'] as const) {
+    if (direction === 'ingress' ? !policy.affectsIngress : !policy.affectsEgress) continue;
+    for (const rule of rulesFor(policy, direction)) {
+      for (const peer of rule.peers ?? []) {
+        if (peer.kind !== 'pods') continue;
+        const definition = peerSetDefinition(peer, policy.namespace) as SetDefinition & { kind: 'pods' };
+        out.set(definition.key, definition);
+      }
+    }
+  }
+  return [...out.values()];
+}
+
 export function buildPolicyChains(policy: PolicyRecord, direction: Direction, names: Names, allowMark: number): PolicyChains {
   const name = names.policy(direction, policy.namespace, policy.name);
   const sets = new Map<string, SetDefinition>();

@@ -19,8 +19,8 @@ export interface ClusterView {
   namespaceSize(namespace: string): number;
   namespacesWithPods(): Iterable<string>;
   namespace(name: string): NamespaceRecord;
-  /** Pods carrying the label key with one of the values (any value when null), and how many. */
-  podsLabelled(key: string, values: readonly string[] | null): { readonly count: number; readonly pods: Iterable<PodRecord> };
+  /** Pods of the namespaces carrying the label key with one of the values (any value when null), and how many. */
+  podsLabelled(namespaces: readonly string[], key: string, values: readonly string[] | null): { readonly count: number; readonly pods: Iterable<PodRecord> };
   /** Pods declaring a named container port of that protocol and name. */
   podsDeclaring(protocol: string, portName: string): Iterable<PodRecord>;
 }
@@ -66,12 +66,18 @@ export class SetIndex {
    * size: the pods carrying the most selective label the pod selector requires (In or Exists), or
    * else every pod in scope, with a namespaceSelector tested once per namespace, not once per pod.
    */
-  private *candidatePods(definition: SetDefinition): Iterable<PodRecord> {
-    if (definition.kind === 'ipBlock') return;
-    if (definition.kind === 'namedPort') {
-      yield* this.view.podsDeclaring(definition.protocol, definition.portName);
-      return;
-    }
+  private candidatePods(definition: SetDefinition): Iterable<PodRecord> {
+    if (definition.kind === 'ipBlock') return [];
+    if (definition.kind === 'namedPort') return this.view.podsDeclaring(definition.protocol, definition.portName);
+    return this.candidates(definition).pods();
+  }
+
+  /** How many pods filling a selector set looks at (policy-budget.ts), known without looking at any. */
+  candidateCount(definition: SetDefinition & { kind: 'pods' }): number {
+    return this.candidates(definition).count;
+  }
+
+  private candidates(definition: SetDefinition & { kind: 'pods' }): { count: number; pods: () => Iterable<PodRecord> } {
     const scope = definition.namespace !== null
       ? [definition.namespace]
       : [...this.view.namespacesWithPods()].filter((ns) => selectorMatches(definition.namespaceSelector!, this.view.namespace(ns).labels));
@@ -80,14 +86,15 @@ export class SetIndex {
     let best: { count: number; pods: Iterable<PodRecord> } | null = null;
     for (const r of definition.podSelector.requirements) {
       if (r.operator !== 'In' && r.operator !== 'Exists') continue;
-      const labelled = this.view.podsLabelled(r.key, r.operator === 'In' ? r.values : null);
+      const labelled = this.view.podsLabelled(scope, r.key, r.operator === 'In' ? r.values : null);
       if (best === null || labelled.count < best.count) best = labelled;
     }
     if (best !== null && best.count < inScope) {
-      yield* best.pods;
-      return;
+      const chosen = best;
+      return { count: chosen.count, pods: () => chosen.pods };
     }
-    for (const ns of scope) yield* this.view.podsInNamespace(ns);
+    const view = this.view;
+    return { count: inScope, pods: function* () { for (const ns of scope) yield* view.podsInNamespace(ns); } };
   }
 
   /** Members a set holds now (0 for a set not held). */

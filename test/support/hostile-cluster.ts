@@ -28,7 +28,7 @@ export const ATTACKER_NS = `${'x'.repeat(54)}-attacker`;
 export const VICTIM_LABEL = { tenant: 'victim' } as const;
 
 /** A small budget, so oversized policies are cheap to generate. */
-export const TEST_BUDGET = { rules: 40, sets: 12, setEntries: 64, setMembers: 6 } as const;
+export const TEST_BUDGET = { rules: 40, sets: 12, setEntries: 64, selectorPods: 6 } as const;
 
 /** The prefix of a pod name whose interface name collides with victim `ns/pod`. */
 function collidingName(ns: string, victim: string): string {

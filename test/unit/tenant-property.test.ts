@@ -79,7 +79,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
     fc.assert(fc.property(withPackets(15), ([cluster, , probes]) => {
       const snapshot = snapshotOf(objectsOf(cluster));
       const ambiguous = ambiguousAddresses(snapshot, collidingVethSuffix);
-      const evaluator = new Evaluator(snapshot, { setMembers: TEST_BUDGET.setMembers });
+      const evaluator = new Evaluator(snapshot, { selectorPods: TEST_BUDGET.selectorPods });
       const sim = simulate(snapshot);
       for (const packet of probes) {
         if (ambiguous.has(packet.src) || ambiguous.has(packet.dst)) continue;
@@ -100,7 +100,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
       const attacked = snapshotOf(objectsOf(cluster));
       const alone = snapshotOf(cluster.victim);
       const [simAttacked, simAlone] = [simulate(attacked), simulate(alone)];
-      const [evalAttacked, evalAlone] = [new Evaluator(attacked, { setMembers: TEST_BUDGET.setMembers }), new Evaluator(alone, { setMembers: TEST_BUDGET.setMembers })];
+      const [evalAttacked, evalAlone] = [new Evaluator(attacked, { selectorPods: TEST_BUDGET.selectorPods }), new Evaluator(alone, { selectorPods: TEST_BUDGET.selectorPods })];
       for (const packet of probes) {
         packets++;
         const before = simAlone.send(packet);

@@ -292,37 +292,41 @@ describe('a tenant attacking through names and sizes', () => {
     assert.ok(reads > 0, 'built once it selects a local pod');
   });
 
-  it('fails closed a policy whose selector peers name more pods than the budget allows, where installed and in explain', () => {
+  it('fails closed a policy whose selector peers would have palisade look at more pods than the budget allows, where installed and in explain', () => {
     const crowd = Array.from({ length: 12 }, (_, i) => pod('evil', `crowd-${i}`, { ip: `10.1.2.${i + 1}`, labels: { app: 'crowd' }, node: 'node-b' }));
+    // 12 pods carry app=crowd; the empty selector looks at all 13 pods of the namespace.
     const greedy = policy('evil', 'greedy', { podSelector: {}, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'crowd' } } }, { podSelector: {} }] }] });
     const objects = [...base, ...crowd, greedy];
-    const c = compiler(objects, { policyBudget: { setMembers: 20 } });
+    const c = compiler(objects, { policyBudget: { selectorPods: 20 } });
     const loaded = load(c.build());
     const runner = { iface: hostInterfaceName('eni', 'evil', 'runner'), ip: ATTACKER_IP };
     assert.equal(loaded.send({ ip: '10.1.2.1' }, runner), 'DROP', 'the policy grants nothing');
     assert.equal(loaded.send({ ip: FRIEND_IP }, toVictim), 'ACCEPT', 'the victim is untouched');
-    assert.deepEqual([...c.membersOverBudget()], [['evil/greedy', 25]]);
-    assert.match(problemsOf(c).join('\n'), /NetworkPolicy evil\/greedy field spec: over palisade's per-policy budget \(its selector peers name 25 pods or more, the limit is 20\)/);
-    const evaluator = new Evaluator(snapshotOf(objects), { setMembers: 20 });
+    assert.deepEqual([...c.selectorPodsOverBudget()], [['evil/greedy', 25]]);
+    assert.equal([...loaded.dataplane.ipsets.values()].filter((set) => set.members.has('10.1.2.1')).length, 0, 'no set was filled for it');
+    assert.match(problemsOf(c).join('\n'), /NetworkPolicy evil\/greedy field spec: over palisade's per-policy budget \(its selector peers would have palisade look at 25 pods, the limit is 20\)/);
+    const evaluator = new Evaluator(snapshotOf(objects), { selectorPods: 20 });
     const verdict = evaluator.evaluate({ src: '10.1.2.1', dst: ATTACKER_IP, protocol: 'TCP', port: 80 });
     assert.equal(verdict.allowed, false);
-    assert.match(verdict.ingress.reason, /evil\/greedy grants nothing \(its selector peers name 25 pods, over the budget of 20\)/);
+    assert.match(verdict.ingress.reason, /evil\/greedy grants nothing \(its selector peers would have palisade look at 25 pods, over the budget of 20\)/);
+    assert.equal(new Evaluator(snapshotOf(objects), { selectorPods: 25 }).evaluate({ src: '10.1.2.1', dst: ATTACKER_IP, protocol: 'TCP', port: 80 }).allowed, true);
   });
 
-  it('closes a policy once pods joining its peers push it over the budget, and opens it again on a recheck once they are gone', () => {
+  it('closes a policy on the refresh after pods joining its peers push it over the budget, and opens it again once they are gone', () => {
     const greedy = policy('evil', 'greedy', { podSelector: {}, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'crowd' } } }] }] });
-    const c = compiler([...base, greedy], { policyBudget: { setMembers: 5 } });
+    const c = compiler([...base, greedy], { policyBudget: { selectorPods: 5 } });
     const crowdPod = (i: number) => parsedPod(pod('evil', `crowd-${i}`, { ip: `10.1.2.${i + 1}`, labels: { app: 'crowd' }, node: 'node-b' }));
     const runner = { iface: hostInterfaceName('eni', 'evil', 'runner'), ip: ATTACKER_IP };
     for (let i = 0; i < 5; i++) c.setPod(crowdPod(i));
+    assert.equal(c.recheckBudgets(), false);
     assert.equal(load(c.build()).send({ ip: '10.1.2.1' }, runner), 'ACCEPT', 'within budget: 5 pods');
     c.setPod(crowdPod(5));
-    assert.equal(load(c.build()).send({ ip: '10.1.2.1' }, runner), 'DROP', 'over budget: 6 pods');
-    assert.equal(c.membersOverBudget().get('evil/greedy'), 6);
-    c.deletePod('evil', 'crowd-5');
-    assert.equal(load(c.build()).send({ ip: '10.1.2.1' }, runner), 'DROP', 'still closed until rechecked');
     assert.equal(c.recheckBudgets(), true);
-    assert.equal(load(c.build()).send({ ip: '10.1.2.1' }, runner), 'ACCEPT', 'open again after the recheck');
-    assert.equal(c.membersOverBudget().size, 0);
+    assert.equal(load(c.build()).send({ ip: '10.1.2.1' }, runner), 'DROP', 'over budget: 6 pods');
+    assert.equal(c.selectorPodsOverBudget().get('evil/greedy'), 6);
+    c.deletePod('evil', 'crowd-5');
+    assert.equal(c.recheckBudgets(), true);
+    assert.equal(load(c.build()).send({ ip: '10.1.2.1' }, runner), 'ACCEPT', 'open again after the refresh');
+    assert.equal(c.selectorPodsOverBudget().size, 0);
   });
 });
