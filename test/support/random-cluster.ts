@@ -122,3 +122,14 @@ export const randomPacket = (addresses: readonly string[]) => fc.record({
   protocol: fc.constantFrom('TCP' as const, 'UDP' as const, 'SCTP' as const, 'ICMP' as const),
   port: fc.constantFrom(...PORTS),
 }).filter((p) => p.src !== p.dst).map((p) => ({ ...p, port: p.protocol === 'ICMP' ? null : p.port }));
+
+/** Shuffles in place with a small seeded generator, so a failing order can be replayed from its seed. */
+export function seededShuffle<T>(items: T[], seed: number): T[] {
+  let state = seed;
+  for (let i = items.length - 1; i > 0; i--) {
+    state = (state * 1103515245 + 12345) & 0x7fffffff;
+    const j = state % (i + 1);
+    [items[i], items[j]] = [items[j]!, items[i]!];
+  }
+  return items;
+}

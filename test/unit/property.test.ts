@@ -8,7 +8,7 @@ import type { CompilerSettings } from '../../rules/settings.js';
 import { renderIpsets, renderIptables } from '../../rules/render.js';
 import { SimulatedCluster } from '../support/cluster-sim.js';
 import { IpsetModel, IptablesModel } from '../support/tracer.js';
-import { NODES, randomCluster, randomPacket } from '../support/random-cluster.js';
+import { NODES, randomCluster, randomPacket, seededShuffle } from '../support/random-cluster.js';
 
 /**
  * Random clusters and random packets: the verdict of the compiled rules (walked by the tracer across
@@ -87,12 +87,7 @@ describe('compiled rules against the evaluator (property-based)', function () {
         ...b.pods.map((p) => () => compiler.setPod(p)),
         ...b.policies.map((p) => () => compiler.setPolicy(p)),
       ];
-      let state = shuffleSeed;
-      for (let i = steps.length - 1; i > 0; i--) {
-        state = (state * 1103515245 + 12345) & 0x7fffffff;
-        const j = state % (i + 1);
-        [steps[i], steps[j]] = [steps[j]!, steps[i]!];
-      }
+      seededShuffle(steps, shuffleSeed);
       steps.forEach((step, i) => {
         step();
         if (i % 3 === 0) compiler.build();

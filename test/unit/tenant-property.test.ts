@@ -10,7 +10,7 @@ import { MAX_COMMENT_BYTES } from '../../rules/rule-hash.js';
 import { splitRuleLine } from '../../lib/iptables/tokens.js';
 import { SimulatedCluster } from '../support/cluster-sim.js';
 import { IpsetModel, IptablesModel } from '../support/tracer.js';
-import { NODES, randomPacket } from '../support/random-cluster.js';
+import { NODES, randomPacket, seededShuffle } from '../support/random-cluster.js';
 import { ambiguousAddresses, ATTACKER_NS, collidingVethSuffix, hostileCluster, TEST_BUDGET } from '../support/hostile-cluster.js';
 import type { HostileCluster } from '../support/hostile-cluster.js';
 
@@ -135,12 +135,7 @@ describe('an attacker tenant against the compiler (property-based)', function ()
         ...attacker.pods.map((p) => () => compiler.setPod(p)),
         ...attacker.policies.map((p) => () => compiler.setPolicy(p)),
       ];
-      let state = shuffleSeed;
-      for (let i = steps.length - 1; i > 0; i--) {
-        state = (state * 1103515245 + 12345) & 0x7fffffff;
-        const j = state % (i + 1);
-        [steps[i], steps[j]] = [steps[j]!, steps[i]!];
-      }
+      seededShuffle(steps, shuffleSeed);
       steps.forEach((step, i) => {
         step();
         if (i % 2 === 0) compiler.build();
