@@ -1,5 +1,5 @@
 import type { Direction, NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
-import { affects, podCounts, podKey, policyKey } from './model.js';
+import { podCounts, podKey, policyKey } from './model.js';
 import type { Chain, Dataplane, EndpointInfo, HookRule, IpSet } from './dataplane.js';
 import type { CompilerSettings } from './settings.js';
 import type { VethSuffix } from './names.js';
@@ -8,8 +8,7 @@ import { implicitNamespace } from './namespace.js';
 import { selectorMatches } from './selector.js';
 import { SetIndex } from './set-index.js';
 import { addToIndex, removeFromIndex } from './index-map.js';
-import type { SetDefinition } from './set-definitions.js';
-import { buildPolicyChains, selectorSetDefinitions } from './policy-chains.js';
+import { PolicyInstaller } from './policy-installer.js';
 import { buildAllowChain, buildEndpointChains } from './endpoint-chains.js';
 import { buildDispatch, buildEntryChains } from './dispatch.js';
 import type { DispatchEntry } from './dispatch.js';
@@ -28,13 +27,12 @@ import { PodIndexes } from './pod-indexes.js';
  *         └───────► InterfaceOwners (local pods) ─► endpoints ─► endpoint chains ─┤
  *   setNamespace ──► SetIndex (namespaceSelector sets) ────────────────────────────┼─► build(): Dataplane
  *   setPolicy ─────► selection of local endpoints in its namespace ────────────────┤
- *                    └► policy chains + sets, built only while the policy is in use ┘
+ *                    └► PolicyInstaller: chains + sets, built only while in use ───┘
  *
  * A pod takes part only with an address it owns (address-claims.ts), and gets endpoint chains only
  * with an interface name it owns (interface-owners.ts): what a tenant writes never moves another pod's
- * address or enforcement. As in Felix, a policy is built and installed on a node (its chains, and
- * through them its ipsets) only while it selects a local pod, so a node pays for the policies of its
- * own pods, not for every policy in the cluster. Unchanged chains and sets keep their object identity
+ * address or enforcement. A policy is built and installed (policy-installer.ts) only while it selects
+ * a local pod. Unchanged chains and sets keep their object identity
  * from one build to the next, so consumers can compare by reference.
  */
 
@@ -43,31 +41,12 @@ export interface CompilerOptions {
   readonly vethSuffix?: VethSuffix;
 }
 
-/** A policy's compiled form, installed only while in use. */
-interface PolicyBuild {
-  readonly chains: readonly Chain[];
-  readonly sets: ReadonlyMap<string, SetDefinition>;
-}
-
-interface PolicyState {
-  readonly record: PolicyRecord;
-  /** Built on first use after each change; dropped while no local pod uses the policy. */
-  build: PolicyBuild | null;
-  /** Local endpoints the policy selects; the policy's chains and sets exist on this node only while there are some. */
-  readonly users: Set<string>;
-}
-
 interface EndpointState {
   readonly pod: PodRecord & { readonly ip: string };
   readonly ingress: readonly string[];
   readonly egress: readonly string[];
   /** Derived once per change of the endpoint: names cost hashes, and build() runs on every sync. */
   readonly info: EndpointInfo;
-}
-
-/** The closed side of a policy: it keeps isolating what it selects and grants nothing. */
-function closedPolicy(record: PolicyRecord): PolicyRecord {
-  return { ...record, ingress: [], egress: [], failed: true };
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
@@ -90,16 +69,13 @@ export class DataplaneCompiler {
   private readonly podsByNamespace = new Map<string, Set<string>>();
   private readonly indexes = new PodIndexes();
   private readonly namespaces = new Map<string, NamespaceRecord>();
-  private readonly policies = new Map<string, PolicyState>();
+  private readonly policies: PolicyInstaller;
   private readonly policiesByNamespace = new Map<string, Set<string>>();
   private readonly claims = new AddressClaims();
   private readonly interfaces = new InterfaceOwners();
   private readonly endpoints = new Map<string, EndpointState>();
   private readonly sets: SetIndex;
   private readonly dirtyEndpoints = new Set<string>();
-  private readonly dirtyPolicies = new Set<string>();
-  private readonly installed = new Map<string, PolicyBuild>();
-  private readonly overPods = new Map<string, number>();
   private sortedEndpoints: readonly EndpointInfo[] | null = null;
   private dispatchDirty = true;
   private dispatchChainNames: readonly string[] = [];
@@ -123,6 +99,7 @@ export class DataplaneCompiler {
       },
       podsDeclaring: (protocol, name) => this.recordsOf(this.indexes.declaring(protocol, name)),
     });
+    this.policies = new PolicyInstaller(settings, this.names, this.sets, this.chains);
     const entry = buildEntryChains(this.names, settings);
     for (const chain of [...entry.chains, buildAllowChain(this.names, settings)]) this.chains.set(chain.name, chain);
     this.hooks = entry.hooks;
@@ -186,10 +163,8 @@ export class DataplaneCompiler {
 
   setPolicy(policy: PolicyRecord): void {
     const key = policyKey(policy);
-    const users = this.policies.get(key)?.users ?? new Set<string>();
-    this.policies.set(key, { record: policy, build: null, users });
+    this.policies.set(key, policy);
     addToIndex(this.policiesByNamespace, policy.namespace, key);
-    this.dirtyPolicies.add(key);
     this.refreshEndpointsIn(policy.namespace);
   }
 
@@ -197,7 +172,6 @@ export class DataplaneCompiler {
     const key = `${namespace}/${name}`;
     if (!this.policies.delete(key)) return;
     removeFromIndex(this.policiesByNamespace, namespace, key);
-    this.dirtyPolicies.add(key);
     this.refreshEndpointsIn(namespace);
   }
 
@@ -244,7 +218,7 @@ export class DataplaneCompiler {
       return;
     }
     const selecting = [...(this.policiesByNamespace.get(pod.namespace) ?? [])]
-      .map((k) => this.policies.get(k)!.record)
+      .map((k) => this.policies.record(k)!)
       .filter((policy) => selectorMatches(policy.podSelector, pod.labels))
       .sort((a, b) => (policyKey(a) < policyKey(b) ? -1 : 1));
     const ingress = selecting.filter((p) => p.affectsIngress).map(policyKey);
@@ -266,99 +240,26 @@ export class DataplaneCompiler {
     const now = new Set([...(after?.ingress ?? []), ...(after?.egress ?? [])]);
     for (const policy of old) {
       if (now.has(policy)) continue;
-      this.policies.get(policy)?.users.delete(endpoint);
-      this.dirtyPolicies.add(policy);
+      this.policies.removeUser(policy, endpoint);
     }
     for (const policy of now) {
       if (old.has(policy)) continue;
-      this.policies.get(policy)!.users.add(endpoint);
-      this.dirtyPolicies.add(policy);
+      this.policies.addUser(policy, endpoint);
     }
   }
 
-  private buildPolicy(policy: PolicyRecord): PolicyBuild {
-    const chains: Chain[] = [];
-    const sets = new Map<string, SetDefinition>();
-    for (const direction of ['ingress', 'egress'] as const) {
-      if (!affects(policy, direction)) continue;
-      const built = buildPolicyChains(policy, direction, this.names, this.settings.allowMark);
-      chains.push(...built.chains);
-      for (const [name, definition] of built.sets) sets.set(name, definition);
-    }
-    return { chains, sets };
-  }
-
-  /** Brings what is installed for a policy in line with its current record and whether it is in use. */
-  private syncPolicy(key: string): void {
-    const state = this.policies.get(key);
-    const installed = this.installed.get(key);
-    let wanted: PolicyBuild | undefined;
-    if (state !== undefined && state.users.size > 0) wanted = state.build ??= this.budgetedBuild(key, state.record);
-    else {
-      if (state !== undefined) state.build = null;
-      this.overPods.delete(key);
-    }
-    if (installed === wanted) return;
-    // Acquire before releasing so a set both versions use is never dropped and rebuilt.
-    for (const [name, definition] of wanted?.sets ?? []) this.sets.acquire(name, definition);
-    for (const chain of installed?.chains ?? []) this.chains.delete(chain.name);
-    for (const name of installed?.sets.keys() ?? []) this.sets.release(name);
-    for (const chain of wanted?.chains ?? []) this.chains.set(chain.name, chain);
-    if (wanted === undefined) this.installed.delete(key);
-    else this.installed.set(key, wanted);
-  }
-
-  /**
-   * The policy's build, or its closed stand-in when its selector peers would make palisade look at
-   * more pods than the budget allows: decided from index counts, before any set is filled, so a policy
-   * naming far too many pods costs nothing to refuse.
-   */
-  private budgetedBuild(key: string, record: PolicyRecord): PolicyBuild {
-    const cost = this.selectorCost(record);
-    if (cost > this.settings.policyBudget.selectorPods) {
-      this.overPods.set(key, cost);
-      return this.buildPolicy(closedPolicy(record));
-    }
-    this.overPods.delete(key);
-    return this.buildPolicy(record);
-  }
-
-  private selectorCost(record: PolicyRecord): number {
-    let cost = 0;
-    for (const definition of selectorSetDefinitions(record)) cost += this.sets.candidateCount(definition);
-    return cost;
-  }
-
-  /**
-   * Policies in use whose selector cost crossed the budget either way since they were installed
-   * (pods came or went) are rebuilt. The daemon calls this on every refresh; the next build applies
-   * it. Returns whether anything changed.
-   */
+  /** Policies in use whose selector cost crossed the budget since installed are rebuilt; the daemon calls this on every refresh. */
   recheckBudgets(): boolean {
-    let changed = false;
-    for (const [key, state] of this.policies) {
-      if (state.users.size === 0) continue;
-      const cost = this.selectorCost(state.record);
-      const over = cost > this.settings.policyBudget.selectorPods;
-      if (over === this.overPods.has(key)) {
-        if (over) this.overPods.set(key, cost);
-        continue;
-      }
-      state.build = null;
-      this.dirtyPolicies.add(key);
-      changed = true;
-    }
-    return changed;
+    return this.policies.recheckBudgets();
   }
 
-  /** Policies installed closed because their selector peers would make palisade look at too many pods, with how many. */
+  /** Policies installed closed because their selector peers would have palisade look at too many pods, with how many. */
   selectorPodsOverBudget(): ReadonlyMap<string, number> {
-    return this.overPods;
+    return this.policies.selectorPodsOverBudget();
   }
 
   build(): Dataplane {
-    for (const key of this.dirtyPolicies) this.syncPolicy(key);
-    this.dirtyPolicies.clear();
+    this.policies.sync();
     for (const [name, set] of this.sets.takeChanges()) {
       if (set === null) this.ipsets.delete(name);
       else this.ipsets.set(name, set);
@@ -381,16 +282,7 @@ export class DataplaneCompiler {
 
   /** Pods whose address or interface claim palisade does not use, and policies over budget, and why. */
   problems(): Problem[] {
-    const policies: Problem[] = [...this.overPods].sort(([a], [b]) => (a < b ? -1 : 1)).map(([key, pods]) => {
-      const record = this.policies.get(key)!.record;
-      return {
-        severity: 'error',
-        object: { kind: 'NetworkPolicy', namespace: record.namespace, name: record.name },
-        field: 'spec',
-        message: `over palisade's per-policy budget (its selector peers would have palisade look at ${pods} pods, the limit is ${this.settings.policyBudget.selectorPods}): the policy isolates what it selects and grants nothing; checked again on every refresh`,
-      };
-    });
-    return [...claimProblems(this.claims.lostClaims(), this.interfaces.conflicts(), this.settings.interfacePrefixes), ...policies];
+    return [...claimProblems(this.claims.lostClaims(), this.interfaces.conflicts(), this.settings.interfacePrefixes), ...this.policies.problems()];
   }
 
   /**
@@ -421,7 +313,7 @@ export class DataplaneCompiler {
     const state = this.endpoints.get(key);
     if (state === undefined) return;
     const refs = (direction: Direction, keys: readonly string[]) => keys.map((policy) => {
-      const record = this.policies.get(policy)!.record;
+      const record = this.policies.record(policy)!;
       return { policy, chain: this.names.policy(direction, record.namespace, record.name) };
     });
     const chains = buildEndpointChains({
