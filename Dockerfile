@@ -30,6 +30,6 @@ COPY --from=build /src/dist/daemon ./dist/daemon
 COPY manifests/examples ./manifests/examples
 ENV NODE_ENV=production
 # No shell: the kernel runs node directly, so SIGTERM reaches palisade and its rules stay in place.
-# The V8 flag is daemon/runtime.ts's DAEMON_NODE_FLAGS (a test keeps the two equal).
-ENTRYPOINT ["node", "--max-semi-space-size=1", "/app/dist/daemon/main.js"]
+# No V8 flags either: the daemon sets up its own runtime (daemon/runtime.ts), however it is started.
+ENTRYPOINT ["node", "/app/dist/daemon/main.js"]
 CMD ["daemon"]

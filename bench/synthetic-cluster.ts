@@ -4,6 +4,7 @@ import { renderIpsets, renderIptables } from '../rules/render.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import { IpsetModel, IptablesModel } from '../test/support/tracer.js';
 import type { Packet } from '../test/support/tracer.js';
+import { realPodObject } from './real-pod.js';
 
 /**
  * A deterministic, realistic cluster as raw Kubernetes objects (as the API server would send them), so
@@ -278,14 +279,16 @@ export function syntheticCluster(options: SyntheticOptions): SyntheticCluster {
   const perNode = new Array<number>(nodeCount).fill(0);
   const usedNames = new Set<string>();
   const addPod = (rng: Rng, ns: NamespaceInfo, app: AppSpec, node: number, phase: 'Running' | 'Pending' | 'Succeeded', hostNetwork = false): void => {
-    const hash = rng.suffix(10);
-    let name = `${app.name}-${hash.slice(0, 9)}-${rng.suffix(5)}`;
-    while (usedNames.has(`${ns.name}/${name}`)) name = `${app.name}-${hash.slice(0, 9)}-${rng.suffix(5)}`;
+    // Replicas of one Deployment version share their ReplicaSet's pod-template-hash, as on a real cluster.
+    const version = rng.pick(VERSIONS);
+    const hash = stream(0, `${ns.name}/${app.name}/${version}`).suffix(9);
+    let name = `${app.name}-${hash}-${rng.suffix(5)}`;
+    while (usedNames.has(`${ns.name}/${name}`)) name = `${app.name}-${hash}-${rng.suffix(5)}`;
     usedNames.add(`${ns.name}/${name}`);
     const ip = hostNetwork ? nodeAddress(node) : ipOf(node, perNode[node]!++);
-    const labels = { ...app.labels, version: rng.pick(VERSIONS), 'pod-template-hash': hash.slice(0, 9) };
+    const labels = { ...app.labels, version, 'pod-template-hash': hash };
     const hasIp = phase !== 'Pending';
-    pods.push(podObject(ns.name, name, labels, node, app.ports, hasIp ? ip : null, phase, hostNetwork));
+    pods.push(podObject(ns.name, name, labels, node, app.ports, hasIp ? ip : null, phase, hostNetwork, pods.length * 7));
     podInfo.push({ namespace: ns.name, name, node: `node-${node}`, ip, local: node === 0, counts: hasIp && phase === 'Running' && !hostNetwork, app, labels });
   };
   // Local pods: all running, in namespaces drawn like the others.
@@ -343,29 +346,8 @@ export function withDoubledRemotePods(options: SyntheticOptions): SyntheticOptio
   return { ...options, pods: options.localPods + 2 * (options.pods - options.localPods) };
 }
 
-function podObject(namespace: string, name: string, labels: Record<string, string>, node: number, ports: readonly NamedPortSpec[], ip: string | null, phase: string, hostNetwork: boolean): Obj {
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: {
-      name,
-      namespace,
-      labels,
-      annotations: { 'kubectl.kubernetes.io/default-container': 'main' },
-    },
-    spec: {
-      nodeName: `node-${node}`,
-      hostNetwork,
-      containers: [
-        { name: 'main', image: `registry.example.com/${labels['app'] ?? 'system'}:${labels['version'] ?? 'v1'}`, ports: ports.map((p) => ({ name: p.name, containerPort: p.port, protocol: p.protocol })) },
-        { name: 'sidecar', image: 'registry.example.com/proxy:1.0', ports: [] },
-      ],
-    },
-    status: {
-      phase,
-      ...(ip === null ? {} : { podIP: ip, podIPs: [{ ip }], hostIP: nodeAddress(node) }),
-    },
-  };
+function podObject(namespace: string, name: string, labels: Record<string, string>, node: number, ports: readonly NamedPortSpec[], ip: string | null, phase: 'Running' | 'Pending' | 'Succeeded', hostNetwork: boolean, createdAt: number): Obj {
+  return realPodObject({ namespace, name, labels, nodeName: `node-${node}`, nodeAddress: nodeAddress(node), ports, ip, phase, hostNetwork, createdAt });
 }
 
 function policyObject(namespace: string, name: string, spec: Obj): Obj {

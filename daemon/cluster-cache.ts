@@ -10,6 +10,7 @@ import { parsePolicy } from '../rules/policy.js';
 import { DataplaneCompiler } from '../rules/compiler.js';
 import type { CompilerOptions } from '../rules/compiler.js';
 import { MATCH_ALL } from '../rules/selector.js';
+import { Interner } from '../rules/interner.js';
 import type { CompilerSettings } from '../rules/settings.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import type { KubeObject, ReflectorHandler, WatchEventType } from '../lib/kube/reflector.js';
@@ -23,11 +24,31 @@ import type { KubeObject, ReflectorHandler, WatchEventType } from '../lib/kube/r
 
 export type ResourceKind = 'Pod' | 'Namespace' | 'NetworkPolicy' | 'Node';
 
+interface ParseContext {
+  readonly settings: CompilerSettings;
+  readonly intern: Interner;
+}
+
 interface KindOps<T> {
-  readonly parse: (object: KubeObject, settings: CompilerSettings) => Parsed<T>;
+  readonly parse: (object: KubeObject, context: ParseContext) => Parsed<T>;
   readonly key: (record: T) => string;
+  /** Whether two records of the same object say the same to the compiler. */
+  readonly same: (a: T, b: T) => boolean;
   readonly set: (compiler: DataplaneCompiler, record: T) => void;
   readonly remove: (compiler: DataplaneCompiler, key: string) => void;
+}
+
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Pods change all the time in ways policy does not see (kubelet's status updates): compared field by
+ * field, labels and ports by identity first (the interner shares them), not by serialising both.
+ */
+function samePod(a: PodRecord, b: PodRecord): boolean {
+  return a.ip === b.ip && a.ipSource === b.ipSource && a.nodeName === b.nodeName && a.hostNetwork === b.hostNetwork && a.finished === b.finished
+    && (a.labels === b.labels || sameJson(a.labels, b.labels)) && (a.namedPorts === b.namedPorts || sameJson(a.namedPorts, b.namedPorts));
 }
 
 function splitKey(key: string): [string, string] {
@@ -37,30 +58,67 @@ function splitKey(key: string): [string, string] {
 
 const OPS: { readonly [K in ResourceKind]: KindOps<unknown> } = {
   Pod: {
-    parse: parsePod,
-    key: (r) => objectKey((r as PodRecord).namespace, (r as PodRecord).name),
+    parse: (object, context) => parsePod(object, context.intern),
+    key: (r) => (r as PodRecord).key,
+    same: (a, b) => samePod(a as PodRecord, b as PodRecord),
     set: (c, r) => c.setPod(r as PodRecord),
     remove: (c, k) => c.deletePod(...splitKey(k)),
   },
   Namespace: {
     parse: parseNamespace,
+    same: sameJson,
     key: (r) => (r as NamespaceRecord).name,
     set: (c, r) => c.setNamespace(r as NamespaceRecord),
     remove: (c, k) => c.deleteNamespace(k),
   },
   NetworkPolicy: {
-    parse: (object, settings) => parsePolicy(object, settings.policyBudget),
+    parse: (object, context) => parsePolicy(object, context.settings.policyBudget),
+    same: sameJson,
     key: (r) => objectKey((r as PolicyRecord).namespace, (r as PolicyRecord).name),
     set: (c, r) => c.setPolicy(r as PolicyRecord),
     remove: (c, k) => c.deletePolicy(...splitKey(k)),
   },
   Node: {
     parse: parseNode,
+    same: sameJson,
     key: (r) => (r as NodeRecord).name,
     set: (c, r) => c.setNode(r as NodeRecord),
     remove: (c, k) => c.deleteNode(k),
   },
 };
+
+/** Where the records of a kind are kept: what of a Map the cache uses. */
+interface RecordStore {
+  get(key: string): unknown;
+  has(key: string): boolean;
+  keys(): Iterable<string>;
+  values(): Iterable<unknown>;
+  readonly size: number;
+  /** Keeps a record; for pods the compiler does, when it is handed the record. */
+  set(key: string, record: unknown): unknown;
+  /** Forgets a record, returning whether there was one; for pods the compiler does. */
+  delete(key: string): boolean;
+}
+
+/**
+ * Pods are kept once, by the compiler, which needs them all anyway: on a node that knows every pod of
+ * the cluster a second table of them would cost a map entry per pod for nothing.
+ */
+function compilerPods(compiler: DataplaneCompiler): RecordStore {
+  return {
+    get: (key) => compiler.pod(key),
+    has: (key) => compiler.pod(key) !== undefined,
+    *keys() {
+      for (const pod of compiler.allPods()) yield pod.key;
+    },
+    values: () => compiler.allPods(),
+    get size() {
+      return compiler.podCount;
+    },
+    set: () => undefined,
+    delete: (key) => compiler.pod(key) !== undefined,
+  };
+}
 
 /** Isolates every pod of the namespace in both directions and grants nothing: the closed side of not knowing. */
 function closedPolicy(namespace: string, name: string): PolicyRecord {
@@ -78,19 +136,20 @@ function rawKey(kind: ResourceKind, object: KubeObject): string | null {
 
 export class ClusterCache {
   readonly compiler: DataplaneCompiler;
-  private readonly records: { [K in ResourceKind]: Map<string, unknown> } = { Pod: new Map(), Namespace: new Map(), NetworkPolicy: new Map(), Node: new Map() };
+  private readonly records: { [K in ResourceKind]: RecordStore };
   private readonly problems = new Map<string, readonly Problem[]>();
   private readonly onChange: (kind: ResourceKind) => void;
 
   private readonly logger: Logger;
-  private readonly settings: CompilerSettings;
+  private readonly context: ParseContext;
   /** Objects whose handling threw: reported, and counted for the metric. */
   private failures = 0;
   private loggedCompilerProblems = '';
 
   constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void, logger: Logger, options: CompilerOptions = {}) {
     this.compiler = new DataplaneCompiler(settings, options);
-    this.settings = settings;
+    this.records = { Pod: compilerPods(this.compiler), Namespace: new Map(), NetworkPolicy: new Map(), Node: new Map() };
+    this.context = { settings, intern: new Interner() };
     this.onChange = onChange;
     this.logger = logger;
   }
@@ -122,6 +181,8 @@ export class ClusterCache {
         for (const key of [...this.problems.keys()]) {
           if (key.startsWith(`${kind} `) && !seen.has(key.slice(kind.length + 1))) this.problems.delete(key);
         }
+        // Only needed until the list ends: a set of every pod's key is not kept for the watch.
+        seen = new Set();
         if (changed) this.onChange(kind);
       },
       event: (type, object) => this.event(kind, type, object),
@@ -176,7 +237,7 @@ export class ClusterCache {
   private upsert(kind: ResourceKind, object: KubeObject): boolean {
     const ops = OPS[kind];
     const key = rawKey(kind, object);
-    const parsed = ops.parse(object, this.settings);
+    const parsed = ops.parse(object, this.context);
     if (key !== null) this.recordProblems(`${kind} ${key}`, parsed.problems);
     if (parsed.record === null) {
       // Unusable as a whole (no name, say): forget any earlier version rather than enforce a stale one.
@@ -184,7 +245,7 @@ export class ClusterCache {
     }
     const recordKey = ops.key(parsed.record);
     const before = this.records[kind].get(recordKey);
-    if (before !== undefined && JSON.stringify(before) === JSON.stringify(parsed.record)) return false;
+    if (before !== undefined && ops.same(before, parsed.record)) return false;
     this.store(kind, recordKey, parsed.record);
     return true;
   }
@@ -250,10 +311,6 @@ export class ClusterCache {
     return [...this.records.NetworkPolicy.values()] as PolicyRecord[];
   }
 
-  /** Which pod holds each address on kubelet's word, by "namespace/name". */
-  addressOwners(): Map<string, string> {
-    return this.compiler.statusAddressOwners();
-  }
 
   /** The records as a snapshot, for the evaluator behind /explain. */
   snapshot(): Snapshot {

@@ -1,6 +1,6 @@
-import { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { PalisadeError } from '../lib/errors.js';
+import { ApiClient } from '../lib/kube/api-client.js';
+import { inClusterConfig, kubeconfigFile } from '../lib/kube/client-config.js';
 import { hostRunner } from '../lib/exec.js';
 import type { Logger } from '../lib/logger.js';
 import { daemonFlagHelp, parseDaemonConfig } from './config.js';
@@ -17,17 +17,8 @@ Options (each also read from the environment variables shown):
 ${daemonFlagHelp()}
 `;
 
-function loadKubeconfig(config: DaemonConfig, env: CommandIO['env']): KubeConfig {
-  const kc = new KubeConfig();
-  try {
-    if (config.kubeconfig !== null) kc.loadFromFile(config.kubeconfig);
-    else if (env['KUBERNETES_SERVICE_HOST'] !== undefined) kc.loadFromCluster();
-    else throw new Error('no --kubeconfig given and not running in a cluster (KUBERNETES_SERVICE_HOST is not set)');
-  } catch (error) {
-    throw new PalisadeError('KUBECONFIG_INVALID', `cannot load the kubeconfig${config.kubeconfig === null ? '' : ` ${config.kubeconfig}`}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-  }
-  if (kc.getCurrentCluster() === null) throw new PalisadeError('KUBECONFIG_INVALID', `the kubeconfig ${config.kubeconfig ?? '(in-cluster)'} has no current cluster`);
-  return kc;
+async function apiClient(config: DaemonConfig, env: CommandIO['env']): Promise<ApiClient> {
+  return new ApiClient(config.kubeconfig !== null ? await kubeconfigFile(config.kubeconfig) : await inClusterConfig(env));
 }
 
 function waitForSignal(): Promise<string> {
@@ -48,8 +39,12 @@ export async function daemonCommand(argv: readonly string[], io: CommandIO): Pro
     return 0;
   }
   const config = parseDaemonConfig(argv, io.env);
+  // After the configuration is known to be good, so a bad flag is reported once, by this process.
+  const runtime = io.setUpRuntime?.() ?? { state: 'unavailable', reason: 'left to the caller' };
   const logger: Logger = pino({ level: config.logLevel, base: { node: config.compiler.nodeName } });
-  const daemon = new Daemon(config, { kubeconfig: loadKubeconfig(config, io.env), runner: hostRunner, logger });
+  if (runtime.state === 'unavailable') logger.warn({ reason: runtime.reason }, 'running without palisade\'s V8 settings: resident memory will be higher');
+  else logger.info({ nodeFlags: runtime.flags, pid: process.pid }, 'V8 settings in place');
+  const daemon = new Daemon(config, { client: await apiClient(config, io.env), runner: hostRunner, logger });
   // A bug must not take enforcement down with it: the rules outlive the process, and the
   // DaemonSet restarts it. Log, then exit through the one path below.
   const crashed = new Promise<string>((resolve) => {

@@ -1,4 +1,4 @@
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { ApiClient } from '../lib/kube/api-client.js';
 import type { Dataplane } from '../rules/dataplane.js';
 import { Names } from '../rules/names.js';
 import type { CommandRunner } from '../lib/exec.js';
@@ -46,7 +46,7 @@ const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
 const FULL_REFRESH_EVERY = 6;
 
 export interface DaemonDeps {
-  readonly kubeconfig: KubeConfig;
+  readonly client: ApiClient;
   readonly runner: CommandRunner;
   readonly logger: Logger;
   readonly clock?: Clock;
@@ -67,8 +67,6 @@ export class Daemon {
   private statusServer: HttpServer | null = null;
   private metricsServer: HttpServer | null = null;
   private firstApplied = false;
-  /** Address owners as of the last successful sync; null before the first. */
-  private addressOwners: Map<string, string> | null = null;
   private readonly flows: FlowForgetter;
   private refreshes = 0;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
@@ -81,7 +79,7 @@ export class Daemon {
     this.clock = deps.clock ?? realClock;
     this.cache = new ClusterCache(config.compiler, (kind) => this.changed(kind), deps.logger);
     this.reflectors = RESOURCES.map(({ kind, path }) => new Reflector({
-      kubeconfig: deps.kubeconfig,
+      client: deps.client,
       path,
       handler: this.cache.handler(kind),
       logger: deps.logger,
@@ -142,6 +140,8 @@ export class Daemon {
     await this.loop.stop();
     await this.flows.stop();
     await Promise.all([this.statusServer?.close(), this.metricsServer?.close()]);
+    // Its keep-alive connections would hold the process open.
+    this.deps.client.close();
   }
 
   private allSynced(): boolean {
@@ -200,15 +200,7 @@ export class Daemon {
    * clear another pod's flows.
    */
   private forgetReassignedAddresses(): void {
-    const owners = this.cache.addressOwners();
-    const previous = this.addressOwners;
-    this.addressOwners = owners;
-    if (previous === null) return;
-    const changes = new Map<string, { previous: string; next: string | null }>();
-    for (const [address, owner] of previous) {
-      const next = owners.get(address) ?? null;
-      if (next !== owner) changes.set(address, { previous: owner, next });
-    }
+    const changes = this.cache.compiler.takeOwnerChanges();
     if (changes.size > 0) this.flows.forget(changes);
   }
 

@@ -40,7 +40,8 @@ function display(claimant: string): string {
 }
 
 export class AddressClaims {
-  private readonly byAddress = new Map<string, Map<string, Claim>>();
+  /** One claim as itself (nearly every address has one); several in a map by claimant. */
+  private readonly byAddress = new Map<string, Claim | Map<string, Claim>>();
   /** Addresses with more than one claim: the only places a claim can lose. */
   private readonly shared = new Set<string>();
   private readonly podAddress = new Map<string, { address: string; standing: AddressSource }>();
@@ -58,7 +59,7 @@ export class AddressClaims {
     // Other pods are affected only where the address had, or now has, another claim.
     let shared = false;
     if (before !== undefined) {
-      shared = (this.byAddress.get(before.address)?.size ?? 0) > 1;
+      shared = this.countAt(before.address) > 1;
       this.remove(before.address, pod);
       touched.push(before.address);
       this.podAddress.delete(pod);
@@ -67,7 +68,7 @@ export class AddressClaims {
       this.add(address, { claimant: pod, standing: source });
       this.podAddress.set(pod, { address, standing: source });
       touched.push(address);
-      shared ||= (this.byAddress.get(address)?.size ?? 0) > 1;
+      shared ||= this.countAt(address) > 1;
     }
     if (!shared) return [pod];
     const affected = this.podsClaiming(touched);
@@ -108,10 +109,10 @@ export class AddressClaims {
   lostClaims(): LostClaim[] {
     const out: LostClaim[] = [];
     for (const address of this.shared) {
-      const claims = this.byAddress.get(address)!;
-      for (const { claimant: pod, standing } of claims.values()) {
+      const claims = [...this.claimsAt(address)];
+      for (const { claimant: pod, standing } of claims) {
         if (standing === 'node' || this.owner(address) === pod) continue;
-        const against = [...claims.values()]
+        const against = claims
           .filter((c) => c.claimant !== pod && RANK[c.standing] >= RANK[standing])
           .map((c) => ({ claimant: display(c.claimant), standing: c.standing }))
           .sort((a, b) => (a.claimant < b.claimant ? -1 : 1));
@@ -124,6 +125,7 @@ export class AddressClaims {
   private winner(address: string): Claim | null {
     const claims = this.byAddress.get(address);
     if (claims === undefined) return null;
+    if (!(claims instanceof Map)) return claims;
     let best: Claim | null = null;
     let tie = false;
     for (const claim of claims.values()) {
@@ -135,27 +137,47 @@ export class AddressClaims {
     return tie ? null : best;
   }
 
+  private claimsAt(address: string): Iterable<Claim> {
+    const claims = this.byAddress.get(address);
+    return claims === undefined ? [] : claims instanceof Map ? claims.values() : [claims];
+  }
+
+  private countAt(address: string): number {
+    const claims = this.byAddress.get(address);
+    return claims === undefined ? 0 : claims instanceof Map ? claims.size : 1;
+  }
+
   private add(address: string, claim: Claim): void {
-    let claims = this.byAddress.get(address);
-    if (claims === undefined) {
-      claims = new Map();
-      this.byAddress.set(address, claims);
+    const claims = this.byAddress.get(address);
+    if (claims === undefined || (!(claims instanceof Map) && claims.claimant === claim.claimant)) {
+      this.byAddress.set(address, claim);
+      return;
     }
-    claims.set(claim.claimant, claim);
-    if (claims.size > 1) this.shared.add(address);
+    const map = claims instanceof Map ? claims : new Map([[claims.claimant, claims]]);
+    map.set(claim.claimant, claim);
+    this.byAddress.set(address, map);
+    if (map.size > 1) this.shared.add(address);
   }
 
   private remove(address: string, claimant: string): void {
     const claims = this.byAddress.get(address);
-    claims?.delete(claimant);
-    if (claims?.size === 0) this.byAddress.delete(address);
-    if (claims === undefined || claims.size < 2) this.shared.delete(address);
+    if (claims === undefined) return;
+    if (!(claims instanceof Map)) {
+      if (claims.claimant === claimant) this.byAddress.delete(address);
+      return;
+    }
+    claims.delete(claimant);
+    if (claims.size >= 2) return;
+    this.shared.delete(address);
+    const left = claims.values().next();
+    if (left.done === true) this.byAddress.delete(address);
+    else this.byAddress.set(address, left.value);
   }
 
   private podsClaiming(addresses: Iterable<string>): Set<string> {
     const out = new Set<string>();
     for (const address of addresses) {
-      for (const claim of this.byAddress.get(address)?.values() ?? []) if (claim.standing !== 'node') out.add(claim.claimant);
+      for (const claim of this.claimsAt(address)) if (claim.standing !== 'node') out.add(claim.claimant);
     }
     return out;
   }

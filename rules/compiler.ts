@@ -62,10 +62,13 @@ export class DataplaneCompiler {
   readonly settings: CompilerSettings;
   private readonly names: Names;
   private readonly vethSuffix: VethSuffix;
-  /** Pods as parsed; `pods` holds them as used, without an address they do not own. */
+  /** Pods as parsed. */
   private readonly rawPods = new Map<string, PodRecord>();
-  private readonly pods = new Map<string, PodRecord>();
+  /** Pods as used where that differs from as parsed: without an address they do not own (few). */
+  private readonly stripped = new Map<string, PodRecord>();
   private readonly withoutAddress = new WeakMap<PodRecord, PodRecord>();
+  /** Addresses that lost their kubelet-published owner since the last takeOwnerChanges(), with that owner. */
+  private readonly previousOwners = new Map<string, string>();
   private readonly podsByNamespace = new Map<string, Set<string>>();
   private readonly indexes = new PodIndexes();
   private readonly namespaces = new Map<string, NamespaceRecord>();
@@ -111,7 +114,7 @@ export class DataplaneCompiler {
 
   private *recordsOf(keys: Iterable<string>): Iterable<PodRecord> {
     for (const key of keys) {
-      const pod = this.pods.get(key);
+      const pod = this.usedPod(key);
       if (pod !== undefined) yield pod;
     }
   }
@@ -126,30 +129,38 @@ export class DataplaneCompiler {
 
   setPod(pod: PodRecord): void {
     const key = podKey(pod);
-    this.indexes.update(this.rawPods.get(key), pod);
+    const previous = this.rawPods.get(key);
+    const before = previous === undefined ? undefined : this.usedPod(key);
+    this.indexes.update(previous, pod);
     this.rawPods.set(key, pod);
     addToIndex(this.podsByNamespace, pod.namespace, key);
     const claim = claimOf(pod);
-    for (const affected of this.claims.setPod(key, claim.ip, claim.source)) this.refreshPod(affected);
+    for (const affected of this.claims.setPod(key, claim.ip, claim.source)) this.refreshPod(affected, affected === key ? { before } : null);
   }
 
   deletePod(namespace: string, name: string): void {
     const key = `${namespace}/${name}`;
-    const before = this.rawPods.get(key);
-    if (before === undefined) return;
-    this.indexes.update(before, undefined);
+    const previous = this.rawPods.get(key);
+    if (previous === undefined) return;
+    const before = this.usedPod(key);
+    this.indexes.update(previous, undefined);
     this.rawPods.delete(key);
     removeFromIndex(this.podsByNamespace, namespace, key);
-    for (const affected of this.claims.setPod(key, null, null)) this.refreshPod(affected);
+    for (const affected of this.claims.setPod(key, null, null)) this.refreshPod(affected, affected === key ? { before } : null);
+  }
+
+  /** The pod as used now (its record, or that record without the address it does not own). */
+  private usedPod(key: string): PodRecord | undefined {
+    return this.stripped.get(key) ?? this.rawPods.get(key);
   }
 
   /** Node addresses are never a pod's: a pod claiming one is ignored. */
   setNode(node: NodeRecord): void {
-    for (const affected of this.claims.setNode(node.name, node.addresses)) this.refreshPod(affected);
+    for (const affected of this.claims.setNode(node.name, node.addresses)) this.refreshPod(affected, null);
   }
 
   deleteNode(name: string): void {
-    for (const affected of this.claims.setNode(name, [])) this.refreshPod(affected);
+    for (const affected of this.claims.setNode(name, [])) this.refreshPod(affected, null);
   }
 
   setNamespace(namespace: NamespaceRecord): void {
@@ -186,13 +197,21 @@ export class DataplaneCompiler {
     return stripped;
   }
 
-  /** Brings a pod's set memberships, interface ownership and endpoint in line with its record and claims. */
-  private refreshPod(key: string): void {
+  /**
+   * Brings a pod's set memberships, interface ownership and endpoint in line with its record and
+   * claims. `changed` carries how the pod was used before its record changed; null when only its
+   * claim's outcome may have changed (its record is the same).
+   */
+  private refreshPod(key: string, changed: { before: PodRecord | undefined } | null): void {
     const raw = this.rawPods.get(key);
-    const before = this.pods.get(key);
+    const before = changed === null ? this.usedPod(key) : changed.before;
     const after = raw === undefined ? undefined : this.effective(raw, key);
-    if (after === undefined) this.pods.delete(key);
-    else this.pods.set(key, after);
+    if (after !== undefined && after !== raw) this.stripped.set(key, after);
+    else this.stripped.delete(key);
+    // An address this pod owned on kubelet's word and no longer does: remember who had it.
+    const owned = (pod: PodRecord | undefined): string | null => (pod !== undefined && pod.ipSource === 'status' && podCounts(pod) ? pod.ip : null);
+    const left = owned(before);
+    if (left !== null && left !== owned(after) && !this.previousOwners.has(left)) this.previousOwners.set(left, key);
     if (before !== after) this.sets.podChanged(before, after);
     const local = after !== undefined && this.isLocal(after);
     const suffix = local ? this.vethSuffix(after.namespace, after.name) : null;
@@ -205,7 +224,7 @@ export class DataplaneCompiler {
 
   /** Recomputes which policies isolate a local pod; marks its chains (and dispatch) for rebuild when that changed. */
   private refreshEndpoint(key: string): void {
-    const pod = this.pods.get(key);
+    const pod = this.usedPod(key);
     const before = this.endpoints.get(key);
     if (pod === undefined || !this.isLocal(pod) || !this.interfaces.owns(key)) {
       if (before !== undefined) {
@@ -248,6 +267,20 @@ export class DataplaneCompiler {
     }
   }
 
+  /** A pod's record as parsed. */
+  pod(key: string): PodRecord | undefined {
+    return this.rawPods.get(key);
+  }
+
+  /** Every pod's record as parsed (the compiler keeps the cluster's pods; nothing else need). */
+  allPods(): IterableIterator<PodRecord> {
+    return this.rawPods.values();
+  }
+
+  get podCount(): number {
+    return this.rawPods.size;
+  }
+
   /** Policies in use whose selector cost crossed the budget since installed are rebuilt; the daemon calls this on every refresh. */
   recheckBudgets(): boolean {
     return this.policies.recheckBudgets();
@@ -286,14 +319,21 @@ export class DataplaneCompiler {
   }
 
   /**
-   * Addresses owned on kubelet's word (status.podIPs), with the pod owning each. Only changes of
-   * these can say that a flow tracked for an address belongs to another pod now: annotation claims
-   * are any tenant's to write, and must not be able to trigger anything on other pods' flows.
+   * Addresses whose owner on kubelet's word (status.podIPs) changed since the last call, with the pod
+   * that owned each and the one that owns it now (null: none). Only these can say that a flow tracked
+   * for an address belongs to another pod now: annotation claims are any tenant's to write, and must
+   * not be able to trigger anything on other pods' flows. Kept as changes happen, so a sync never
+   * walks every pod to find them.
    */
-  statusAddressOwners(): Map<string, string> {
-    const owners = new Map<string, string>();
-    for (const [key, pod] of this.pods) if (pod.ipSource === 'status' && podCounts(pod)) owners.set(pod.ip, key);
-    return owners;
+  takeOwnerChanges(): Map<string, { previous: string; next: string | null }> {
+    const changes = new Map<string, { previous: string; next: string | null }>();
+    for (const [address, previous] of this.previousOwners) {
+      const owner = this.claims.owner(address);
+      const next = owner !== null && this.usedPod(owner)?.ipSource === 'status' ? owner : null;
+      if (next !== previous) changes.set(address, { previous, next });
+    }
+    this.previousOwners.clear();
+    return changes;
   }
 
   /** Sorted by namespace/name; re-sorted only when endpoints changed. */

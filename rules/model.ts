@@ -35,6 +35,8 @@ export type AddressSource = 'status' | 'annotation';
 
 /** What the compiler needs to know of a pod, nothing more (the daemon keeps only these). */
 export interface PodRecord {
+  /** "namespace/name", made once: every index holds this one string. */
+  readonly key: string;
   readonly namespace: string;
   readonly name: string;
   readonly labels: Labels;
@@ -136,8 +138,8 @@ export function objectKey(namespace: string, name: string): string {
   return `${namespace}/${name}`;
 }
 
-export function podKey(pod: Pick<PodRecord, 'namespace' | 'name'>): string {
-  return objectKey(pod.namespace, pod.name);
+export function podKey(pod: PodRecord): string {
+  return pod.key;
 }
 
 export function policyKey(policy: Pick<PolicyRecord, 'namespace' | 'name'>): string {

@@ -1,5 +1,7 @@
 import type { AddressSource, NamedContainerPort, PodRecord, Protocol } from './model.js';
-import { PROTOCOLS } from './model.js';
+import { objectKey, PROTOCOLS } from './model.js';
+import { NO_INTERNING } from './interner.js';
+import type { Interning } from './interner.js';
 import { isRecord, readMeta, recordAt, refOf, stringAt } from './object-fields.js';
 import type { Parsed } from './namespace.js';
 import { formatIPv4, looksLikeIPv6, notAPodAddress, parseIPv4, parseIPv4Sloppy } from './ipv4.js';
@@ -11,27 +13,36 @@ import type { ProblemSink } from './problems.js';
  */
 export const VPC_CNI_POD_IPS_ANNOTATION = 'vpc.amazonaws.com/pod-ips';
 
-export function parsePod(object: Record<string, unknown>): Parsed<PodRecord> {
+/**
+ * Reads only what policy needs of a pod; a daemon passes an Interner so that what pods share (their
+ * namespace, node, labels, ports) is held once.
+ */
+export function parsePod(object: Record<string, unknown>, intern: Interning = NO_INTERNING): Parsed<PodRecord> {
   const sink = refOf('Pod', object, true);
-  const meta = readMeta(object, sink, true);
+  const meta = readMeta(object, sink, true, { namespace: (n) => intern.knownNamespace(n), labels: (raw) => intern.knownLabels(raw) });
   const spec = recordAt(object, 'spec');
   const status = recordAt(object, 'status');
   const phase = stringAt(status, 'phase');
   const nodeName = stringAt(spec, 'nodeName');
   const hostNetwork = spec['hostNetwork'] === true;
   const finished = phase === 'Succeeded' || phase === 'Failed';
+  const annotated = recordAt(recordAt(object, 'metadata'), 'annotations')[VPC_CNI_POD_IPS_ANNOTATION];
   // A hostNetwork pod's address is its node's: it never takes part in policy, so it is not read.
-  const claim = hostNetwork ? NO_CLAIM : podAddress(status, meta.annotations, nodeName !== null && nodeName !== '' && !finished, sink);
+  const claim = hostNetwork ? NO_CLAIM : podAddress(status, typeof annotated === 'string' ? annotated : undefined, nodeName !== null && nodeName !== '' && !finished, sink);
+  const valid = !sink.hasErrors;
+  const namespace = valid ? intern.namespace(meta.namespace) : meta.namespace;
   const record: PodRecord = {
-    namespace: meta.namespace,
+    key: objectKey(namespace, meta.name),
+    namespace,
     name: meta.name,
-    labels: meta.labels,
+    // Only a label set with nothing dropped is shared (and so taken as valid next time).
+    labels: sink.problems.some((p) => p.field.startsWith('metadata.labels.')) ? meta.labels : intern.labels(meta.labels),
     ip: claim.ip,
     ipSource: claim.source,
-    nodeName,
+    nodeName: nodeName === null ? null : intern.string(nodeName),
     hostNetwork,
     finished,
-    namedPorts: namedPorts(spec, sink),
+    namedPorts: intern.ports(namedPorts(spec, sink)),
   };
   return { record: sink.hasErrors ? null : record, problems: sink.problems };
 }
@@ -49,7 +60,7 @@ const NO_CLAIM: Claim = { ip: null, source: null };
  * closes the moment between the CNI wiring the pod and kubelet publishing, never a fact, because any
  * pod author can write it (address-claims.ts keeps it from displacing another pod's address).
  */
-function podAddress(status: Record<string, unknown>, annotations: Readonly<Record<string, string>>, bound: boolean, sink: ProblemSink): Claim {
+function podAddress(status: Record<string, unknown>, annotated: string | undefined, bound: boolean, sink: ProblemSink): Claim {
   const published: string[] = [];
   const podIPs = status['podIPs'];
   if (Array.isArray(podIPs)) {
@@ -61,7 +72,6 @@ function podAddress(status: Record<string, unknown>, annotations: Readonly<Recor
     const ip = firstPodIPv4(published, 'status.podIPs', parseIPv4Sloppy, sink);
     return ip === null ? NO_CLAIM : { ip, source: 'status' };
   }
-  const annotated = annotations[VPC_CNI_POD_IPS_ANNOTATION];
   if (annotated === undefined || !bound) return NO_CLAIM;
   const candidates = annotated.split(',').map((s) => s.trim()).filter((s) => s !== '');
   const ip = firstPodIPv4(candidates, `metadata.annotations.${VPC_CNI_POD_IPS_ANNOTATION}`, parseIPv4, sink);

@@ -25,12 +25,20 @@ export interface ClusterView {
   podsDeclaring(protocol: string, portName: string): Iterable<PodRecord>;
 }
 
+/** One member as a plain string: a set of every pod of the cluster holds no array per pod. */
+type Member = string | readonly string[];
+
+function sameMember(a: Member, b: Member): boolean {
+  if (typeof a === 'string' || typeof b === 'string') return a === b;
+  return a.length === b.length && a.every((m, i) => m === b[i]);
+}
+
 interface SetState {
   readonly name: string;
   readonly definition: SetDefinition;
   refs: number;
-  /** Pod key to the member(s) that pod contributes. */
-  readonly members: Map<string, readonly string[]>;
+  /** Pod key to the member that pod contributes (an address), or members (named-port entries). */
+  readonly members: Map<string, Member>;
 }
 
 export class SetIndex {
@@ -104,7 +112,7 @@ export class SetIndex {
     if (state.definition.kind === 'ipBlock') return state.definition.cidrs.length;
     if (state.definition.kind === 'pods') return state.members.size;
     let n = 0;
-    for (const list of state.members.values()) n += list.length;
+    for (const member of state.members.values()) n += typeof member === 'string' ? 1 : member.length;
     return n;
   }
 
@@ -124,17 +132,21 @@ export class SetIndex {
   podChanged(before: PodRecord | undefined, after: PodRecord | undefined): void {
     const pod = after ?? before;
     if (pod === undefined) return;
-    const candidates = new Set<string>(this.byNamespace.get(pod.namespace));
-    for (const name of this.byNamespaceSelector) candidates.add(name);
-    for (const port of [...(before?.namedPorts ?? []), ...(after?.namedPorts ?? [])]) {
-      for (const name of this.byPortName.get(`${port.protocol}/${port.name}`) ?? []) candidates.add(name);
-    }
-    for (const name of candidates) {
+    const visit = (name: string): void => {
       const state = this.sets.get(name)!;
       if (after === undefined) {
         if (state.members.delete(podKey(pod))) this.dirty.add(name);
       } else this.refreshMember(state, after);
+    };
+    // Each set is visited once at most: the three kinds of candidates never overlap.
+    for (const name of this.byNamespace.get(pod.namespace) ?? []) visit(name);
+    for (const name of this.byNamespaceSelector) visit(name);
+    if (this.byPortName.size === 0) return;
+    const named = new Set<string>();
+    for (const ports of [before?.namedPorts, after?.namedPorts]) {
+      for (const port of ports ?? []) for (const name of this.byPortName.get(`${port.protocol}/${port.name}`) ?? []) named.add(name);
     }
+    for (const name of named) visit(name);
   }
 
   /** A namespace's labels changed: sets that select namespaces by label may gain or lose its pods. */
@@ -149,32 +161,34 @@ export class SetIndex {
     const key = podKey(pod);
     const next = this.membersOf(state.definition, pod);
     const previous = state.members.get(key);
-    if (next.length === 0) {
+    if (next === null) {
       if (previous !== undefined) {
         state.members.delete(key);
         this.dirty.add(state.name);
       }
       return;
     }
-    if (previous !== undefined && previous.length === next.length && previous.every((m, i) => m === next[i])) return;
+    if (previous !== undefined && sameMember(previous, next)) return;
     state.members.set(key, next);
     this.dirty.add(state.name);
   }
 
-  private membersOf(definition: SetDefinition, pod: PodRecord): readonly string[] {
-    if (!podCounts(pod)) return [];
+  private membersOf(definition: SetDefinition, pod: PodRecord): Member | null {
+    if (!podCounts(pod)) return null;
     switch (definition.kind) {
       case 'ipBlock':
-        return [];
-      case 'namedPort':
-        return pod.namedPorts
+        return null;
+      case 'namedPort': {
+        const found = pod.namedPorts
           .filter((p) => p.name === definition.portName && p.protocol === definition.protocol)
           .map((p) => namedPortMember(pod.ip, p.protocol, p.port));
+        return found.length === 0 ? null : found.length === 1 ? found[0]! : found;
+      }
       case 'pods': {
         const inScope = definition.namespace !== null
           ? pod.namespace === definition.namespace
           : selectorMatches(definition.namespaceSelector!, this.view.namespace(pod.namespace).labels);
-        return inScope && selectorMatches(definition.podSelector, pod.labels) ? [pod.ip] : [];
+        return inScope && selectorMatches(definition.podSelector, pod.labels) ? pod.ip : null;
       }
     }
   }
@@ -193,7 +207,10 @@ export class SetIndex {
   private toIpSet(state: SetState): IpSet {
     const { definition } = state;
     const members = new Set<string>(definition.kind === 'ipBlock' ? definition.cidrs : []);
-    for (const list of state.members.values()) for (const member of list) members.add(member);
+    for (const member of state.members.values()) {
+      if (typeof member === 'string') members.add(member);
+      else for (const m of member) members.add(m);
+    }
     return { name: state.name, type: setType(definition), members, description: describe(definition.key) };
   }
 }

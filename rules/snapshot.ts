@@ -31,7 +31,7 @@ export interface ParsedSnapshot {
 
 /** The API group each kind must come from: a NetworkPolicy of another group means something else. */
 const KINDS: Readonly<Record<string, { readonly apiVersions: readonly string[]; readonly parse: (o: Record<string, unknown>, budget: TextBudget) => Parsed<unknown> }>> = {
-  Pod: { apiVersions: ['v1'], parse: parsePod },
+  Pod: { apiVersions: ['v1'], parse: (o) => parsePod(o) },
   Namespace: { apiVersions: ['v1'], parse: parseNamespace },
   Node: { apiVersions: ['v1'], parse: parseNode },
   NetworkPolicy: { apiVersions: ['networking.k8s.io/v1'], parse: parsePolicy },

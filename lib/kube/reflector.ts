@@ -1,21 +1,27 @@
-import { HttpMethod, RequestContext, Watch } from '@kubernetes/client-node';
-import type { KubeConfig } from '@kubernetes/client-node';
-import { fetch } from 'undici';
+import type { IncomingMessage } from 'node:http';
 import { PalisadeError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { backoffDelay, realSleep } from '../retry.js';
 import type { RetryPolicy } from '../retry.js';
+import { ApiRequestError } from './api-client.js';
+import type { ApiClient } from './api-client.js';
+import { ListReader } from './list-reader.js';
 
 /**
- * List-then-watch for one resource, on @kubernetes/client-node's KubeConfig (auth, TLS) and Watch
- * (the event stream). Not its ListWatch informer: that one keeps every whole object in its cache
- * (a node would hold every Pod of the cluster, tens of kilobytes each) and never asks for bookmarks.
- * Here each object is handed on as it arrives and only what the compiler needs is kept by the caller.
+ * List-then-watch for one resource, as client-go's reflector runs it, on a thin client (api-client.ts)
+ * that hands every object on as soon as it is parsed: the caller keeps only what it needs, and no
+ * list is ever held whole, however the server sends it.
  *
- * The protocol, as client-go's reflector runs it: list (the resourceVersion of the list is where the
- * watch starts), watch from it with bookmarks (which move the resourceVersion forward on quiet
- * resources), relist at once on 410 Gone, and reconnect with exponential backoff when the API server
- * cannot be reached or answers with an error.
+ *   first sync ─ streaming list: one watch with sendInitialEvents=true (served from the API server's
+ *                watch cache, one object at a time), ending in a bookmark; the same stream goes on
+ *                as the watch. Where the server does not offer it (before Kubernetes 1.27, or with
+ *                the WatchList feature off: it answers 4xx), a list from the watch cache
+ *                (resourceVersion=0, pages of 500 where the server pages it), read as it streams.
+ *   then       ─ watch from the list's resourceVersion, with bookmarks; relist at once on 410 Gone,
+ *                reconnect with exponential backoff when the server cannot be reached or errs.
+ *
+ * Nothing the server or the handler does can end the loop: an error is counted, logged, and followed
+ * by a backoff and, where an event may have been lost, a relist.
  */
 
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -43,11 +49,13 @@ export interface ReflectorStats {
   failures: number;
   /** Objects the handler threw on: each one makes the reflector relist, so no change is lost. */
   handlerErrors: number;
+  /** How the last list was read: a streaming list (watch with initial events) or paged lists. */
+  listMode: 'streaming' | 'paged' | null;
   lastError: string | null;
 }
 
 export interface ReflectorOptions {
-  readonly kubeconfig: KubeConfig;
+  readonly client: ApiClient;
   /** e.g. "/api/v1/pods" or "/apis/networking.k8s.io/v1/networkpolicies". */
   readonly path: string;
   readonly handler: ReflectorHandler;
@@ -55,29 +63,35 @@ export interface ReflectorOptions {
   readonly backoff?: RetryPolicy;
   /** Server-side watch timeout; jittered so many nodes do not reconnect in step. */
   readonly watchTimeoutSeconds?: number;
+  /** 'auto' (the default) tries a streaming list first; 'paged' never does. */
+  readonly listMode?: 'auto' | 'paged';
   /** 'list' is the first complete list; 'relist' any later one. */
   readonly onStats?: (event: 'list' | 'relist' | 'watch' | 'failure' | 'handler-error') => void;
 }
 
 const DEFAULT_BACKOFF: RetryPolicy = { attempts: Infinity, baseDelayMs: 250, maxDelayMs: 30_000, sleep: realSleep };
 
-export class ApiRequestError extends PalisadeError {
-  readonly status: number;
-
-  constructor(path: string, status: number, body: string) {
-    super('KUBE_API_ERROR', `GET ${path}: HTTP ${status}: ${body.slice(0, 300)}`);
-    this.name = 'ApiRequestError';
-    this.status = status;
-  }
-}
-
 /** Objects per list page, as client-go's reflector asks for. */
-const LIST_PAGE_SIZE = 500;
+const PAGE_SIZE = 500;
+/**
+ * How many objects are handed on at once. Few: the handler keeps a small record of each and drops the
+ * object, and objects held back in a batch live long enough to be copied into the old generation,
+ * which then grows with garbage the size of the batch.
+ */
+const HAND_ON = 16;
+/** The bookmark that ends a streaming list's initial events. */
+const INITIAL_EVENTS_END = 'k8s.io/initial-events-end';
+/** A watch that sends nothing (not even a bookmark) for this long past its timeout is dead. */
+const SILENCE_GRACE_MS = 60_000;
+const NEWLINE = 0x0a;
 
-interface ListPage {
-  readonly items: readonly KubeObject[];
-  readonly resourceVersion: string;
-  readonly continueToken: string | null;
+export { ApiRequestError };
+
+class MalformedStreamError extends PalisadeError {
+  constructor(path: string, detail: string) {
+    super('KUBE_STREAM_MALFORMED', `${path}: ${detail}`);
+    this.name = 'MalformedStreamError';
+  }
 }
 
 function isRecord(value: unknown): value is KubeObject {
@@ -90,14 +104,25 @@ function resourceVersionOf(object: unknown): string | null {
   return typeof rv === 'string' && rv !== '' ? rv : null;
 }
 
+type StreamOutcome = 'closed' | 'expired' | 'relist';
+
+/** What a watch stream's events go to: the list being streamed, then the watch. */
+interface StreamState {
+  listing: boolean;
+  page: KubeObject[];
+  outcome: StreamOutcome;
+}
+
 export class Reflector {
   readonly path: string;
-  readonly stats: ReflectorStats = { lists: 0, relists: 0, watches: 0, failures: 0, handlerErrors: 0, lastError: null };
+  readonly stats: ReflectorStats = { lists: 0, relists: 0, watches: 0, failures: 0, handlerErrors: 0, listMode: null, lastError: null };
   private readonly options: ReflectorOptions;
   private readonly backoff: RetryPolicy;
   private resourceVersion: string | null = null;
   private stopped = true;
   private hasListed = false;
+  /** Cleared for good once the server shows it does not offer streaming lists. */
+  private streaming: boolean;
   private controller: AbortController | null = null;
   private loop: Promise<void> | null = null;
   private wake: (() => void) | null = null;
@@ -106,6 +131,7 @@ export class Reflector {
     this.options = options;
     this.path = options.path;
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
+    this.streaming = (options.listMode ?? 'auto') === 'auto';
   }
 
   /** True once the first complete list has been handed over. */
@@ -129,19 +155,31 @@ export class Reflector {
   private async run(): Promise<void> {
     let failures = 0;
     while (!this.stopped) {
+      let tryingStream = false;
       try {
-        if (this.resourceVersion === null) await this.relist();
-        const outcome = await this.watchOnce(this.resourceVersion!);
-        failures = 0;
-        if (outcome === 'expired') {
-          this.options.logger.info({ path: this.path }, 'watch expired (410 Gone); relisting');
-          this.resourceVersion = null;
-        } else if (outcome === 'relist') {
-          // The event the handler threw on is behind the resourceVersion already: only a list brings it back.
-          this.resourceVersion = null;
+        let outcome: StreamOutcome;
+        if (this.resourceVersion !== null) outcome = await this.watch(this.resourceVersion, false);
+        else if (this.streaming && (await this.options.client.offersStreamingLists())) {
+          tryingStream = true;
+          outcome = await this.streamingList();
+        } else {
+          await this.pagedList();
+          continue;
         }
+        failures = 0;
+        if (outcome === 'expired') this.options.logger.info({ path: this.path }, 'watch expired (410 Gone); relisting');
+        // After 410, or after an event the handler threw on (it is behind the resourceVersion already),
+        // only a list brings the state back.
+        if (outcome !== 'closed') this.resourceVersion = null;
       } catch (error) {
         if (this.stopped) break;
+        if (tryingStream && error instanceof ApiRequestError && error.status >= 400 && error.status < 500 && error.status !== 401 && error.status !== 410 && error.status !== 429) {
+          // The server does not offer streaming lists (the WatchList feature is off): lists from now on.
+          this.streaming = false;
+          this.options.logger.info({ path: this.path, status: error.status }, 'the API server does not offer streaming lists; listing in pages');
+          continue;
+        }
+        if (error instanceof MalformedStreamError) this.resourceVersion = null;
         this.stats.failures++;
         this.stats.lastError = error instanceof Error ? error.message : String(error);
         this.options.onStats?.('failure');
@@ -161,25 +199,11 @@ export class Reflector {
     });
   }
 
-  private async relist(): Promise<void> {
-    this.options.handler.beginList();
-    let token: string | null = null;
-    let resourceVersion = '';
-    do {
-      const page = await this.listPage(token);
-      if (this.stopped) return;
-      try {
-        this.options.handler.listPage(page.items);
-      } catch (error) {
-        this.handlerFailed(error);
-        throw new PalisadeError('WATCH_HANDLER_FAILED', `handling a list page of ${this.path} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-      }
-      // The list's resourceVersion is that of its first page: every later page is cut from the same snapshot.
-      if (token === null) resourceVersion = page.resourceVersion;
-      token = page.continueToken;
-    } while (token !== null);
+  /** A list complete: ends it at the handler and counts it. */
+  private listed(resourceVersion: string, mode: 'streaming' | 'paged'): void {
     this.options.handler.endList();
     this.resourceVersion = resourceVersion;
+    this.stats.listMode = mode;
     const relist = this.hasListed;
     this.hasListed = true;
     this.stats.lists++;
@@ -188,36 +212,58 @@ export class Reflector {
     this.options.onStats?.(relist ? 'relist' : 'list');
   }
 
-  private async listPage(continueToken: string | null): Promise<ListPage> {
-    const { kubeconfig } = this.options;
-    const cluster = kubeconfig.getCurrentCluster();
-    if (cluster === null) throw new PalisadeError('KUBE_CONFIG', 'the kubeconfig has no current cluster');
-    const query = new URLSearchParams({ limit: String(LIST_PAGE_SIZE) });
-    if (continueToken !== null) query.set('continue', continueToken);
-    const context = new RequestContext(`${cluster.server}${this.path}?${query.toString()}`, HttpMethod.GET);
-    await kubeconfig.applySecurityAuthentication(context);
-    this.controller = new AbortController();
-    const dispatcher = context.getDispatcher();
-    const response = await fetch(context.getUrl(), {
-      method: 'GET',
-      headers: context.getHeaders(),
-      signal: this.controller.signal,
-      ...(dispatcher === undefined ? {} : { dispatcher }),
-    });
-    const text = await response.text();
-    if (response.status !== 200) throw new ApiRequestError(this.path, response.status, text);
-    const body: unknown = JSON.parse(text);
-    const items = isRecord(body) && Array.isArray(body['items']) ? body['items'].filter(isRecord) : null;
-    const resourceVersion = resourceVersionOf(body);
-    if (items === null || resourceVersion === null) throw new ApiRequestError(this.path, response.status, 'list response without items or resourceVersion');
-    const metadata = isRecord(body) && isRecord(body['metadata']) ? body['metadata'] : {};
-    const next = typeof metadata['continue'] === 'string' && metadata['continue'] !== '' ? metadata['continue'] : null;
-    return { items, resourceVersion, continueToken: next };
+  private handPage(objects: readonly KubeObject[]): void {
+    try {
+      this.options.handler.listPage(objects);
+    } catch (error) {
+      this.handlerFailed(error);
+      throw new PalisadeError('WATCH_HANDLER_FAILED', `handling a list page of ${this.path} failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    }
+  }
+
+  /** Lists from the watch cache, page by page, each page read as it streams in. */
+  private async pagedList(): Promise<void> {
+    this.options.handler.beginList();
+    let token: string | null = null;
+    let resourceVersion = '';
+    do {
+      const query = new URLSearchParams({ limit: String(PAGE_SIZE) });
+      // Served from the watch cache; a continued list must not name a resourceVersion.
+      if (token === null) query.set('resourceVersion', '0');
+      else query.set('continue', token);
+      const response = await this.open(`${this.path}?${query.toString()}`);
+      if (this.stopped) return;
+      let page: KubeObject[] = [];
+      const reader = new ListReader((item) => {
+        if (!isRecord(item)) return;
+        page.push(item);
+        if (page.length >= HAND_ON) {
+          this.handPage(page);
+          page = [];
+        }
+      });
+      await this.consume(response, (chunk) => reader.push(chunk), null);
+      reader.end();
+      if (page.length > 0) this.handPage(page);
+      const metadata = isRecord(reader.fields['metadata']) ? reader.fields['metadata'] : {};
+      const rv = metadata['resourceVersion'];
+      if (typeof rv !== 'string' || rv === '') throw new MalformedStreamError(this.path, 'a list response without a resourceVersion');
+      // The list's resourceVersion is that of its first page: every later page is cut from the same snapshot.
+      if (token === null) resourceVersion = rv;
+      token = typeof metadata['continue'] === 'string' && metadata['continue'] !== '' ? metadata['continue'] : null;
+    } while (token !== null);
+    if (!this.stopped) this.listed(resourceVersion, 'paged');
+  }
+
+  /** A streaming list: the initial events as a list, then the same stream as the watch. */
+  private streamingList(): Promise<StreamOutcome> {
+    this.options.handler.beginList();
+    return this.watch(null, true);
   }
 
   /**
-   * @kubernetes/client-node's Watch swallows whatever its callback throws (and lines it cannot parse),
-   * so every call into the handler is guarded here: the error is logged and counted, and the stream is
+   * @kubernetes/client-node's Watch swallows whatever its callback throws (and lines it cannot parse);
+   * here every call into the handler is guarded: the error is logged and counted, and the stream is
    * abandoned for a relist, which hands over the state the failed event would have.
    */
   private handlerFailed(error: unknown): void {
@@ -227,54 +273,143 @@ export class Reflector {
     this.options.onStats?.('handler-error');
   }
 
-  /** Resolves when the stream ends normally, expires, or must be replaced by a relist; rejects when it fails. */
-  private watchOnce(resourceVersion: string): Promise<'closed' | 'expired' | 'relist'> {
-    const timeout = this.options.watchTimeoutSeconds ?? 300;
-    const query = {
-      resourceVersion,
-      allowWatchBookmarks: true,
-      timeoutSeconds: Math.round(timeout * (1 + Math.random() * 0.5)),
-    };
+  /**
+   * Watches from `resourceVersion`, or (listing) streams the initial events first. Resolves when the
+   * stream ends normally, expires, or must give way to a relist; rejects when it fails.
+   */
+  private async watch(resourceVersion: string | null, listing: boolean): Promise<StreamOutcome> {
+    const timeout = Math.round((this.options.watchTimeoutSeconds ?? 300) * (1 + Math.random() * 0.5));
+    const query = new URLSearchParams({ watch: '1', allowWatchBookmarks: 'true', timeoutSeconds: String(timeout) });
+    if (listing) {
+      query.set('sendInitialEvents', 'true');
+      query.set('resourceVersionMatch', 'NotOlderThan');
+    } else query.set('resourceVersion', resourceVersion!);
     this.stats.watches++;
     this.options.onStats?.('watch');
+    const response = await this.open(`${this.path}?${query.toString()}`);
+    const state: StreamState = { listing, page: [], outcome: 'closed' };
+    // Lines are cut from the bytes and decoded one by one: decoding whole chunks and splitting the
+    // text would make two copies of everything the stream carries.
+    let rest: Buffer | null = null;
+    await this.consume(response, (chunk) => {
+      const buf: Buffer = rest === null ? chunk : Buffer.concat([rest, chunk]);
+      let start = 0;
+      for (let end = buf.indexOf(NEWLINE, start); end >= 0; end = buf.indexOf(NEWLINE, start)) {
+        const line = end > start ? buf.toString('utf8', start, end) : '';
+        start = end + 1;
+        if (line.trim() !== '' && !this.onLine(line, state)) return false;
+      }
+      rest = start < buf.length ? buf.subarray(start) : null;
+      return true;
+    }, (timeout * 1000) + SILENCE_GRACE_MS);
+    if (state.listing && state.outcome === 'closed') {
+      // The stream ended before the initial events did: the list never completes, so nothing is
+      // deleted on its account; the next attempt lists again.
+      throw new MalformedStreamError(this.path, 'the streaming list ended before its initial events did');
+    }
+    return state.outcome;
+  }
+
+  /** One watch event; returns false when the stream must be abandoned. */
+  private onLine(line: string, state: StreamState): boolean {
+    let event: unknown;
+    try {
+      event = JSON.parse(line);
+    } catch (error) {
+      throw new MalformedStreamError(this.path, `a watch event that is not JSON (${error instanceof Error ? error.message : String(error)}): ${line.slice(0, 200)}`);
+    }
+    if (!isRecord(event) || typeof event['type'] !== 'string') throw new MalformedStreamError(this.path, `a watch event without a type: ${line.slice(0, 200)}`);
+    const type = event['type'];
+    const object = event['object'];
+    if (type === 'ERROR') {
+      const code = isRecord(object) ? object['code'] : undefined;
+      if (code === 410) {
+        state.outcome = 'expired';
+        return false;
+      }
+      throw new MalformedStreamError(this.path, `the watch reported an error: ${JSON.stringify(object).slice(0, 300)}`);
+    }
+    const rv = resourceVersionOf(object);
+    if (type === 'BOOKMARK') {
+      const annotations = isRecord(object) && isRecord(object['metadata']) ? object['metadata']['annotations'] : undefined;
+      if (state.listing && isRecord(annotations) && annotations[INITIAL_EVENTS_END] === 'true') {
+        if (rv === null) throw new MalformedStreamError(this.path, 'the end of a streaming list carries no resourceVersion');
+        if (state.page.length > 0) this.handPage(state.page.splice(0));
+        state.listing = false;
+        this.listed(rv, 'streaming');
+      } else if (rv !== null && !state.listing) this.resourceVersion = rv;
+      return true;
+    }
+    if (!isRecord(object) || (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED')) return true;
+    if (state.listing) {
+      if (type !== 'ADDED') throw new MalformedStreamError(this.path, `a ${type} event among a streaming list's initial events`);
+      state.page.push(object);
+      if (state.page.length >= HAND_ON) this.handPage(state.page.splice(0));
+      return true;
+    }
+    if (rv !== null) this.resourceVersion = rv;
+    try {
+      this.options.handler.event(type, object);
+    } catch (error) {
+      this.handlerFailed(error);
+      state.outcome = 'relist';
+      return false;
+    }
+    return true;
+  }
+
+  private async open(pathAndQuery: string): Promise<IncomingMessage> {
+    this.controller = new AbortController();
+    return this.options.client.get(pathAndQuery, this.controller.signal);
+  }
+
+  /**
+   * Feeds the body to `onChunk` until it ends, `onChunk` returns false (the stream is dropped), the
+   * reflector stops, or nothing arrives for `silenceMs`.
+   */
+  private consume(response: IncomingMessage, onChunk: (chunk: Buffer) => boolean | void, silenceMs: number | null): Promise<void> {
     return new Promise((resolve, reject) => {
-      let expired = false;
-      let abandoned = false;
-      let controller: AbortController | null = null;
-      const onEvent = (type: string, object: unknown): void => {
-        if (abandoned) return;
-        if (type === 'ERROR') {
-          const code = isRecord(object) ? object['code'] : undefined;
-          if (code === 410) expired = true;
-          else this.options.logger.warn({ path: this.path, object }, 'watch reported an error');
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const finish = (error?: unknown): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        response.removeAllListeners('data');
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const arm = (): void => {
+        if (silenceMs === null) return;
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          response.destroy();
+          finish(new PalisadeError('KUBE_WATCH_SILENT', `${this.path}: nothing received for ${Math.round(silenceMs / 1000)} s`));
+        }, silenceMs);
+        timer.unref();
+      };
+      arm();
+      response.on('data', (chunk: Buffer) => {
+        if (settled) return;
+        arm();
+        let keep: boolean | void;
+        try {
+          keep = onChunk(chunk);
+        } catch (error) {
+          response.destroy();
+          finish(error);
           return;
         }
-        const rv = resourceVersionOf(object);
-        if (rv !== null) this.resourceVersion = rv;
-        if (type === 'BOOKMARK' || !isRecord(object)) return;
-        if (type !== 'ADDED' && type !== 'MODIFIED' && type !== 'DELETED') return;
-        try {
-          this.options.handler.event(type, object);
-        } catch (error) {
-          abandoned = true;
-          this.handlerFailed(error);
-          controller?.abort();
+        if (keep === false) {
+          response.destroy();
+          finish();
         }
-      };
-      const onDone = (error: unknown): void => {
-        if (abandoned) resolve('relist');
-        else if (expired) resolve('expired');
-        else if (error === null || error === undefined || (error instanceof Error && error.name === 'TimeoutError') || this.stopped) resolve('closed');
-        else reject(error instanceof Error ? error : new Error(String(error)));
-      };
-      new Watch(this.options.kubeconfig)
-        .watch(this.path, query, onEvent, onDone)
-        .then((started) => {
-          controller = started;
-          this.controller = started;
-          if (this.stopped || abandoned) started.abort();
-        })
-        .catch(reject);
+      });
+      response.on('end', () => finish());
+      response.on('error', (error) => finish(this.stopped ? undefined : error));
+      response.on('close', () => {
+        if (!settled) finish(this.stopped || response.complete ? undefined : new PalisadeError('KUBE_STREAM_CLOSED', `${this.path}: the connection closed mid-response`));
+      });
     });
   }
 }

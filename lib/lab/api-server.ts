@@ -56,6 +56,17 @@ export interface FakeApiServerOptions {
   historyLimit?: number;
   /** Bearer token the kube API requires (kubeconfig() uses it); null disables auth. Default 'fake-token'. */
   token?: string | null;
+  /**
+   * Whether streaming lists (watch with sendInitialEvents=true) are offered, as with the WatchList
+   * feature on (Kubernetes 1.32 and later); when false they are refused with 422, as a server with the
+   * feature off does. Default true.
+   */
+  watchList?: boolean;
+  /**
+   * Whether a list with resourceVersion=0 honours `limit`; when false it is served whole, as the watch
+   * caches of servers before 1.33 do. Default true.
+   */
+  pageCachedLists?: boolean;
 }
 export interface FailureRule {
   /** Tested against pathname + query string; absent matches every kube API request. */
@@ -72,6 +83,8 @@ export interface FakeApiStats {
   openWatches: number;
   /** Requests answered by an injected failure (setFailure), not counted in lists/watches. */
   failures: number;
+  /** Bytes of kube API response bodies sent (lists, watch events, single objects), admin API left out. */
+  bytesSent: number;
 }
 
 export interface Resource { kind: string; apiVersion: string; plural: string; prefix: string; namespaced: boolean }
@@ -114,11 +127,13 @@ export class FakeApiServer {
   /** The oldest resourceVersion a watch may start from; older ones get 410 Expired. */
   private minWatchRv = this.rv;
   private readonly objects = new Map<string, StoredObject>();
+  private readonly json = new WeakMap<object, string>();
+  private readonly itemJson = new WeakMap<object, string>();
   private history: HistoryEvent[] = [];
   private readonly watchers = new Set<Watcher>();
   private servers: http.Server[] = [];
   private failure: (FailureRule & { left: number }) | null = null;
-  private counts: FakeApiStats = { lists: {}, watches: {}, openWatches: 0, failures: 0 };
+  private counts: FakeApiStats = { lists: {}, watches: {}, openWatches: 0, failures: 0, bytesSent: 0 };
   private readonly log: string[] = [];
   private bookmarkTimer: NodeJS.Timeout | undefined;
   private host: string;
@@ -169,6 +184,8 @@ export class FakeApiServer {
       generation: (prev?.metadata.generation ?? 0) + 1,
     }, ...rest };
     this.objects.set(key, obj);
+    // Serialised now, as a real API server's watch cache keeps objects ready to send.
+    this.serialized(obj);
     this.emit(prev === undefined ? 'ADDED' : 'MODIFIED', resource, obj);
     return clone(obj);
   }
@@ -222,7 +239,7 @@ export class FakeApiServer {
   }
 
   stats(): FakeApiStats {
-    return { lists: { ...this.counts.lists }, watches: { ...this.counts.watches }, openWatches: this.watchers.size, failures: this.counts.failures };
+    return { lists: { ...this.counts.lists }, watches: { ...this.counts.watches }, openWatches: this.watchers.size, failures: this.counts.failures, bytesSent: this.counts.bytesSent };
   }
 
   /** The last 1000 kube API requests (not /fake/ ones) as "GET /api/v1/pods?watch=true&...", oldest first. */
@@ -337,7 +354,39 @@ export class FakeApiServer {
   }
 
   private send(w: Watcher, type: string, object: unknown): void {
-    if (!w.res.writableEnded && !w.res.destroyed) w.res.write(`${JSON.stringify({ type, object })}\n`);
+    if (w.res.writableEnded || w.res.destroyed) return;
+    const line = `{"type":${JSON.stringify(type)},"object":${this.serialized(object)}}\n`;
+    this.counts.bytesSent += Buffer.byteLength(line);
+    w.res.write(line);
+  }
+
+  /** Stored objects are never changed in place (apply replaces them), so their JSON is made once. */
+  private serialized(object: unknown): string {
+    if (typeof object !== 'object' || object === null) return JSON.stringify(object);
+    let text = this.json.get(object);
+    if (text === undefined) {
+      text = JSON.stringify(object);
+      this.json.set(object, text);
+    }
+    return text;
+  }
+
+  private listItem(object: StoredObject): string {
+    let text = this.itemJson.get(object);
+    if (text === undefined) {
+      const { kind: _kind, apiVersion: _apiVersion, ...item } = object;
+      text = JSON.stringify(item);
+      this.itemJson.set(object, text);
+    }
+    return text;
+  }
+
+  /** Current objects of a resource in key order, as stored (not copied): for sending only. */
+  private stored(resource: Resource, namespace: string | null): StoredObject[] {
+    return [...this.objects.entries()]
+      .filter(([, o]) => o.kind === resource.kind && (namespace === null || o.metadata.namespace === namespace))
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([, o]) => o);
   }
 
   private sendBookmark(w: Watcher, annotations?: Record<string, string>): void {
@@ -351,9 +400,11 @@ export class FakeApiServer {
     if (!w.res.writableEnded && !w.res.destroyed) w.res.end();
   }
 
-  private sendJson(res: http.ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}): void {
+  private sendJson(res: http.ServerResponse, code: number, body: unknown, headers: Record<string, string> = {}, admin = false): void {
+    const text = JSON.stringify(body);
+    if (!admin) this.counts.bytesSent += Buffer.byteLength(text);
     res.writeHead(code, { 'content-type': 'application/json', ...headers });
-    res.end(JSON.stringify(body));
+    res.end(text);
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -400,12 +451,13 @@ export class FakeApiServer {
    * gets 410 Gone.
    */
   private sendList(res: http.ServerResponse, resource: Resource, namespace: string | null, q: URLSearchParams): void {
-    const limit = Number(q.get('limit') ?? '0');
+    const cached = (q.get('resourceVersion') ?? '') === '0' && (q.get('continue') ?? '') === '';
+    const limit = cached && this.options.pageCachedLists === false ? 0 : Number(q.get('limit') ?? '0');
     const token = q.get('continue') ?? '';
     let page: { items: StoredObject[]; rv: number; offset: number };
     if (token === '') {
       this.counts.lists[resource.plural] = (this.counts.lists[resource.plural] ?? 0) + 1;
-      page = { items: this.list(resource.kind, namespace), rv: this.rv, offset: 0 };
+      page = { items: this.stored(resource, namespace), rv: this.rv, offset: 0 };
     } else {
       const found = this.pages.get(token);
       if (found === undefined) return this.sendJson(res, 410, { ...statusObject(410, 'The provided continue parameter is too old to display a consistent list result.'), reason: 'Expired' });
@@ -413,8 +465,6 @@ export class FakeApiServer {
       page = found;
     }
     const end = limit > 0 ? Math.min(page.items.length, page.offset + limit) : page.items.length;
-    // Like the real API server, list items carry no kind/apiVersion (only the list does).
-    const items = page.items.slice(page.offset, end).map(({ kind: _kind, apiVersion: _apiVersion, ...item }) => item);
     const metadata: Record<string, unknown> = { resourceVersion: String(page.rv) };
     if (end < page.items.length) {
       const next = randomUUID();
@@ -422,7 +472,12 @@ export class FakeApiServer {
       metadata['continue'] = next;
       metadata['remainingItemCount'] = page.items.length - end;
     }
-    this.sendJson(res, 200, { kind: `${resource.kind}List`, apiVersion: resource.apiVersion, metadata, items });
+    // Like the real API server, list items carry no kind/apiVersion (only the list does).
+    const items = page.items.slice(page.offset, end).map((o) => this.listItem(o)).join(',');
+    const text = `{"kind":${JSON.stringify(`${resource.kind}List`)},"apiVersion":${JSON.stringify(resource.apiVersion)},"metadata":${JSON.stringify(metadata)},"items":[${items}]}`;
+    this.counts.bytesSent += Buffer.byteLength(text);
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(text);
   }
 
   private route(pathname: string): Route | null {
@@ -445,13 +500,16 @@ export class FakeApiServer {
   private watch(res: http.ServerResponse, route: Route, q: URLSearchParams): void {
     const { resource, namespace } = route;
     this.counts.watches[resource.plural] = (this.counts.watches[resource.plural] ?? 0) + 1;
+    const sendInitial = q.get('sendInitialEvents') === 'true';
+    if (sendInitial && this.options.watchList === false) {
+      return this.sendJson(res, 422, statusObject(422, 'sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled'));
+    }
     const w: Watcher = { res, resource, namespace, bookmarks: q.get('allowWatchBookmarks') === 'true' };
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache, private' });
     res.flushHeaders();
     const rvParam = q.get('resourceVersion') ?? '';
-    const sendInitial = q.get('sendInitialEvents') === 'true';
     if (rvParam === '' || rvParam === '0' || sendInitial) {
-      for (const obj of this.list(resource.kind, namespace)) this.send(w, 'ADDED', obj);
+      for (const obj of this.stored(resource, namespace)) this.send(w, 'ADDED', obj);
       if (sendInitial && w.bookmarks) this.sendBookmark(w, { 'k8s.io/initial-events-end': 'true' });
     } else {
       const from = Number(rvParam);
@@ -480,10 +538,10 @@ export class FakeApiServer {
         case 'POST apply': {
           const list = Array.isArray(body) ? body : Array.isArray(b.items) ? b.items : [body];
           const stored = (list as KubeObject[]).map((o) => this.apply(o));
-          return this.sendJson(res, 200, Array.isArray(body) || Array.isArray(b.items) ? stored : stored[0]);
+          return this.sendJson(res, 200, Array.isArray(body) || Array.isArray(b.items) ? stored : stored[0], {}, true);
         }
         case 'POST delete':
-          return this.sendJson(res, 200, { deleted: this.delete(String(b.kind), typeof b.namespace === 'string' ? b.namespace : null, String(b.name)) });
+          return this.sendJson(res, 200, { deleted: this.delete(String(b.kind), typeof b.namespace === 'string' ? b.namespace : null, String(b.name)) }, {}, true);
         case 'POST compact': this.compact(); break;
         case 'POST bookmark': this.bookmark(); break;
         case 'POST close-watches': this.closeWatches(); break;
@@ -491,15 +549,15 @@ export class FakeApiServer {
         case 'POST failure':
           this.setFailure(body === null ? null : { status: Number(b.status), ...(typeof b.path === 'string' ? { path: new RegExp(b.path) } : {}), ...(typeof b.times === 'number' ? { times: b.times } : {}) });
           break;
-        case 'GET stats': return this.sendJson(res, 200, this.stats());
+        case 'GET stats': return this.sendJson(res, 200, this.stats(), {}, true);
         case 'GET kubeconfig':
           res.writeHead(200, { 'content-type': 'application/yaml' });
           return void res.end(this.kubeconfig());
-        default: return this.sendJson(res, 404, statusObject(404, `fake apiserver: no admin operation "${op}"`));
+        default: return this.sendJson(res, 404, statusObject(404, `fake apiserver: no admin operation "${op}"`), {}, true);
       }
-      this.sendJson(res, 200, { ok: true, resourceVersion: this.resourceVersion });
+      this.sendJson(res, 200, { ok: true, resourceVersion: this.resourceVersion }, {}, true);
     } catch (err) {
-      this.sendJson(res, 400, statusObject(400, `fake apiserver: ${op}: ${err instanceof Error ? err.message : String(err)}`));
+      this.sendJson(res, 400, statusObject(400, `fake apiserver: ${op}: ${err instanceof Error ? err.message : String(err)}`), {}, true);
     }
   }
 }

@@ -8,7 +8,6 @@ import { PodNode } from '../pod-network.js';
 import type { PodHandle, PodSpec } from '../pod-network.js';
 import { LabApiClient } from './admin-client.js';
 import { LabProcess } from './process.js';
-import { DAEMON_NODE_FLAGS } from '../../daemon/runtime.js';
 
 /**
  * A cluster made of network namespaces on one machine, wired as EKS nodes with the AWS VPC CNI:
@@ -119,7 +118,7 @@ export class Lab {
   async startDaemon(nodeName: string, extraArgs: readonly string[] = []): Promise<LabProcess> {
     const node = this.node(nodeName);
     if (node.daemon?.running === true) throw new PalisadeError('LAB', `the daemon on ${nodeName} is already running`);
-    node.daemon = LabProcess.start(node.netns, [process.execPath, ...DAEMON_NODE_FLAGS, MAIN_JS, 'daemon', '--kubeconfig', this.kubeconfigPath, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs]);
+    node.daemon = LabProcess.start(node.netns, [process.execPath, MAIN_JS, 'daemon', '--kubeconfig', this.kubeconfigPath, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs]);
     await node.daemon.waitFor(/"msg":"palisade started"/);
     return node.daemon;
   }

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { namespace, pod, policy } from '../support/builders.js';
 import { LabProcess as NetnsProcess } from '../../lib/lab/process.js';
+import { DAEMON_NODE_FLAGS } from '../../daemon/runtime.js';
 import { useNetns } from '../support/netns-fixture.js';
 
 /**
@@ -128,4 +129,27 @@ describe('palisade daemon, the process, in a network namespace', function () {
     const writes = second.lines.filter((l) => /"msg":"dataplane written"/.test(l));
     assert.equal(writes.length, 1, `the second process wrote only for the new policy:\n${writes.join('\n')}`);
   });
+
+  // The package's bin (the file run through its shebang), `node dist/daemon/main.js`, and node with
+  // flags of its own: each way the daemon ends up as one process, with its V8 settings.
+  const launchers: readonly [string, (kubeconfig: string) => string[]][] = [
+    ['node dist/daemon/main.js daemon', (k) => [process.execPath, MAIN, 'daemon', '--kubeconfig', k, '--node-name', 'node-a']],
+    ['the package bin', (k) => ['env', `PATH=${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin`, MAIN, 'daemon', '--kubeconfig', k, '--node-name', 'node-a']],
+    ['node with flags of its own', (k) => [process.execPath, '--stack-size=2000', MAIN, 'daemon', '--kubeconfig', k, '--node-name', 'node-a']],
+  ];
+  for (const [how, argv] of launchers) {
+    it(`sets up its own V8 settings when started as ${how}, in the same process`, async () => {
+      const { kubeconfig } = await startApi();
+      const daemon = NetnsProcess.start(ns(), argv(kubeconfig));
+      processes.push(daemon);
+      const line = JSON.parse(await daemon.waitFor(/"msg":"V8 settings in place"/)) as { pid: number; nodeFlags: string[] };
+      assert.deepEqual(line.nodeFlags, DAEMON_NODE_FLAGS);
+      await daemon.waitFor(/"msg":"ready: every watch has listed/);
+      // The process kept its id: it replaced itself rather than starting a child.
+      const pids = (await ns().run(['pgrep', '-f', `main.js daemon --kubeconfig ${kubeconfig}`])).trim().split('\n');
+      assert.deepEqual(pids, [String(line.pid)]);
+      const cmdline = (await readFile(`/proc/${line.pid}/cmdline`, 'utf8')).split('\0');
+      for (const flag of DAEMON_NODE_FLAGS) assert.ok(cmdline.includes(flag), `${flag} in ${cmdline.join(' ')}`);
+    });
+  }
 });

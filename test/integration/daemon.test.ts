@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { KubeConfig } from '@kubernetes/client-node';
+import { ApiClient } from '../../lib/kube/api-client.js';
+import { kubeconfigText } from '../../lib/kube/client-config.js';
 import { Daemon } from '../../daemon/daemon.js';
 import { parseDaemonConfig } from '../../daemon/config.js';
 import type { Logger } from '../../lib/logger.js';
@@ -67,10 +68,9 @@ interface Running {
 
 async function startDaemon(ns: NetworkNamespace, api: FakeApiServer): Promise<Running> {
   const config = parseDaemonConfig(['--node-name', 'node-a', '--status-addr', '127.0.0.1:0', '--metrics-addr', '127.0.0.1:0', '--refresh-interval', '1s', '--sync-delay', '20ms', '--log-level', 'debug'], {});
-  const kubeconfig = new KubeConfig();
-  kubeconfig.loadFromString(api.kubeconfig());
+  const client = new ApiClient(await kubeconfigText(api.kubeconfig(), 'test kubeconfig'));
   const logger = new RecordingLogger();
-  const daemon = new Daemon(config, { kubeconfig, runner: ns, logger });
+  const daemon = new Daemon(config, { client, runner: ns, logger });
   await daemon.start();
   const get = async (path: string) => {
     const addr = path === '/metrics' ? daemon.addresses!.metrics : daemon.addresses!.status;
@@ -110,7 +110,10 @@ describe('the palisade daemon against a fake API server', function () {
     const saved = await r.save();
     assert.match(saved, /^-A FORWARD -m comment --comment "pal:\S+ palisade network policy" -j pal-FORWARD$/m);
     assert.match(saved, new RegExp(`^:${NAMES.endpoint('to', 'default', 'busybox1')} `, 'm'));
-    assert.equal(api.stats().lists['pods'], 1);
+    // Each resource listed once, with a streaming list: no list request, one stream per resource.
+    const status = JSON.parse((await r.get('/status')).body) as { watches: { resource: string; lists: number; listMode: string }[] };
+    for (const watch of status.watches) assert.deepEqual([watch.resource, watch.lists, watch.listMode], [watch.resource, 1, 'streaming']);
+    assert.deepEqual(api.stats().lists, {});
   });
 
   it('says why it is not ready while the API server cannot be reached, and keeps nothing from being enforced later', async () => {
@@ -164,13 +167,13 @@ describe('the palisade daemon against a fake API server', function () {
 
   it('relists after 410 Gone and still sees every change', async () => {
     const r = await ready();
-    const lists = api.stats().lists['networkpolicies'] ?? 0;
+    const lists = api.stats().watches['networkpolicies'] ?? 0;
     // The policy arrives while the daemon is cut off, and the history it would resume from is gone.
     await api.stop();
     api.apply(allowOutToIn);
     api.compact();
     await api.restart();
-    await eventually('a relist of network policies', async () => assert.ok((api.stats().lists['networkpolicies'] ?? 0) > lists));
+    await eventually('a relist of network policies', async () => assert.ok((api.stats().watches['networkpolicies'] ?? 0) > lists));
     await eventually('the policy programmed', async () => assert.match(await r.save(), new RegExp(`^:${NAMES.policy('ingress', 'default', 'allow-out-to-in')} `, 'm')));
     const metrics = (await r.get('/metrics')).body;
     assert.match(metrics, /^palisade_watch_relists_total\{resource="NetworkPolicy"\} [1-9]/m);

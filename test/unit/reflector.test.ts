@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { KubeConfig } from '@kubernetes/client-node';
+import { ApiClient } from '../../lib/kube/api-client.js';
+import { kubeconfigText } from '../../lib/kube/client-config.js';
 import { Reflector } from '../../lib/kube/reflector.js';
 import type { KubeObject, ReflectorHandler } from '../../lib/kube/reflector.js';
 import { FakeApiServer } from '../../lib/lab/api-server.js';
@@ -14,6 +15,12 @@ class Recorder implements ReflectorHandler {
   listPage(objects: readonly KubeObject[]): void { this.pages.push(objects.length); }
   endList(): void { this.log.push('end'); }
   event(type: string, object: KubeObject): void { this.log.push(`${type} ${String((object['metadata'] as Record<string, unknown>)['name'])}`); }
+}
+
+/** Objects handed on in pages, each page a few objects, so none is held back long. */
+function handedOn(recorder: Recorder): number {
+  assert.ok(recorder.pages.every((n) => n <= 16), `pages of ${recorder.pages.join(', ')}`);
+  return recorder.pages.reduce((a, b) => a + b, 0);
 }
 
 const pod = (name: string) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default' } });
@@ -38,13 +45,16 @@ describe('the reflector', function () {
   afterEach(async () => {
     await reflector?.stop();
     reflector = null;
+    client?.close();
+    client = null;
     await api.close();
   });
 
-  function start(handler: ReflectorHandler): Reflector {
-    const kubeconfig = new KubeConfig();
-    kubeconfig.loadFromString(api.kubeconfig());
-    reflector = new Reflector({ kubeconfig, path: '/api/v1/pods', handler, logger: silentLogger, backoff: { attempts: Infinity, baseDelayMs: 20, maxDelayMs: 100, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) } });
+  let client: ApiClient | null = null;
+
+  async function start(handler: ReflectorHandler, listMode: 'auto' | 'paged' = 'paged'): Promise<Reflector> {
+    client = new ApiClient(await kubeconfigText(api.kubeconfig(), 'test kubeconfig'));
+    reflector = new Reflector({ client, path: '/api/v1/pods', handler, logger: silentLogger, listMode, backoff: { attempts: Infinity, baseDelayMs: 20, maxDelayMs: 100, sleep: (ms) => new Promise((r) => setTimeout(r, ms)) } });
     reflector.start();
     return reflector;
   }
@@ -52,16 +62,17 @@ describe('the reflector', function () {
   it('lists a large resource in pages of 500, as one list', async () => {
     for (let i = 0; i < 1234; i++) api.apply(pod(`p${i}`));
     const recorder = new Recorder();
-    const r = start(recorder);
+    const r = await start(recorder);
     await until('the first list', () => r.synced);
-    assert.deepEqual(recorder.pages, [500, 500, 234]);
+    assert.equal(handedOn(recorder), 1234);
     assert.deepEqual(recorder.log, ['begin', 'end']);
     assert.equal(api.stats().lists['pods'], 1);
+    assert.equal(api.requests().filter((q) => /^GET \/api\/v1\/pods\?limit=500/.test(q)).length, 3, 'three pages of at most 500');
   });
 
   it('passes on watch events after the list, in order', async () => {
     const recorder = new Recorder();
-    const r = start(recorder);
+    const r = await start(recorder);
     await until('the first list', () => r.synced);
     api.apply(pod('a'));
     api.apply({ ...pod('a'), metadata: { name: 'a', namespace: 'default', labels: { x: 'y' } } });
@@ -72,7 +83,7 @@ describe('the reflector', function () {
 
   it('relists when the watch comes back to a resourceVersion the server no longer has (410 Gone)', async () => {
     const recorder = new Recorder();
-    const r = start(recorder);
+    const r = await start(recorder);
     await until('the first list', () => r.synced);
     await api.stop();
     api.apply(pod('missed'));
@@ -85,7 +96,7 @@ describe('the reflector', function () {
   it('backs off and retries while the API server answers with errors, and recovers', async () => {
     api.setFailure({ path: /\/api\/v1\/pods/, status: 500, times: 3 });
     const recorder = new Recorder();
-    const r = start(recorder);
+    const r = await start(recorder);
     await until('the first list', () => r.synced);
     assert.ok(r.stats.failures >= 3, `${r.stats.failures} failures`);
     assert.match(r.stats.lastError ?? '', /HTTP 500/);
@@ -106,7 +117,7 @@ describe('the reflector', function () {
         recorder.event(type, object);
       },
     };
-    const r = start(handler);
+    const r = await start(handler);
     await until('the first list', () => r.synced);
     api.apply(pod('poison'));
     await until('a relist', () => r.stats.relists === 1);
@@ -121,7 +132,7 @@ describe('the reflector', function () {
     api.apply(pod('a'));
     let failures = 1;
     const recorder = new Recorder();
-    const r = start({
+    const r = await start({
       beginList: () => recorder.beginList(),
       listPage: (objects) => {
         if (failures-- > 0) throw new Error('page handler bug');
@@ -134,5 +145,41 @@ describe('the reflector', function () {
     assert.equal(r.stats.handlerErrors, 1);
     assert.ok(r.stats.failures >= 1);
     assert.deepEqual(recorder.pages, [1]);
+  });
+
+  it('lists with a streaming list where the server offers one, then watches on the same stream', async () => {
+    for (let i = 0; i < 1234; i++) api.apply(pod(`p${i}`));
+    const recorder = new Recorder();
+    const r = await start(recorder, 'auto');
+    await until('the first list', () => r.synced);
+    assert.equal(r.stats.listMode, 'streaming');
+    assert.equal(handedOn(recorder), 1234);
+    assert.equal(api.stats().lists['pods'] ?? 0, 0, 'no list request at all');
+    api.apply(pod('late'));
+    await until('the event', () => recorder.log.includes('ADDED late'));
+    assert.equal(api.stats().watches['pods'], 1, 'one stream for the list and the watch');
+  });
+
+  it('falls back to paged lists when the server refuses streaming lists, and keeps to them', async () => {
+    await api.close();
+    api = await FakeApiServer.start({ bookmarkIntervalMs: 100, watchList: false });
+    for (let i = 0; i < 600; i++) api.apply(pod(`p${i}`));
+    const recorder = new Recorder();
+    const r = await start(recorder, 'auto');
+    await until('the first list', () => r.synced);
+    assert.equal(r.stats.listMode, 'paged');
+    assert.equal(r.stats.failures, 0, 'a refusal is no failure');
+    assert.equal(handedOn(recorder), 600);
+  });
+
+  it('reads a list the server sends whole (a watch cache ignoring limit) item by item, in pages', async () => {
+    await api.close();
+    api = await FakeApiServer.start({ bookmarkIntervalMs: 100, pageCachedLists: false });
+    for (let i = 0; i < 1234; i++) api.apply(pod(`p${i}`));
+    const recorder = new Recorder();
+    const r = await start(recorder);
+    await until('the first list', () => r.synced);
+    assert.equal(handedOn(recorder), 1234);
+    assert.ok(api.requests().some((q) => /resourceVersion=0/.test(q)), 'the first list is served from the watch cache');
   });
 });

@@ -1,0 +1,120 @@
+import http from 'node:http';
+import https from 'node:https';
+import { PalisadeError } from '../errors.js';
+import type { ClientConfig } from './client-config.js';
+
+/**
+ * GET requests to the Kubernetes API over node:https, with the response body left as a stream: lists
+ * and watches are read as they arrive (list-reader.ts, reflector.ts), never buffered whole. One
+ * keep-alive agent per client, so the four watches and their lists share a few connections.
+ */
+
+export class ApiRequestError extends PalisadeError {
+  readonly status: number;
+  /** The metav1.Status reason, when the server sent one ("Expired", "Invalid", ...). */
+  readonly reason: string | null;
+
+  constructor(path: string, status: number, body: string) {
+    super('KUBE_API_ERROR', `GET ${path}: HTTP ${status}: ${body.slice(0, 300)}`);
+    this.name = 'ApiRequestError';
+    this.status = status;
+    let reason: string | null = null;
+    try {
+      const parsed = JSON.parse(body) as { reason?: unknown };
+      if (typeof parsed.reason === 'string') reason = parsed.reason;
+    } catch {
+      // not a Status body; the message carries the text
+    }
+    this.reason = reason;
+  }
+}
+
+const USER_AGENT = 'palisade/0.1.0';
+
+export class ApiClient {
+  readonly config: ClientConfig;
+  private readonly agent: http.Agent;
+  private streaming: Promise<boolean> | null = null;
+
+  constructor(config: ClientConfig) {
+    this.config = config;
+    const secure = config.server.protocol === 'https:';
+    this.agent = secure
+      ? new https.Agent({
+        keepAlive: true,
+        ...(config.ca === null ? {} : { ca: config.ca }),
+        ...(config.cert === null ? {} : { cert: config.cert }),
+        ...(config.key === null ? {} : { key: config.key }),
+        rejectUnauthorized: !config.insecureSkipTlsVerify,
+        ...(config.tlsServerName === null ? {} : { servername: config.tlsServerName }),
+      })
+      : new http.Agent({ keepAlive: true });
+  }
+
+  /**
+   * GET `pathAndQuery`; resolves with the response once a 200 arrives (its body unread), and rejects
+   * with ApiRequestError for any other status. A 401 is retried once with a freshly read token.
+   */
+  async get(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const first = await this.request(pathAndQuery, signal);
+    if (first.statusCode !== 401) return this.checked(pathAndQuery, first);
+    first.resume();
+    this.config.credentials.invalidate();
+    return this.checked(pathAndQuery, await this.request(pathAndQuery, signal));
+  }
+
+  /** GET and parse a small JSON body (e.g. /version). */
+  async getJson(pathAndQuery: string, signal?: AbortSignal): Promise<unknown> {
+    const response = await this.get(pathAndQuery, signal);
+    return JSON.parse(await readBody(response));
+  }
+
+  /**
+   * Whether the server understands streaming lists (sendInitialEvents, Kubernetes 1.27 and later):
+   * older servers ignore the parameter and would stream the initial events with no end marker. A
+   * newer server with the feature off answers the request with an error, and the reflector falls
+   * back to paged lists. Asked once.
+   */
+  offersStreamingLists(signal?: AbortSignal): Promise<boolean> {
+    this.streaming ??= this.getJson('/version', signal).then((version) => {
+      const minor = typeof version === 'object' && version !== null ? Number.parseInt(String((version as { minor?: unknown }).minor ?? ''), 10) : NaN;
+      const major = typeof version === 'object' && version !== null ? Number.parseInt(String((version as { major?: unknown }).major ?? ''), 10) : NaN;
+      return major > 1 || (major === 1 && minor >= 27);
+    }, (error: unknown) => {
+      this.streaming = null;
+      throw error;
+    });
+    return this.streaming;
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private async checked(pathAndQuery: string, response: http.IncomingMessage): Promise<http.IncomingMessage> {
+    if (response.statusCode === 200) return response;
+    throw new ApiRequestError(pathAndQuery, response.statusCode ?? 0, await readBody(response).catch(() => ''));
+  }
+
+  private async request(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const token = await this.config.credentials.token();
+    const url = new URL(pathAndQuery, this.config.server);
+    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': USER_AGENT };
+    if (token !== null) headers['authorization'] = `Bearer ${token}`;
+    const module = url.protocol === 'https:' ? https : http;
+    return new Promise((resolve, reject) => {
+      const req = module.request(url, { method: 'GET', headers, agent: this.agent, ...(signal === undefined ? {} : { signal }) }, resolve);
+      req.on('error', (error) => reject(new PalisadeError('KUBE_API_UNREACHABLE', `GET ${url.pathname}${url.search} on ${this.config.server.origin}: ${error.message}`, { cause: error })));
+      req.end();
+    });
+  }
+}
+
+export function readBody(response: http.IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    response.on('data', (chunk: Buffer) => chunks.push(chunk));
+    response.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    response.on('error', reject);
+  });
+}
