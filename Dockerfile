@@ -17,9 +17,10 @@ COPY bench ./bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
 
 FROM node:24-bookworm-slim
-# Both iptables backends (iptables-legacy-* and iptables-nft-*), ipset, and conntrack for debugging.
+# Both iptables backends (iptables-legacy-* and iptables-nft-*), ipset, conntrack, and iproute2 (the
+# node's links, addresses and routes: multi-NIC pods, kube-proxy's mode, pods palisade does not see).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables ipset conntrack \
+ && apt-get install -y --no-install-recommends iptables ipset conntrack iproute2 \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /src/package.json ./package.json

@@ -47,7 +47,7 @@ function sameJson(a: unknown, b: unknown): boolean {
  * field, labels and ports by identity first (the interner shares them), not by serialising both.
  */
 function samePod(a: PodRecord, b: PodRecord): boolean {
-  return a.ip === b.ip && a.ipSource === b.ipSource && a.nodeName === b.nodeName && a.hostNetwork === b.hostNetwork && a.finished === b.finished
+  return a.ip === b.ip && a.ipSource === b.ipSource && a.nodeName === b.nodeName && a.hostNetwork === b.hostNetwork && a.finished === b.finished && a.multiNic === b.multiNic
     && (a.labels === b.labels || sameJson(a.labels, b.labels)) && (a.namedPorts === b.namedPorts || sameJson(a.namedPorts, b.namedPorts));
 }
 

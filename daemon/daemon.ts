@@ -23,16 +23,22 @@ import { buildStatus } from './status.js';
 import type { SyncState } from './status.js';
 import { HttpServer, text } from './http-server.js';
 import { statusRoutes } from './status-routes.js';
+import { NodeNetworkWatcher, routesByInterface } from '../lib/node-network.js';
+import type { NodeNetwork } from '../lib/node-network.js';
+import { checkNodeNetwork } from './node-checks.js';
+import type { NodeFindings } from './node-checks.js';
 
 /**
  * The daemon, wired. Data flows one way:
  *
  *   Reflectors (list+watch) ─► ClusterCache (records) ─► DataplaneCompiler ─► SyncLoop ─► DataplaneApplier ─► kernel
- *                                                                              └─ refresh: read back, repair, count drops
+ *   NodeNetworkWatcher (links, addresses, routes) ──────────┘  (further pod interfaces)  └─ refresh: read back, repair, count drops
  *   Status and metrics servers read the state; they never write.
  *
- * Nothing is programmed before every watch has listed once, so a half-known cluster never replaces
- * rules a previous process left. While the API server is away, the last rules stay in force.
+ * Nothing is programmed before every watch has listed once and the node's network has been read, so a
+ * half-known cluster never replaces rules a previous process left. While the API server is away, the
+ * last rules stay in force. Where palisade cannot enforce all of policy (kube-proxy in IPVS mode,
+ * node-checks.ts) it programs nothing more and says why, rather than enforce half.
  */
 
 const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
@@ -68,6 +74,8 @@ export class Daemon {
   private metricsServer: HttpServer | null = null;
   private firstApplied = false;
   private readonly flows: FlowForgetter;
+  private readonly network: NodeNetworkWatcher;
+  private findings: NodeFindings = { refusal: null, unenforced: [] };
   private refreshes = 0;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
@@ -92,6 +100,12 @@ export class Daemon {
       },
     }));
     this.flows = new FlowForgetter(new Conntrack(deps.runner), deps.logger);
+    this.network = new NodeNetworkWatcher({
+      runner: deps.runner,
+      logger: deps.logger,
+      onChange: (network) => this.networkChanged(network),
+      onError: (error) => deps.logger.error({ err: error }, 'cannot read the node\'s network (links, addresses, routes); retrying'),
+    });
     this.loop = new SyncLoop({
       delayMs: config.syncDelayMs,
       refreshIntervalMs: config.refreshIntervalMs,
@@ -120,7 +134,10 @@ export class Daemon {
       status: () => this.status(),
       dataplane: () => this.dataplane,
       snapshot: () => this.cache.snapshot(),
-      evaluatorOptions: { selectorPods: this.config.compiler.policyBudget.selectorPods },
+      evaluatorOptions: () => ({
+        selectorPods: this.config.compiler.policyBudget.selectorPods,
+        ...(this.network.current === null ? {} : { localNode: { name: this.config.compiler.nodeName, addresses: new Set(this.network.current.localAddresses) } }),
+      }),
     }));
     this.metricsServer = new HttpServer(new Map([['/metrics', async () => {
       this.problemsByKind();
@@ -130,6 +147,7 @@ export class Daemon {
     const metrics = await this.metricsServer.listen(this.config.metricsAddr);
     this.addresses = { status, metrics };
     this.loop.start();
+    this.network.start();
     for (const reflector of this.reflectors) reflector.start();
     this.deps.logger.info({ node: this.config.compiler.nodeName, status: `${status.host}:${status.port}`, metrics: `${metrics.host}:${metrics.port}` }, 'palisade started');
   }
@@ -137,6 +155,7 @@ export class Daemon {
   /** Stops watching and serving; the rules stay in the kernel, enforcing, for the next process to take over. */
   async stop(): Promise<void> {
     await Promise.all(this.reflectors.map((r) => r.stop()));
+    await this.network.stop();
     await this.loop.stop();
     await this.flows.stop();
     await Promise.all([this.statusServer?.close(), this.metricsServer?.close()]);
@@ -153,16 +172,48 @@ export class Daemon {
     if (this.allSynced()) this.loop.request();
   }
 
+  /** A multi-NIC pod's further interface, kube-proxy's mode, pods' interfaces: all read from here. */
+  private networkChanged(network: NodeNetwork): void {
+    this.cache.compiler.setNodeRoutes(routesByInterface(network));
+    this.checkNode();
+    this.loop.request();
+  }
+
+  /** Re-judges the node's network against the pods known now; logs and publishes what changed. */
+  private checkNode(): void {
+    const network = this.network.current;
+    if (network === null) return;
+    const localPods = new Map((this.dataplane?.endpoints ?? []).map((e) => [e.ip, `${e.namespace}/${e.name}`]));
+    const before = this.findings;
+    const after = checkNodeNetwork(network, this.config.compiler.interfacePrefixes, localPods);
+    this.findings = after;
+    if (after.refusal !== null && before.refusal === null) this.deps.logger.error({ reason: after.refusal.reason }, after.refusal.message);
+    if (after.refusal === null && before.refusal !== null) this.deps.logger.info({ reason: before.refusal.reason }, 'the condition palisade refused to enforce under is gone; programming the node');
+    const known = new Set(before.unenforced.map((u) => `${u.iface}|${u.address}`));
+    const fresh = after.unenforced.filter((u) => !known.has(`${u.iface}|${u.address}`));
+    if (fresh.length > 0) {
+      this.deps.logger.warn({ routes: fresh, interfacePrefixes: this.config.compiler.interfacePrefixes }, 'pods on this node are routed through interfaces no --interface-prefix matches, so palisade enforces nothing on them; if AWS_VPC_K8S_CNI_VETHPREFIX is set, give palisade the same prefix');
+    }
+    this.metrics.observeNode(after);
+  }
+
   readiness(): { ready: boolean; reason: string } {
     const waiting = RESOURCES.filter((_, i) => !this.reflectors[i]!.synced).map((r) => r.kind);
     if (waiting.length > 0) return { ready: false, reason: `waiting for the first list of ${waiting.join(', ')}` };
+    if (this.network.current === null) return { ready: false, reason: `waiting for the first read of the node's links, addresses and routes${this.network.lastError === null ? '' : `: ${this.network.lastError}`}` };
+    if (this.findings.refusal !== null) return { ready: false, reason: `refusing to enforce: ${this.findings.refusal.message}` };
     if (!this.firstApplied) return { ready: false, reason: 'the first apply has not completed yet' };
     if (this.loop.consecutiveFailures > 0) return { ready: false, reason: `the dataplane is failing: ${this.sync.lastError ?? 'unknown error'}` };
     return { ready: true, reason: 'ok' };
   }
 
   private async syncOnce(): Promise<void> {
-    if (!this.allSynced() || this.applier === null) return;
+    if (!this.allSynced() || this.applier === null || this.network.current === null) return;
+    // Half the policy is no policy: nothing more is programmed; what was is left as it is (never opened).
+    if (this.findings.refusal !== null) {
+      this.metrics.ready.set(0);
+      return;
+    }
     const started = this.clock.now();
     const pending = this.pendingSince;
     this.pendingSince = new Map();
@@ -183,6 +234,7 @@ export class Daemon {
     this.cache.logCompilerProblems();
     for (const [kind, since] of pending) this.metrics.changeToEnforced.observe({ resource: kind }, (enforced - since) / 1000);
     this.dataplane = dataplane;
+    this.checkNode();
     if (!this.firstApplied) this.deps.logger.info({ syncMs: enforced - started }, 'ready: every watch has listed and the rules are in place');
     this.firstApplied = true;
     this.metrics.observeDataplane(dataplane);
@@ -261,11 +313,14 @@ export class Daemon {
       problems: this.cache.allProblems(),
       counts: { pods: this.cache.count('Pod'), namespaces: this.cache.count('Namespace'), policies: this.cache.count('NetworkPolicy') },
       repairs: this.applier?.repairCounts() ?? new Map(),
+      nodeNetwork: this.network.current,
+      findings: this.findings,
     });
   }
 
   /** For tests and the demo: resolves once no sync is running or queued to run now, and flows are cleared. */
   async settled(): Promise<void> {
+    await this.network.idle();
     await this.loop.idle();
     await this.flows.idle();
   }

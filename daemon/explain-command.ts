@@ -11,7 +11,11 @@ import type { CommandIO } from './command-io.js';
 export const EXPLAIN_HELP = `Usage: palisade explain --from NS/POD|IP --to NS/POD|IP --port N [--protocol TCP] [--output text|json] FILE|DIR...
 
 Says whether NetworkPolicy allows a new connection, and which policies and rules decide it, for the
-source's egress and the destination's ingress.
+source's egress and the destination's ingress. Give pods or their addresses, never a Service's
+ClusterIP: policy applies to the pod a Service sends the connection to.
+
+Offline, a node's own addresses are what its Node object (InternalIP) and its hostNetwork pods say;
+on the node, the daemon's /explain also knows every local address (node-local DNS, for one).
 
 Options:
   --from NS/POD|IP        source pod (namespace/name) or IPv4 address
@@ -98,10 +102,11 @@ export async function explainCommand(argv: readonly string[], io: CommandIO): Pr
   const to = resolve('to', values.to, evaluator);
   const verdict: Verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });
   if (values.output === 'json') {
-    io.stdout(`${JSON.stringify({ allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress }, null, 2)}\n`);
+    io.stdout(`${JSON.stringify({ allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress, assumptions: evaluator.assumptions() }, null, 2)}\n`);
   } else {
     const what = port === null ? protocol : `${protocol}/${port}`;
-    io.stdout(`${describe(from)} -> ${describe(to)} ${what}: ${verdict.allowed ? 'ALLOWED' : 'DENIED'}\n${directionLine(verdict.egress)}\n${directionLine(verdict.ingress)}\n`);
+    const assuming = evaluator.assumptions().map((a) => `  assuming ${a}\n`).join('');
+    io.stdout(`${describe(from)} -> ${describe(to)} ${what}: ${verdict.allowed ? 'ALLOWED' : 'DENIED'}\n${directionLine(verdict.egress)}\n${directionLine(verdict.ingress)}\n${assuming}`);
   }
   return 0;
 }

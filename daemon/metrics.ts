@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Dataplane } from '../rules/dataplane.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { PolicyRecord } from '../rules/model.js';
+import type { NodeFindings } from './node-checks.js';
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
@@ -30,6 +31,8 @@ export class DaemonMetrics {
   readonly policiesOverBudget: Gauge<'policy_namespace' | 'policy'>;
   readonly ready: Gauge;
   readonly lastSync: Gauge;
+  readonly enforcementRefused: Gauge<'reason'>;
+  readonly unenforcedPodRoutes: Gauge;
   /** Last counter values read per pod and direction, to publish increases even across chain rewrites. */
   private readonly lastDrops = new Map<string, { packets: number; bytes: number }>();
   /** The label set of every drop series published, to remove it when its pod leaves. */
@@ -59,7 +62,15 @@ export class DaemonMetrics {
     this.policiesOverBudget = new Gauge({ name: 'palisade_policy_over_budget', help: 'NetworkPolicies over the per-policy budget, by policy: they isolate what they select and grant nothing', labelNames: ['policy_namespace', 'policy'], registers });
     this.ready = new Gauge({ name: 'palisade_ready', help: '1 when watches have synced and the last apply succeeded', registers });
     this.lastSync = new Gauge({ name: 'palisade_last_sync_timestamp_seconds', help: 'when the dataplane last matched the desired state', registers });
+    this.enforcementRefused = new Gauge({ name: 'palisade_enforcement_refused', help: '1 while palisade programs nothing on this node because it could not enforce all of policy, by reason (kube-proxy-ipvs)', labelNames: ['reason'], registers });
+    this.unenforcedPodRoutes = new Gauge({ name: 'palisade_unenforced_pod_routes', help: 'routes to this node\'s pods through interfaces no --interface-prefix matches: those pods are not enforced', registers });
+    this.enforcementRefused.set({ reason: 'kube-proxy-ipvs' }, 0);
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  observeNode(findings: NodeFindings): void {
+    this.enforcementRefused.set({ reason: 'kube-proxy-ipvs' }, findings.refusal?.reason === 'kube-proxy-ipvs' ? 1 : 0);
+    this.unenforcedPodRoutes.set(findings.unenforced.length);
   }
 
   observeDataplane(dataplane: Dataplane): void {

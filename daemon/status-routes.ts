@@ -14,7 +14,8 @@ export interface StatusSource {
   status(): unknown;
   dataplane(): Dataplane | null;
   snapshot(): Snapshot;
-  readonly evaluatorOptions?: EvaluatorOptions;
+  /** Read per request: the node's live addresses change. */
+  evaluatorOptions?(): EvaluatorOptions;
 }
 
 const PROTOCOLS: readonly PacketProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
@@ -51,7 +52,7 @@ export function explain(url: URL, snapshot: Snapshot, options: EvaluatorOptions 
   }
   if (errors.length > 0 || typeof from === 'string' || typeof to === 'string') return json(400, { error: errors.join('; ') });
   const verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });
-  return json(200, { allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress });
+  return json(200, { allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress, assumptions: evaluator.assumptions() });
 }
 
 export function statusRoutes(source: StatusSource): Map<string, Route> {
@@ -67,6 +68,6 @@ export function statusRoutes(source: StatusSource): Map<string, Route> {
       if (dataplane === null) return text(503, 'no rules yet: waiting for the watches to sync\n');
       return text(200, `# ipset restore\n${renderIpsets(dataplane.ipsets.values())}# iptables-restore --noflush\n${renderIptables(dataplane)}`);
     }],
-    ['/explain', (url) => explain(url, source.snapshot(), source.evaluatorOptions)],
+    ['/explain', (url) => explain(url, source.snapshot(), source.evaluatorOptions?.() ?? {})],
   ]);
 }

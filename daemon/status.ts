@@ -4,6 +4,8 @@ import { formatObjectRef } from '../rules/problems.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { ReflectorStats } from '../lib/kube/reflector.js';
+import type { NodeNetwork } from '../lib/node-network.js';
+import type { NodeFindings } from './node-checks.js';
 
 /**
  * The status document served at /status, built by a pure function from the daemon's state so it can
@@ -36,6 +38,9 @@ export interface DaemonState {
   readonly problems: readonly Problem[];
   readonly counts: { readonly pods: number; readonly namespaces: number; readonly policies: number };
   readonly repairs: ReadonlyMap<string, number>;
+  /** The node's network as last read; null before the first read. */
+  readonly nodeNetwork: NodeNetwork | null;
+  readonly findings: NodeFindings;
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -46,6 +51,7 @@ function endpointStatus(endpoint: EndpointInfo, drops: DropCounters | undefined)
     name: endpoint.name,
     ip: endpoint.ip,
     interfaces: endpoint.interfaces,
+    ...(endpoint.extraInterfaces.length === 0 ? {} : { extraInterfaces: endpoint.extraInterfaces }),
     isolated: { ingress: endpoint.isolatedIngress, egress: endpoint.isolatedEgress },
     policies: { ingress: endpoint.ingressPolicies, egress: endpoint.egressPolicies },
     chains: { ingress: endpoint.toChain, egress: endpoint.fromChain },
@@ -85,6 +91,12 @@ export function buildStatus(state: DaemonState) {
       ipselectorPods: members,
     },
     driftRepairs: Object.fromEntries(state.repairs),
+    nodeNetwork: {
+      read: state.nodeNetwork !== null,
+      localAddresses: state.nodeNetwork?.localAddresses ?? [],
+      refusal: state.findings.refusal,
+      unenforcedPodRoutes: state.findings.unenforced,
+    },
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),
     failedPolicies: state.policies.filter((p) => p.failed || state.selectorPodsOverBudget.has(`${p.namespace}/${p.name}`)).map((p) => ({
       policy: `${p.namespace}/${p.name}`,

@@ -24,17 +24,48 @@ export interface ExecOptions {
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 
+/** A long-running program whose output is read line by line as it comes (an event stream such as `ip monitor`). */
+export interface FollowedProgram {
+  /** Resolves with the exit code (128 + signal when killed) once the program has gone, however it went. */
+  readonly exited: Promise<number>;
+  stop(): void;
+}
+
 /** Runs a program; a non-zero exit is a result, not an error. */
 export interface CommandRunner {
   exec(argv: readonly string[], options?: ExecOptions): Promise<ExecResult>;
+  /** Starts a long-running program and hands over each line it prints on stdout. */
+  follow(argv: readonly string[], onLine: (line: string) => void): FollowedProgram;
   /** Where programs run, for error messages: "host", "network namespace x". */
   describe(): string;
 }
 
 export const hostRunner: CommandRunner = {
   exec: (argv, options = {}) => spawnCollect(argv, options),
+  follow: (argv, onLine) => followLines(argv, onLine),
   describe: () => 'host',
 };
+
+/**
+ * Spawns argv and splits its stdout into lines. A program that cannot start counts as exiting at once
+ * (code 127, as a shell would say), so a caller's restart logic covers both.
+ */
+export function followLines(argv: readonly string[], onLine: (line: string) => void): FollowedProgram {
+  const [program, ...args] = argv;
+  if (program === undefined) return { exited: Promise.resolve(127), stop: () => {} };
+  const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, LC_ALL: 'C' } });
+  let partial = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    const parts = (partial + chunk.toString('utf8')).split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) onLine(line);
+  });
+  const exited = new Promise<number>((resolve) => {
+    child.on('error', () => resolve(127));
+    child.on('close', (code, signal) => resolve(code ?? signalExitCode(signal)));
+  });
+  return { exited, stop: () => void child.kill('SIGTERM') };
+}
 
 /** Spawns argv with its own process group, so a timeout kills the program and anything it started. */
 export function spawnCollect(argv: readonly string[], options: ExecOptions): Promise<ExecResult> {

@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { PalisadeError } from './errors.js';
-import { commandAvailable, formatArgv, spawnCollect } from './exec.js';
-import type { CommandRunner, ExecOptions, ExecResult } from './exec.js';
+import { commandAvailable, followLines, formatArgv, spawnCollect } from './exec.js';
+import type { CommandRunner, ExecOptions, ExecResult, FollowedProgram } from './exec.js';
 
 export { commandAvailable, DEFAULT_TIMEOUT_MS, formatArgv } from './exec.js';
 export type { ExecOptions, ExecResult } from './exec.js';
@@ -67,6 +67,12 @@ export class NetworkNamespace implements CommandRunner {
     return result;
   }
 
+  /** Starts a long-running program inside the namespace, its stdout handed over line by line. */
+  follow(argv: readonly string[], onLine: (line: string) => void): FollowedProgram {
+    if (this.destroyed) return { exited: Promise.resolve(127), stop: () => {} };
+    return followLines(['ip', 'netns', 'exec', this.name, ...argv], onLine);
+  }
+
   /** As a CommandRunner, a namespace makes every driver given it run its programs inside. */
   describe(): string {
     return `network namespace ${this.name}`;
@@ -96,11 +102,29 @@ export class NetworkNamespace implements CommandRunner {
   /** Deletes the namespace (and with it every rule and set inside). Safe to call twice, or after an outside delete. */
   async destroy(): Promise<void> {
     if (this.destroyed) return;
+    await killProcessesIn(this.name);
     const result = await spawnCollect(['ip', 'netns', 'del', this.name], {});
     if (result.code !== 0 && (await listNamespaces()).includes(this.name)) {
       throw new NetnsCommandError('(root)', ['ip', 'netns', 'del', this.name], result.code, result.stderr);
     }
     this.destroyed = true;
+  }
+}
+
+/**
+ * Kills what still runs inside a namespace about to go: a program orphaned by a killed parent (an
+ * `ip monitor` a SIGKILLed daemon started) would otherwise keep the namespace's network alive
+ * unseen, with no name left to find it by.
+ */
+async function killProcessesIn(name: string): Promise<void> {
+  const listed = await spawnCollect(['ip', 'netns', 'pids', name], {});
+  if (listed.code !== 0) return;
+  for (const pid of listed.stdout.split('\n').map((l) => Number(l.trim())).filter((n) => Number.isInteger(n) && n > 1 && n !== process.pid)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
   }
 }
 
@@ -127,6 +151,7 @@ export async function removeStaleNamespaces(prefix: string): Promise<string[]> {
   if (!NAME_PREFIX.test(prefix)) throw new PalisadeError('NETNS_NAME', `network namespace prefix "${prefix}" is not valid`);
   const stale = (await listNamespaces()).filter((name) => name.startsWith(`${prefix}-`));
   for (const name of stale) {
+    await killProcessesIn(name);
     const result = await spawnCollect(['ip', 'netns', 'del', name], {});
     if (result.code !== 0 && (await listNamespaces()).includes(name)) {
       throw new NetnsCommandError('(root)', ['ip', 'netns', 'del', name], result.code, result.stderr);

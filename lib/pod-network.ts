@@ -11,10 +11,18 @@
  * The host end carries the gateway address 169.254.1.1/32, so it answers the pod's ARP for the gateway
  * itself: no proxy ARP and no static neighbour entry are needed. Every command runs through
  * `ip netns exec`, so nothing here touches the machine's own namespace.
+ *
+ * The other ways the VPC CNI wires a pod (PodWiring):
+ * - `prefix`: the same veth under another prefix (AWS_VPC_K8S_CNI_VETHPREFIX).
+ * - `multi-nic`: a further veth per further address, named after sha1("<ns>.<pod>.<index>"), the
+ *   pod's eth<index> holding the address and a rule sending what it sends from there out that way.
+ * - `branch-eni` (security groups for pods, strict mode): a `vlan`-prefixed veth whose traffic is
+ *   routed only through the node's VLAN link to the VPC, by rules on the incoming interface and a
+ *   table of the pod's own: the pod's address has no route in the node's main table.
  */
 import { randomBytes } from 'node:crypto';
 import { parseIPv4 } from '../rules/ipv4.js';
-import { hostInterfaceName, vethSuffix } from '../rules/names.js';
+import { hostInterfaceName, interfaceIdentity, vethSuffix } from '../rules/names.js';
 import { PalisadeError } from './errors.js';
 import { NetworkNamespace } from './netns.js';
 
@@ -33,7 +41,25 @@ export interface PodSpec {
   readonly name: string;
   /** The pod's IPv4 address, held as a /32 on its eth0. */
   readonly ip: string;
+  /** How the node reaches the pod; a veth under the node's prefix unless said. */
+  readonly wiring?: PodWiring;
 }
+
+export type PodWiring =
+  | { readonly kind: 'prefix'; readonly interfacePrefix: string }
+  | { readonly kind: 'multi-nic'; readonly extraIps: readonly string[] }
+  | {
+    readonly kind: 'branch-eni';
+    /** The node's VLAN link to the VPC (vlan.eth.<id>), which must exist. */
+    readonly vlanLink: string;
+    /** The VPC subnet's gateway, reached through the VLAN link. */
+    readonly gateway: string;
+    /** The pod's routing table (the VPC CNI uses 100 + the VLAN id). */
+    readonly table: number;
+  };
+
+/** The prefix of branch-ENI pods' veths in strict mode; the VPC CNI fixes it. */
+export const BRANCH_ENI_PREFIX = 'vlan';
 
 export interface PodHandle {
   readonly spec: PodSpec;
@@ -41,6 +67,8 @@ export interface PodHandle {
   readonly netns: NetworkNamespace;
   /** The node end of the veth pair, as the node's firewall sees it. */
   readonly hostInterface: string;
+  /** Host ends of a multi-NIC pod's further veths, in the order of its extra addresses. */
+  readonly extraHostInterfaces: readonly string[];
 }
 
 export interface PodNodeOptions {
@@ -93,20 +121,31 @@ export class PodNode {
   }
 
   /** The host interface the VPC CNI would give this pod on this node. */
-  hostInterfaceFor(namespace: string, name: string): string {
-    return hostInterfaceName(this.interfacePrefix, namespace, name);
+  hostInterfaceFor(namespace: string, name: string, wiring?: PodWiring): string {
+    const prefix = wiring?.kind === 'prefix' ? wiring.interfacePrefix : wiring?.kind === 'branch-eni' ? BRANCH_ENI_PREFIX : this.interfacePrefix;
+    return hostInterfaceName(prefix, namespace, name);
   }
 
   /** Creates the pod's namespace and plumbs it onto the node; on failure nothing of it is left behind. */
   async addPod(spec: PodSpec): Promise<PodHandle> {
     this.checkNewPod(spec);
-    const hostInterface = this.hostInterfaceFor(spec.namespace, spec.name);
+    if (spec.wiring?.kind === 'prefix') checkInterfacePrefix(spec.wiring.interfacePrefix);
+    const hostInterface = this.hostInterfaceFor(spec.namespace, spec.name, spec.wiring);
+    const extraIps = spec.wiring?.kind === 'multi-nic' ? spec.wiring.extraIps : [];
+    const extraHostInterfaces = extraIps.map((_, i) => hostInterfaceName(this.interfacePrefix, spec.namespace, interfaceIdentity(spec.name, i + 1)));
     const netns = await NetworkNamespace.create(`${this.netns.name}-p`);
-    const handle: PodHandle = { spec: { ...spec }, netns, hostInterface };
+    const handle: PodHandle = { spec: { ...spec }, netns, hostInterface, extraHostInterfaces };
     try {
       await this.createVeth(hostInterface, temporaryPodInterface(spec), netns);
       await configurePodSide(netns, spec.ip);
-      await this.configureHostSide(hostInterface, spec.ip);
+      if (spec.wiring?.kind === 'branch-eni') await this.configureBranchEniHostSide(hostInterface, spec.ip, spec.wiring);
+      else await this.configureHostSide(hostInterface, spec.ip);
+      for (const [i, extraIp] of extraIps.entries()) {
+        const index = i + 1;
+        await this.createVeth(extraHostInterfaces[i]!, temporaryPodInterface(spec, index), netns, `eth${index}`);
+        await configureExtraPodSide(netns, `eth${index}`, extraIp, 100 + index);
+        await this.configureHostSide(extraHostInterfaces[i]!, extraIp);
+      }
     } catch (error) {
       await this.unplumb(handle).catch(() => {});
       throw new PodNetworkError(`cannot plumb pod ${spec.namespace}/${spec.name} (${spec.ip}) onto node ${this.netns.name}`, { cause: error });
@@ -148,20 +187,39 @@ export class PodNode {
   }
 
   private checkNewPod(spec: PodSpec): void {
-    if (parseIPv4(spec.ip) === null) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: "${spec.ip}" is not an IPv4 address`);
-    if (spec.ip === POD_GATEWAY_IP) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: ${POD_GATEWAY_IP} is the pods' gateway`);
+    const addresses = [spec.ip, ...(spec.wiring?.kind === 'multi-nic' ? spec.wiring.extraIps : [])];
+    for (const address of addresses) {
+      if (parseIPv4(address) === null) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: "${address}" is not an IPv4 address`);
+      if (address === POD_GATEWAY_IP) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: ${POD_GATEWAY_IP} is the pods' gateway`);
+      const sameIp = this.pods().find((p) => [p.spec.ip, ...(p.spec.wiring?.kind === 'multi-nic' ? p.spec.wiring.extraIps : [])].includes(address));
+      if (sameIp !== undefined) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: ${address} is already held by ${sameIp.spec.namespace}/${sameIp.spec.name}`);
+    }
     if (this.attached.has(podKey(spec.namespace, spec.name))) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name} is already on node ${this.netns.name}`);
-    const sameIp = this.pods().find((p) => p.spec.ip === spec.ip);
-    if (sameIp !== undefined) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: ${spec.ip} is already held by ${sameIp.spec.namespace}/${sameIp.spec.name}`);
-    const clash = this.pods().find((p) => p.hostInterface === this.hostInterfaceFor(spec.namespace, spec.name));
+    const clash = this.pods().find((p) => p.hostInterface === this.hostInterfaceFor(spec.namespace, spec.name, spec.wiring));
     if (clash !== undefined) throw new PodNetworkError(`pod ${spec.namespace}/${spec.name}: host interface name clashes with ${clash.spec.namespace}/${clash.spec.name}`);
   }
 
   /** Creates the pair inside the node, then moves the pod end (under a temporary name) into the pod. */
-  private async createVeth(hostInterface: string, podEnd: string, pod: NetworkNamespace): Promise<void> {
+  private async createVeth(hostInterface: string, podEnd: string, pod: NetworkNamespace, podName = POD_INTERFACE): Promise<void> {
     await this.netns.run(['ip', 'link', 'add', hostInterface, 'type', 'veth', 'peer', 'name', podEnd]);
     await this.netns.run(['ip', 'link', 'set', podEnd, 'netns', pod.name]);
-    await pod.run(['ip', 'link', 'set', podEnd, 'name', POD_INTERFACE]);
+    await pod.run(['ip', 'link', 'set', podEnd, 'name', podName]);
+  }
+
+  /**
+   * Strict mode: the pod's traffic and the VPC's traffic for it are routed by incoming interface into
+   * the pod's own table, which leads only to the pod and out the VLAN link: even another pod on this
+   * node reaches it through the VPC.
+   */
+  private async configureBranchEniHostSide(hostInterface: string, podIp: string, wiring: Extract<PodWiring, { kind: 'branch-eni' }>): Promise<void> {
+    const table = String(wiring.table);
+    await this.netns.run(['ip', 'link', 'set', hostInterface, 'up']);
+    await this.netns.run(['ip', 'address', 'add', `${POD_GATEWAY_IP}/32`, 'dev', hostInterface]);
+    await this.netns.run(['ip', 'route', 'replace', `${wiring.gateway}/32`, 'dev', wiring.vlanLink, 'scope', 'link', 'table', table]);
+    await this.netns.run(['ip', 'route', 'replace', 'default', 'via', wiring.gateway, 'dev', wiring.vlanLink, 'table', table]);
+    await this.netns.run(['ip', 'route', 'add', `${podIp}/32`, 'dev', hostInterface, 'scope', 'link', 'table', table]);
+    await this.netns.run(['ip', 'rule', 'add', 'iif', hostInterface, 'priority', '10', 'table', table]);
+    await this.netns.run(['ip', 'rule', 'add', 'iif', wiring.vlanLink, 'priority', '10', 'table', table]);
   }
 
   /** Up, the gateway address (so ARP for it is answered here), and a /32 route to the pod. */
@@ -176,8 +234,15 @@ export class PodNode {
    * namespace frees its interfaces asynchronously and the name could still be taken when the pod is re-added.
    */
   private async unplumb(handle: PodHandle): Promise<void> {
-    if (await this.interfaceExists(handle.hostInterface)) {
-      await this.netns.run(['ip', 'link', 'del', handle.hostInterface]);
+    for (const iface of [handle.hostInterface, ...handle.extraHostInterfaces]) {
+      if (await this.interfaceExists(iface)) await this.netns.run(['ip', 'link', 'del', iface]);
+    }
+    const wiring = handle.spec.wiring;
+    if (wiring?.kind === 'branch-eni') {
+      // The rules outlive the interfaces they name; the table's own routes went with them.
+      for (const iface of [handle.hostInterface, wiring.vlanLink]) {
+        await this.netns.exec(['ip', 'rule', 'del', 'iif', iface, 'priority', '10', 'table', String(wiring.table)]);
+      }
     }
     await handle.netns.destroy();
   }
@@ -196,9 +261,21 @@ async function configurePodSide(pod: NetworkNamespace, ip: string): Promise<void
   await pod.run(['ip', 'route', 'add', 'default', 'via', POD_GATEWAY_IP, 'dev', POD_INTERFACE]);
 }
 
+/**
+ * A multi-NIC pod's further interface: its address, and what it sends from that address leaves that
+ * way (its own table), as the VPC CNI sets up for every interface beyond eth0.
+ */
+async function configureExtraPodSide(pod: NetworkNamespace, iface: string, ip: string, table: number): Promise<void> {
+  await pod.run(['ip', 'address', 'add', `${ip}/32`, 'dev', iface]);
+  await pod.run(['ip', 'link', 'set', iface, 'up']);
+  await pod.run(['ip', 'route', 'add', POD_GATEWAY_IP, 'dev', iface, 'scope', 'link', 'table', String(table)]);
+  await pod.run(['ip', 'route', 'add', 'default', 'via', POD_GATEWAY_IP, 'dev', iface, 'table', String(table)]);
+  await pod.run(['ip', 'rule', 'add', 'from', ip, 'table', String(table)]);
+}
+
 /** Unique within the node while it exists there: 3 + 11 hex characters, plus 1 random to survive a retry. */
-function temporaryPodInterface(spec: PodSpec): string {
-  return `tmp${vethSuffix(spec.namespace, spec.name)}${randomBytes(1).toString('hex').slice(0, 1)}`;
+function temporaryPodInterface(spec: PodSpec, index = 0): string {
+  return `tmp${vethSuffix(spec.namespace, interfaceIdentity(spec.name, index))}${randomBytes(1).toString('hex').slice(0, 1)}`;
 }
 
 function checkInterfacePrefix(prefix: string): void {

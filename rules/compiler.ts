@@ -3,7 +3,7 @@ import { podCounts, podKey, policyKey } from './model.js';
 import type { Chain, Dataplane, EndpointInfo, HookRule, IpSet } from './dataplane.js';
 import type { CompilerSettings } from './settings.js';
 import type { VethSuffix } from './names.js';
-import { Names, vethSuffix } from './names.js';
+import { interfaceIdentity, Names, vethSuffix } from './names.js';
 import { implicitNamespace } from './namespace.js';
 import { selectorMatches } from './selector.js';
 import { SetIndex } from './set-index.js';
@@ -13,7 +13,8 @@ import { buildAllowChain, buildEndpointChains } from './endpoint-chains.js';
 import { buildDispatch, buildEntryChains } from './dispatch.js';
 import type { DispatchEntry } from './dispatch.js';
 import { AddressClaims } from './address-claims.js';
-import { InterfaceOwners } from './interface-owners.js';
+import { claimKey, claimPod, InterfaceOwners } from './interface-owners.js';
+import type { ExtraInterface } from './endpoint-chains.js';
 import type { Problem } from './problems.js';
 import { claimProblems } from './claim-problems.js';
 import { PodIndexes } from './pod-indexes.js';
@@ -34,7 +35,21 @@ import { PodIndexes } from './pod-indexes.js';
  * address or enforcement. A policy is built and installed (policy-installer.ts) only while it selects
  * a local pod. Unchanged chains and sets keep their object identity
  * from one build to the next, so consumers can compare by reference.
+ *
+ * A multi-NIC pod's further interfaces are named by the VPC CNI after "<pod>.<index>", and their
+ * addresses are in no Pod field: setNodeRoutes() hands in the node's routes, and each further
+ * interface a route leads to becomes a claim like any interface name (so it can never take another
+ * pod's). Until its route is seen, such an interface is unknown and dropped.
  */
+
+/** More network cards than any EC2 instance has: where the search for a pod's further interfaces stops at the latest. */
+const MAX_POD_INTERFACES = 64;
+
+/** A further interface of a local pod, found in the node's routes. */
+interface ExtraClaim extends ExtraInterface {
+  readonly index: number;
+  readonly suffix: string;
+}
 
 export interface CompilerOptions {
   /** How host-side interface names derive from a pod; the VPC CNI's way unless a test injects collisions. */
@@ -45,12 +60,18 @@ interface EndpointState {
   readonly pod: PodRecord & { readonly ip: string };
   readonly ingress: readonly string[];
   readonly egress: readonly string[];
+  /** Further interfaces the pod owns (multi-NIC). */
+  readonly extra: readonly ExtraInterface[];
   /** Derived once per change of the endpoint: names cost hashes, and build() runs on every sync. */
   readonly info: EndpointInfo;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+function sameExtras(a: readonly ExtraInterface[], b: readonly ExtraInterface[]): boolean {
+  return a.length === b.length && a.every((v, i) => v.iface === b[i]!.iface && v.address === b[i]!.address);
 }
 
 /** A pod's claim counts only while it can take part at all: a finished pod's address may be another's already. */
@@ -77,6 +98,13 @@ export class DataplaneCompiler {
   private readonly claims = new AddressClaims();
   private readonly interfaces = new InterfaceOwners();
   private readonly endpoints = new Map<string, EndpointState>();
+  /** Host routes on this node: each interface and the addresses routed to it alone. */
+  private routes: ReadonlyMap<string, readonly string[]> = new Map();
+  /** Local multi-NIC pods' further interfaces that a route leads to, by pod. */
+  private readonly extras = new Map<string, readonly ExtraClaim[]>();
+  /** Local multi-NIC pods, whose further interfaces are looked for again when the routes change. */
+  private readonly multiNicPods = new Set<string>();
+  private readonly extraChainNames = new Map<string, readonly string[]>();
   private readonly sets: SetIndex;
   private readonly dirtyEndpoints = new Set<string>();
   private sortedEndpoints: readonly EndpointInfo[] | null = null;
@@ -215,7 +243,52 @@ export class DataplaneCompiler {
     if (before !== after) this.sets.podChanged(before, after);
     const local = after !== undefined && this.isLocal(after);
     const suffix = local ? this.vethSuffix(after.namespace, after.name) : null;
-    for (const affected of this.interfaces.set(key, suffix, local ? after.ipSource : null)) this.refreshEndpoint(affected);
+    const affected = new Set(this.interfaces.set(key, suffix, local ? after.ipSource : null));
+    if (local && after.multiNic) this.multiNicPods.add(key);
+    else this.multiNicPods.delete(key);
+    for (const claim of this.setExtras(key, local && after.multiNic ? after : undefined)) affected.add(claim);
+    for (const pod of new Set([...affected].map(claimPod))) this.refreshEndpoint(pod);
+  }
+
+  /**
+   * The node's host routes: every interface with the addresses routed to it (scope link, one
+   * address each). Only multi-NIC pods' further interfaces are read from them.
+   */
+  setNodeRoutes(routes: ReadonlyMap<string, readonly string[]>): void {
+    this.routes = routes;
+    const affected = new Set<string>();
+    for (const key of this.multiNicPods) {
+      const pod = this.usedPod(key);
+      if (pod !== undefined && this.isLocal(pod)) for (const claim of this.setExtras(key, pod)) affected.add(claimPod(claim));
+    }
+    for (const pod of affected) this.refreshEndpoint(pod);
+  }
+
+  /** Re-derives a pod's further-interface claims; returns the claims whose ownership may have changed. */
+  private setExtras(key: string, pod: (PodRecord & { readonly ip: string }) | undefined): string[] {
+    const before = this.extras.get(key) ?? [];
+    const next = pod === undefined ? [] : this.findExtras(pod);
+    if (before.length === next.length && before.every((b, i) => b.iface === next[i]!.iface && b.address === next[i]!.address && b.suffix === next[i]!.suffix)) return [];
+    const affected: string[] = [key];
+    for (const old of before) if (!next.some((n) => n.index === old.index)) affected.push(...this.interfaces.set(claimKey(key, old.index), null, null));
+    for (const claim of next) affected.push(...this.interfaces.set(claimKey(key, claim.index), claim.suffix, pod!.ipSource));
+    if (next.length === 0) this.extras.delete(key);
+    else this.extras.set(key, next);
+    return affected;
+  }
+
+  /** Interface 1, 2, ... for as long as a route leads to one under any of the prefixes. */
+  private findExtras(pod: PodRecord & { readonly ip: string }): ExtraClaim[] {
+    const found: ExtraClaim[] = [];
+    for (let index = 1; index < MAX_POD_INTERFACES && this.routes.size > 0; index++) {
+      const suffix = this.vethSuffix(pod.namespace, interfaceIdentity(pod.name, index));
+      const iface = this.settings.interfacePrefixes.map((prefix) => prefix + suffix).find((name) => this.routes.has(name));
+      if (iface === undefined) break;
+      // The VPC CNI routes one address to each interface; any other would fail the interface's anti-spoofing.
+      const address = [...this.routes.get(iface)!].sort()[0]!;
+      found.push({ index, suffix, iface, address });
+    }
+    return found;
   }
 
   private refreshEndpointsIn(namespace: string): void {
@@ -242,12 +315,15 @@ export class DataplaneCompiler {
       .sort((a, b) => (policyKey(a) < policyKey(b) ? -1 : 1));
     const ingress = selecting.filter((p) => p.affectsIngress).map(policyKey);
     const egress = selecting.filter((p) => p.affectsEgress).map(policyKey);
-    if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress)) {
+    const extra = (this.extras.get(key) ?? []).filter((claim) => this.interfaces.owner(claim.suffix) === claimKey(key, claim.index))
+      .map(({ iface, address }): ExtraInterface => ({ iface, address }));
+    const sameExtra = before !== undefined && sameExtras(before.extra, extra);
+    if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress) && sameExtra) {
       this.endpoints.set(key, { ...before, pod });
       return;
     }
-    const next: EndpointState = { pod, ingress, egress, info: this.endpointInfo(pod, ingress, egress) };
-    if (before === undefined) this.dispatchDirty = true;
+    const next: EndpointState = { pod, ingress, egress, extra, info: this.endpointInfo(pod, ingress, egress, extra) };
+    if (before === undefined || !sameExtra) this.dispatchDirty = true;
     this.setUsers(key, before, next);
     this.endpoints.set(key, next);
     this.dirtyEndpoints.add(key);
@@ -350,6 +426,8 @@ export class DataplaneCompiler {
     const [namespace, name] = [key.slice(0, slash), key.slice(slash + 1)];
     this.chains.delete(this.names.endpoint('from', namespace, name));
     this.chains.delete(this.names.endpoint('to', namespace, name));
+    for (const chain of this.extraChainNames.get(key) ?? []) this.chains.delete(chain);
+    this.extraChainNames.delete(key);
     const state = this.endpoints.get(key);
     if (state === undefined) return;
     const refs = (direction: Direction, keys: readonly string[]) => keys.map((policy) => {
@@ -360,19 +438,25 @@ export class DataplaneCompiler {
       namespace: state.pod.namespace,
       name: state.pod.name,
       ip: state.pod.ip,
+      interfaces: state.info.interfaces.slice(0, this.settings.interfacePrefixes.length),
+      extraInterfaces: state.extra,
       ingress: { isolated: state.ingress.length > 0, chains: refs('ingress', state.ingress) },
       egress: { isolated: state.egress.length > 0, chains: refs('egress', state.egress) },
     }, this.names, this.settings);
     this.chains.set(chains.from.name, chains.from);
     this.chains.set(chains.to.name, chains.to);
+    for (const { chain } of chains.extra) this.chains.set(chain.name, chain);
+    if (chains.extra.length > 0) this.extraChainNames.set(key, chains.extra.map((e) => e.chain.name));
   }
 
   private rebuildDispatch(): void {
     for (const name of this.dispatchChainNames) this.chains.delete(name);
     const contested = this.interfaces.contested();
     const entries = (side: 'from' | 'to'): DispatchEntry[] => [
-      ...[...this.endpoints.values()].flatMap(({ pod, info }) =>
-        info.interfaces.map((iface) => ({ iface, target: side === 'from' ? info.fromChain : info.toChain, pod: podKey(pod) }))),
+      ...[...this.endpoints.values()].flatMap(({ pod, info, extra }) => [
+        ...info.interfaces.slice(0, this.settings.interfacePrefixes.length).map((iface) => ({ iface, target: side === 'from' ? info.fromChain : info.toChain, pod: podKey(pod) })),
+        ...extra.map(({ iface }) => ({ iface, target: side === 'from' ? this.names.extraInterface(pod.namespace, pod.name, iface) : info.toChain, pod: podKey(pod) })),
+      ]),
       ...contested.flatMap((suffix) => this.settings.interfacePrefixes.map((prefix) => ({ iface: prefix + suffix, target: null, pod: 'claimed by several pods' }))),
     ];
     const chains = [...buildDispatch('from', entries('from'), this.names, this.settings), ...buildDispatch('to', entries('to'), this.names, this.settings)];
@@ -381,13 +465,14 @@ export class DataplaneCompiler {
     this.dispatchDirty = false;
   }
 
-  private endpointInfo(pod: PodRecord & { readonly ip: string }, ingress: readonly string[], egress: readonly string[]): EndpointInfo {
+  private endpointInfo(pod: PodRecord & { readonly ip: string }, ingress: readonly string[], egress: readonly string[], extra: readonly ExtraInterface[]): EndpointInfo {
     const suffix = this.vethSuffix(pod.namespace, pod.name);
     return {
       namespace: pod.namespace,
       name: pod.name,
       ip: pod.ip,
-      interfaces: this.settings.interfacePrefixes.map((prefix) => prefix + suffix),
+      interfaces: [...this.settings.interfacePrefixes.map((prefix) => prefix + suffix), ...extra.map((e) => e.iface)],
+      extraInterfaces: extra,
       isolatedIngress: ingress.length > 0,
       isolatedEgress: egress.length > 0,
       ingressPolicies: ingress,

@@ -43,8 +43,10 @@ export interface EndpointInfo {
   readonly namespace: string;
   readonly name: string;
   readonly ip: string;
-  /** Host-side interface names this pod may have, one per configured prefix. */
+  /** Host-side interface names this pod may have: its first, one per configured prefix, then its further ones. */
   readonly interfaces: readonly string[];
+  /** Further interfaces (multi-NIC) with the address the node routes to each. */
+  readonly extraInterfaces: readonly { readonly iface: string; readonly address: string }[];
   readonly isolatedIngress: boolean;
   readonly isolatedEgress: boolean;
   /** "namespace/name" of the policies that select the pod and isolate it in that direction. */

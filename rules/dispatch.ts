@@ -12,6 +12,11 @@ import type { CompilerSettings } from './settings.js';
  *
  * Every dispatch chain ends with the unknown-interface rule: branches are reached by goto, so falling
  * off a branch would return to the entry chain and skip a final rule kept only at the root.
+ *
+ * A pod's interface is a prefix and hex, never a dot: a name that continues with a dot after the
+ * prefix is a link of the node's, such as the VLAN (vlan.eth.<id>) that carries a branch-ENI pod's
+ * traffic to the VPC. The root lets those through before anything else, or the unknown-interface rule
+ * would cut every branch-ENI pod off from the VPC.
  */
 
 const LEAF_SIZE = 16;
@@ -31,8 +36,9 @@ export function buildDispatch(side: 'from' | 'to', entries: readonly DispatchEnt
     ? { match: [], target: ['-j', 'DROP'], comment: 'unknown endpoint interface' }
     : { match: [], target: ['-j', 'RETURN'], comment: 'unknown endpoint interface (allowed by setting)' };
   const chains: Chain[] = [];
-  const visit = (chainName: string, group: readonly DispatchEntry[]): void => {
-    const rules: Rule[] = [];
+  const nodeLinks = settings.interfacePrefixes.map((p): Rule => ({ match: [flag, `${p}.+`], target: ['-j', 'RETURN'], comment: sanitizeComment(`node link ${p}.*, not a pod`) }));
+  const visit = (chainName: string, group: readonly DispatchEntry[], first: readonly Rule[] = []): void => {
+    const rules: Rule[] = [...first];
     if (group.length <= LEAF_SIZE) {
       for (const entry of group) rules.push(leaf(flag, entry));
     } else {
@@ -49,7 +55,7 @@ export function buildDispatch(side: 'from' | 'to', entries: readonly DispatchEnt
     rules.push(unknown);
     chains.push({ name: chainName, rules });
   };
-  visit(names.dispatchRoot(side), sorted);
+  visit(names.dispatchRoot(side), sorted, nodeLinks);
   return chains.sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 

@@ -8,12 +8,30 @@ import type { CompilerSettings } from './settings.js';
  * (ingress rules elsewhere trust source addresses), then traffic to its own node passes, then its
  * egress policies. The `to` chain sees what the pod receives: its ingress policies. An isolated chain
  * ends with a counted drop, whose packet counter is the pod's dropped traffic in that direction.
+ *
+ * A pod is never blocked from itself. Its traffic to its own address stays inside the pod, except
+ * when a Service sends it back (hairpin): then it leaves and re-enters through the node, and both
+ * chains let it pass. The `to` chain checks the interface too: a packet claiming the pod's address
+ * from anywhere else is not the pod's.
+ *
+ * A pod with further interfaces (multi-NIC) has one small chain per further interface that checks
+ * that interface's own address and then continues in the pod's `from` chain; the pod's first check
+ * then names the interfaces its main address may come from.
  */
+
+/** An interface beyond a pod's first, and the address the node routes to it. */
+export interface ExtraInterface {
+  readonly iface: string;
+  readonly address: string;
+}
 
 export interface EndpointPolicies {
   readonly namespace: string;
   readonly name: string;
   readonly ip: string;
+  /** Host-side names of the pod's first interface, one per configured prefix. */
+  readonly interfaces: readonly string[];
+  readonly extraInterfaces: readonly ExtraInterface[];
   /** Policy chains in evaluation order; empty with isolated=false means "not isolated". */
   readonly ingress: { readonly isolated: boolean; readonly chains: readonly { chain: string; policy: string }[] };
   readonly egress: { readonly isolated: boolean; readonly chains: readonly { chain: string; policy: string }[] };
@@ -35,24 +53,57 @@ function policyRules(chains: EndpointPolicies['ingress']['chains'], mark: number
   return rules;
 }
 
-export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, settings: CompilerSettings): { from: Chain; to: Chain } {
+export interface EndpointChains {
+  readonly from: Chain;
+  readonly to: Chain;
+  /** Per further interface, the chain its dispatch entry leads to. */
+  readonly extra: readonly { readonly iface: string; readonly chain: Chain }[];
+}
+
+export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, settings: CompilerSettings): EndpointChains {
   const who = `${endpoint.namespace}/${endpoint.name}`;
+  const fromName = names.endpoint('from', endpoint.namespace, endpoint.name);
+  const spoofed = sanitizeComment(`anti-spoof ${who}`);
+  const own = [
+    ...endpoint.interfaces.map((iface) => ({ iface, address: endpoint.ip })),
+    ...endpoint.extraInterfaces,
+  ];
+  const antiSpoof: Rule[] = endpoint.extraInterfaces.length === 0
+    ? [{ match: ['!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: spoofed }]
+    : endpoint.interfaces.map((iface): Rule => ({ match: ['-i', iface, '!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: spoofed }));
   const from: Rule[] = [
-    { match: ['!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: sanitizeComment(`anti-spoof ${who}`) },
+    ...antiSpoof,
     { match: ['-m', 'addrtype', '--dst-type', 'LOCAL'], target: ['-j', 'RETURN'], comment: 'pod to its own node is always allowed' },
   ];
   if (endpoint.egress.isolated) {
+    for (const address of new Set(own.map((o) => o.address))) {
+      from.push({ match: ['-d', `${address}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
+    }
     from.push(...policyRules(endpoint.egress.chains, settings.allowMark));
     from.push({ match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT.egress} ${who}`) });
   }
   const to: Rule[] = [];
   if (endpoint.ingress.isolated) {
+    for (const { iface, address } of own) {
+      to.push({ match: ['-i', iface, '-s', `${address}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
+    }
     to.push(...policyRules(endpoint.ingress.chains, settings.allowMark));
     to.push({ match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT.ingress} ${who}`) });
   }
+  const extra = endpoint.extraInterfaces.map(({ iface, address }) => ({
+    iface,
+    chain: {
+      name: names.extraInterface(endpoint.namespace, endpoint.name, iface),
+      rules: [
+        { match: ['!', '-s', `${address}/32`], target: ['-j', 'DROP'], comment: spoofed },
+        { match: [], target: ['-g', fromName], comment: sanitizeComment(`${who} further interface`) },
+      ],
+    },
+  }));
   return {
-    from: { name: names.endpoint('from', endpoint.namespace, endpoint.name), rules: from },
+    from: { name: fromName, rules: from },
     to: { name: names.endpoint('to', endpoint.namespace, endpoint.name), rules: to },
+    extra,
   };
 }
 

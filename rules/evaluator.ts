@@ -11,7 +11,11 @@ import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
  *
  * - A pod is isolated in a direction when a policy of its namespace selects it and has that type.
  * - A connection is allowed when the source's egress allows it and the destination's ingress allows it.
- * - Traffic between a pod and its own node is always allowed.
+ * - A pod is never blocked from itself, even when its traffic to itself passes the node (a Service
+ *   that sends it back to the same pod).
+ * - Traffic between a pod and its own node is always allowed. "Its own node" is every local address
+ *   of the node where the daemon runs (EvaluatorOptions.localNode), and a Node object's InternalIP
+ *   addresses elsewhere; an ExternalIP is never local to the node.
  * - Addresses that are not pods (external hosts, nodes, hostNetwork pods) have no policy of their own.
  */
 
@@ -56,6 +60,8 @@ interface Cluster {
   /** Addresses claimed with equal standing by several pods: they belong to none. */
   readonly contested: ReadonlyMap<string, readonly string[]>;
   readonly nodeAddresses: ReadonlyMap<string, ReadonlySet<string>>;
+  /** The node whose addresses are known from the node itself, not only from its Node object. */
+  readonly liveNode: string | null;
 }
 
 function labelsMatch(selector: Selector, labels: Labels): boolean {
@@ -101,7 +107,7 @@ function settleClaims(snapshot: Snapshot): { podByIp: Map<string, PodRecord>; co
   return { podByIp, contested };
 }
 
-function clusterOf(snapshot: Snapshot): Cluster {
+function clusterOf(snapshot: Snapshot, localNode: LocalNode | undefined): Cluster {
   const { podByIp, contested } = settleClaims(snapshot);
   const nodeAddresses = new Map<string, Set<string>>();
   const addAddress = (node: string, address: string): void => {
@@ -109,10 +115,11 @@ function clusterOf(snapshot: Snapshot): Cluster {
     set.add(address);
     nodeAddresses.set(node, set);
   };
-  for (const node of snapshot.nodes) for (const address of node.addresses) addAddress(node.name, address);
+  for (const node of snapshot.nodes) for (const address of node.internalAddresses) addAddress(node.name, address);
   // A hostNetwork pod's address is its node's address.
   for (const pod of snapshot.pods) if (pod.hostNetwork && pod.ip !== null && pod.nodeName !== null) addAddress(pod.nodeName, pod.ip);
-  return { snapshot, podByIp, contested, nodeAddresses };
+  if (localNode !== undefined) for (const address of localNode.addresses) addAddress(localNode.name, address);
+  return { snapshot, podByIp, contested, nodeAddresses, liveNode: localNode?.name ?? null };
 }
 
 function inCidr(address: string, cidr: { base: number; prefix: number }): boolean {
@@ -167,8 +174,12 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
     p.namespace === pod.namespace && (direction === 'ingress' ? p.affectsIngress : p.affectsEgress) && labelsMatch(p.podSelector, pod.labels));
   const names = policies.map((p) => `${p.namespace}/${p.name}`);
   const base = { direction, pod: who, policies: names };
+  if (cluster.podByIp.get(peerAddress) === pod) {
+    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason: `a pod is never blocked from itself` };
+  }
   if (pod.nodeName !== null && cluster.nodeAddresses.get(pod.nodeName)?.has(peerAddress) === true) {
-    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason: `traffic between ${who} and its own node is always allowed` };
+    const known = pod.nodeName === cluster.liveNode ? 'a local address of the node' : 'as its Node object\'s InternalIP and its hostNetwork pods tell';
+    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason: `${peerAddress} is ${pod.nodeName}'s own (${known}), and traffic between ${who} and its own node is always allowed` };
   }
   if (policies.length === 0) {
     return { ...base, isolated: false, allowed: true, allowedBy: [], reason: `no policy isolates ${who} for ${direction}` };
@@ -228,9 +239,17 @@ function selectorCost(cluster: Cluster, policy: PolicyRecord): number {
   return n;
 }
 
+export interface LocalNode {
+  readonly name: string;
+  /** Every address local to the node now, as the kernel lists them (what `addrtype LOCAL` matches). */
+  readonly addresses: ReadonlySet<string>;
+}
+
 export interface EvaluatorOptions {
   /** The budget's limit on the pods one policy's selector peers may have palisade look at (policy-budget.ts). */
   readonly selectorPods?: number;
+  /** The node this runs on, when known: its live local addresses count as its own, beyond its Node object's. */
+  readonly localNode?: LocalNode;
 }
 
 export class Evaluator {
@@ -239,8 +258,19 @@ export class Evaluator {
   private readonly costs = new Map<PolicyRecord, number>();
 
   constructor(snapshot: Snapshot, options: EvaluatorOptions = {}) {
-    this.cluster = clusterOf(snapshot);
+    this.cluster = clusterOf(snapshot, options.localNode);
     this.selectorPods = options.selectorPods ?? DEFAULT_POLICY_BUDGET.selectorPods;
+  }
+
+  /** What the verdicts take as given about nodes, for the reader to weigh them by. */
+  assumptions(): string[] {
+    const live = this.cluster.liveNode;
+    const fromObjects = 'a node\'s own addresses are the InternalIP addresses of its Node object and the addresses of its hostNetwork pods';
+    if (live === null) {
+      return [`${fromObjects}; on the node itself palisade counts every local address too (node-local DNS on 169.254.20.10, for one): ask the daemon's /explain there`];
+    }
+    const addresses = [...(this.cluster.nodeAddresses.get(live) ?? [])].sort();
+    return [`${live}'s own addresses are its local addresses now: ${addresses.join(', ')}`, `for other nodes, ${fromObjects}`];
   }
 
   evaluate(packet: Packet): Verdict {

@@ -7,15 +7,31 @@ import type { AddressSource } from './model.js';
  * pod known only from the annotation any author can write never takes it. Two claims of equal
  * standing cancel out: the interface is dropped, since nothing tells which pod is behind it. Either
  * way the other pod is reported, and removing one hands the interface to the survivor at once.
+ *
+ * A claim is a pod's first interface (keyed by the pod) or one of its further interfaces (keyed by
+ * claimKey(pod, index)); both kinds meet here, so a further interface can never take a name another
+ * pod's interface has, nor the other way round.
  */
+
+/** The key of a pod's claim to its interface number `index` (0 is the pod's own key). */
+export function claimKey(pod: string, index: number): string {
+  return index === 0 ? pod : `${pod}\u0000${index}`;
+}
+
+/** The pod a claim key belongs to. */
+export function claimPod(claim: string): string {
+  const cut = claim.indexOf('\u0000');
+  return cut < 0 ? claim : claim.slice(0, cut);
+}
 
 const RANK: Readonly<Record<AddressSource, number>> = { status: 2, annotation: 1 };
 
 export interface InterfaceConflict {
-  /** The interface name's suffix, shared by every pod listed. */
+  /** The interface name's suffix, shared by every claim listed. */
   readonly suffix: string;
-  readonly pods: readonly string[];
-  /** The pod that keeps the interface, or null when none does (the interface is dropped). */
+  /** Claim keys (claimKey): a pod's first interface, or one of its further ones. */
+  readonly claims: readonly string[];
+  /** The claim that keeps the interface, or null when none does (the interface is dropped). */
   readonly owner: string | null;
 }
 
@@ -79,7 +95,7 @@ export class InterfaceOwners {
     const out: InterfaceConflict[] = [];
     for (const [suffix, group] of this.bySuffix) {
       if (group.size < 2) continue;
-      out.push({ suffix, pods: [...group.keys()].sort(), owner: this.owner(suffix) });
+      out.push({ suffix, claims: [...group.keys()].sort(), owner: this.owner(suffix) });
     }
     return out.sort((a, b) => (a.suffix < b.suffix ? -1 : 1));
   }

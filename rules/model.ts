@@ -55,6 +55,11 @@ export interface PodRecord {
   /** Succeeded or Failed: its IP may already belong to another pod. */
   readonly finished: boolean;
   readonly namedPorts: readonly NamedContainerPort[];
+  /**
+   * Asks the VPC CNI for an interface on every network card (multi-NIC). The further interfaces'
+   * addresses are in no Pod field; the node's routes tell them.
+   */
+  readonly multiNic: boolean;
 }
 
 export interface NamespaceRecord {
@@ -64,8 +69,13 @@ export interface NamespaceRecord {
 
 export interface NodeRecord {
   readonly name: string;
-  /** The node's own IPv4 addresses (InternalIP, ExternalIP). */
+  /** Every IPv4 address its status lists (InternalIP, ExternalIP): none of them is ever a pod's. */
   readonly addresses: readonly string[];
+  /**
+   * Its InternalIP addresses: the ones that are local to the node. An ExternalIP is an address the
+   * cloud translates to the node, never one the node holds, so traffic to it leaves the node.
+   */
+  readonly internalAddresses: readonly string[];
 }
 
 export interface Cidr {

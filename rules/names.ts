@@ -14,9 +14,18 @@ function hash16(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 16);
 }
 
-/** The suffix the AWS VPC CNI (and Calico) use for a pod's host-side veth: sha1("<namespace>.<pod>"), 11 hex chars. */
+/**
+ * The suffix the AWS VPC CNI (and Calico) use for a pod's host-side veth: sha1("<namespace>.<pod>"),
+ * 11 hex chars. The VPC CNI names a multi-NIC pod's further interfaces (index 1, 2, ...) after
+ * "<pod>.<index>" the same way.
+ */
 export function vethSuffix(namespace: string, pod: string): string {
   return createHash('sha1').update(`${namespace}.${pod}`).digest('hex').slice(0, 11);
+}
+
+/** The name the VPC CNI hashes for a pod's interface number `index` (0 is the first). */
+export function interfaceIdentity(pod: string, index: number): string {
+  return index === 0 ? pod : `${pod}.${index}`;
 }
 
 export function hostInterfaceName(prefix: string, namespace: string, pod: string, suffix: VethSuffix = vethSuffix): string {
@@ -63,6 +72,11 @@ export class Names {
    */
   endpoint(side: 'from' | 'to', namespace: string, pod: string): string {
     return `${this.prefix}-${side === 'from' ? 'fw' : 'tw'}-${hash16(`${namespace}/${pod}`)}`;
+  }
+
+  /** The anti-spoofing step of one of a pod's further interfaces (multi-NIC) before its `from` chain. */
+  extraInterface(namespace: string, pod: string, iface: string): string {
+    return `${this.prefix}-fx-${hash16(`${namespace}/${pod}\u0000${iface}`)}`;
   }
 
   policy(direction: Direction, namespace: string, name: string): string {

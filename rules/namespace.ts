@@ -28,11 +28,16 @@ export function parseNode(object: Record<string, unknown>): Parsed<NodeRecord> {
   const sink = refOf('Node', object, false);
   const meta = readMeta(object, sink, false);
   const addresses: string[] = [];
+  const internal: string[] = [];
   const list = recordAt(object, 'status')['addresses'];
   for (const entry of Array.isArray(list) ? list : []) {
-    const address = typeof entry === 'object' && entry !== null ? stringAt(entry as Record<string, unknown>, 'address') : null;
-    if (address !== null && parseIPv4(address) !== null) addresses.push(address);
+    if (typeof entry !== 'object' || entry === null) continue;
+    const address = stringAt(entry as Record<string, unknown>, 'address');
+    if (address === null || parseIPv4(address) === null) continue;
+    addresses.push(address);
+    if (stringAt(entry as Record<string, unknown>, 'type') === 'InternalIP') internal.push(address);
   }
   if (sink.hasErrors) return { record: null, problems: sink.problems };
-  return { record: { name: meta.name, addresses: [...new Set(addresses)].sort() }, problems: sink.problems };
+  const unique = (values: string[]) => [...new Set(values)].sort();
+  return { record: { name: meta.name, addresses: unique(addresses), internalAddresses: unique(internal) }, problems: sink.problems };
 }

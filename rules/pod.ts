@@ -13,6 +13,10 @@ import type { ProblemSink } from './problems.js';
  */
 export const VPC_CNI_POD_IPS_ANNOTATION = 'vpc.amazonaws.com/pod-ips';
 
+/** The VPC CNI gives a pod an interface on every network card when this annotation has MULTI_NIC_VALUE. */
+export const VPC_CNI_NIC_CONFIG_ANNOTATION = 'k8s.amazonaws.com/nicConfig';
+export const MULTI_NIC_VALUE = 'multi-nic-attachment';
+
 /**
  * Reads only what policy needs of a pod; a daemon passes an Interner so that what pods share (their
  * namespace, node, labels, ports) is held once.
@@ -26,7 +30,8 @@ export function parsePod(object: Record<string, unknown>, intern: Interning = NO
   const nodeName = stringAt(spec, 'nodeName');
   const hostNetwork = spec['hostNetwork'] === true;
   const finished = phase === 'Succeeded' || phase === 'Failed';
-  const annotated = recordAt(recordAt(object, 'metadata'), 'annotations')[VPC_CNI_POD_IPS_ANNOTATION];
+  const annotations = recordAt(recordAt(object, 'metadata'), 'annotations');
+  const annotated = annotations[VPC_CNI_POD_IPS_ANNOTATION];
   // A hostNetwork pod's address is its node's: it never takes part in policy, so it is not read.
   const claim = hostNetwork ? NO_CLAIM : podAddress(status, typeof annotated === 'string' ? annotated : undefined, nodeName !== null && nodeName !== '' && !finished, sink);
   const valid = !sink.hasErrors;
@@ -43,6 +48,7 @@ export function parsePod(object: Record<string, unknown>, intern: Interning = NO
     hostNetwork,
     finished,
     namedPorts: intern.ports(namedPorts(spec, sink)),
+    multiNic: !hostNetwork && annotations[VPC_CNI_NIC_CONFIG_ANNOTATION] === MULTI_NIC_VALUE,
   };
   return { record: sink.hasErrors ? null : record, problems: sink.problems };
 }

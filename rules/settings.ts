@@ -8,7 +8,10 @@ import type { PolicyBudget } from './policy-budget.js';
 
 export interface CompilerSettings {
   readonly nodeName: string;
-  /** Host-side veth prefixes: `eni` for the AWS VPC CNI, `cali` for Calico. */
+  /**
+   * Host-side veth prefixes: for the AWS VPC CNI `eni` (its AWS_VPC_K8S_CNI_VETHPREFIX) and `vlan`
+   * (the veths of branch-ENI pods, security groups for pods in strict mode); `cali` for Calico.
+   */
   readonly interfacePrefixes: readonly string[];
   /** Prefix of every chain and ipset palisade owns. */
   readonly chainPrefix: string;
@@ -24,7 +27,7 @@ export interface CompilerSettings {
 }
 
 export const DEFAULT_SETTINGS = {
-  interfacePrefixes: ['eni'],
+  interfacePrefixes: ['eni', 'vlan'],
   chainPrefix: 'pal',
   allowMark: 0x100000,
   unknownEndpoint: 'drop',

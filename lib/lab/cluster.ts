@@ -68,6 +68,7 @@ export class Lab {
   readonly kubeconfigPath: string;
   private readonly apiProcess: LabProcess;
   private readonly dir: string;
+  private readonly trunks = new Map<string, { router: NetworkNamespace; routerEnd: string; vlanMac: string }>();
   private readonly options: LabOptions;
 
   private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, apiProcess: LabProcess, dir: string) {
@@ -110,8 +111,57 @@ export class Lab {
   }
 
   /** Plumbs a pod into its node; the matching Pod object is the caller's to apply. */
-  addPod(nodeName: string, spec: PodSpec): Promise<PodHandle> {
-    return this.node(nodeName).pods.addPod(spec);
+  async addPod(nodeName: string, spec: PodSpec): Promise<PodHandle> {
+    const handle = await this.node(nodeName).pods.addPod(spec);
+    if (spec.wiring?.kind === 'branch-eni') {
+      const trunk = this.trunks.get(`${nodeName}/${spec.wiring.vlanLink}`);
+      if (trunk === undefined) throw new PalisadeError('LAB', `no VPC VLAN ${spec.wiring.vlanLink} on ${nodeName}: call addVpcVlan first`);
+      // The VPC delivers to the branch ENI without asking: the router side knows where the pod is.
+      await trunk.router.run(['ip', 'neigh', 'replace', spec.ip, 'lladdr', trunk.vlanMac, 'dev', trunk.routerEnd, 'nud', 'permanent']);
+    }
+    return handle;
+  }
+
+  /**
+   * A trunk ENI's VLAN, as the VPC CNI sets one up for branch-ENI pods (security groups for pods):
+   * the link vlan.eth.<id> on the node, and the VPC behind it, for which `router` (another node)
+   * stands in, holding the subnet's gateway and routing the subnet back. This kernel has no VLAN
+   * links, so the link is a veth of the same name; routing and firewall see the same thing.
+   */
+  async addVpcVlan(nodeName: string, routerName: string, vlanId: number, gatewayCidr: string): Promise<{ vlanLink: string; gateway: string; table: number }> {
+    const node = this.node(nodeName);
+    const router = this.node(routerName);
+    const vlanLink = `vlan.eth.${vlanId}`;
+    const routerEnd = `trunk${vlanId}`;
+    const [gateway, prefixLength] = gatewayCidr.split('/') as [string, string];
+    const subnet = cidrOf(gateway, Number(prefixLength));
+    await node.netns.run(['ip', 'link', 'add', vlanLink, 'type', 'veth', 'peer', 'name', routerEnd]);
+    await node.netns.run(['ip', 'link', 'set', routerEnd, 'netns', router.netns.name]);
+    await node.netns.run(['ip', 'link', 'set', vlanLink, 'up']);
+    await router.netns.run(['ip', 'address', 'add', gatewayCidr, 'dev', routerEnd]);
+    await router.netns.run(['ip', 'link', 'set', routerEnd, 'up']);
+    const routerMac = JSON.parse(await router.netns.run(['ip', '-j', 'link', 'show', routerEnd])) as { address: string }[];
+    const vlanMac = JSON.parse(await node.netns.run(['ip', '-j', 'link', 'show', vlanLink])) as { address: string }[];
+    await node.netns.run(['ip', 'neigh', 'replace', gateway, 'lladdr', routerMac[0]!.address, 'dev', vlanLink, 'nud', 'permanent']);
+    // Everything else reaches the branch subnet through the VPC, as on EKS: no node routes it to its pods directly.
+    for (const other of this.nodes) if (other !== router) await other.netns.run(['ip', 'route', 'replace', subnet, 'via', router.spec.address]);
+    this.trunks.set(`${nodeName}/${vlanLink}`, { router: router.netns, routerEnd, vlanMac: vlanMac[0]!.address });
+    return { vlanLink, gateway, table: 100 + vlanId };
+  }
+
+  /**
+   * A link of the node's own with addresses on it, as kube-proxy's kube-ipvs0 or node-local DNS's
+   * nodelocaldns are: dummy links elsewhere, a veth (peer left unplugged) on this kernel.
+   */
+  async addNodeLink(nodeName: string, name: string, addresses: readonly string[] = []): Promise<void> {
+    const node = this.node(nodeName);
+    await node.netns.run(['ip', 'link', 'add', name, 'type', 'veth', 'peer', 'name', `${name.slice(0, 12)}-p`]);
+    for (const address of addresses) await node.netns.run(['ip', 'address', 'add', `${address}/32`, 'dev', name]);
+    await node.netns.run(['ip', 'link', 'set', name, 'up']);
+  }
+
+  async removeNodeLink(nodeName: string, name: string): Promise<void> {
+    await this.node(nodeName).netns.run(['ip', 'link', 'del', name]);
   }
 
   /** Starts the node's `palisade daemon`, waiting until it reports it has started. */
@@ -174,6 +224,12 @@ export class Lab {
     await rm(this.dir, { recursive: true, force: true });
     if (failures.length > 0) throw new AggregateError(failures, 'lab teardown failed in part');
   }
+}
+
+function cidrOf(address: string, prefixLength: number): string {
+  const value = address.split('.').reduce((n, part) => n * 256 + Number(part), 0);
+  const base = prefixLength === 0 ? 0 : value - (value % 2 ** (32 - prefixLength));
+  return `${[24, 16, 8, 0].map((shift) => Math.floor(base / 2 ** shift) % 256).join('.')}/${prefixLength}`;
 }
 
 /** A veth between consecutive nodes, each node routing the others' pod CIDRs over it. */

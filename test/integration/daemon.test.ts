@@ -5,14 +5,14 @@ import { Daemon } from '../../daemon/daemon.js';
 import { parseDaemonConfig } from '../../daemon/config.js';
 import type { Logger } from '../../lib/logger.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
-import { Names } from '../../rules/names.js';
+import { hostInterfaceName, Names } from '../../rules/names.js';
 import { namespace, node, pod, policy } from '../support/builders.js';
 import { FakeApiServer } from '../../lib/lab/api-server.js';
 import { useNetns } from '../support/netns-fixture.js';
 
 /**
- * The daemon end to end in one process: the real @kubernetes/client-node watches against a fake API
- * server with real list/watch semantics, and the real dataplane in a throwaway network namespace.
+ * The daemon end to end in one process: its real watches against a fake API server with real
+ * list/watch semantics, and the real dataplane and node network in a throwaway network namespace.
  * Every wait is "until the condition holds or a deadline passes", never a fixed sleep.
  */
 
@@ -206,7 +206,7 @@ describe('the palisade daemon against a fake API server', function () {
     assert.equal(status['ready'], true);
     assert.ok(['nft', 'legacy'].includes(status.backend.name) && status.backend.reason.length > 0);
     const busybox1 = status.endpoints.find((e) => e.name === 'busybox1')!;
-    assert.deepEqual([busybox1.isolated.ingress, busybox1.policies.ingress, busybox1.chains.ingress, busybox1.interfaces], [true, ['default/allow-out-to-in'], NAMES.endpoint('to', 'default', 'busybox1'), ['eni4405ed05989']]);
+    assert.deepEqual([busybox1.isolated.ingress, busybox1.policies.ingress, busybox1.chains.ingress, busybox1.interfaces], [true, ['default/allow-out-to-in'], NAMES.endpoint('to', 'default', 'busybox1'), ['eni4405ed05989', 'vlan4405ed05989']]);
     assert.equal(status.counts['localEndpoints'], 2);
     const allowed = JSON.parse((await r.get('/explain?from=default/busybox2&to=default/busybox1&protocol=ICMP')).body) as { allowed: boolean };
     assert.equal(allowed.allowed, true);
@@ -277,5 +277,66 @@ describe('the palisade daemon against a fake API server', function () {
     const second = await ready();
     assert.deepEqual(rulesOf(await second.save()), rulesOf(left));
     assert.equal(second.logger.lines.some((l) => l.message === 'dataplane written'), false, 'the new daemon wrote nothing');
+  });
+
+  /** A link in the daemon's namespace, as a veth (this kernel has no dummy links), with a host route to `address` when given. */
+  async function addLink(name: string, address?: string): Promise<void> {
+    await ns().run(['ip', 'link', 'add', name, 'type', 'veth', 'peer', 'name', `p${name}`.slice(0, 15)]);
+    await ns().run(['ip', 'link', 'set', name, 'up']);
+    if (address !== undefined) await ns().run(['ip', 'route', 'add', `${address}/32`, 'dev', name, 'scope', 'link']);
+  }
+
+  it('refuses to program a node where kube-proxy runs in IPVS mode, says why, and programs it once that is gone', async () => {
+    await addLink('kube-ipvs0');
+    running = await startDaemon(ns(), api);
+    const r = running;
+    await eventually('the refusal', async () => {
+      const readyz = await r.get('/readyz');
+      assert.equal(readyz.status, 503);
+      assert.match(readyz.body, /refusing to enforce: kube-proxy runs in IPVS mode here \(the kube-ipvs0 link exists\)/);
+    });
+    const status = JSON.parse((await r.get('/status')).body) as { ready: boolean; nodeNetwork: { refusal: { reason: string } | null } };
+    assert.equal(status.ready, false);
+    assert.equal(status.nodeNetwork.refusal?.reason, 'kube-proxy-ipvs');
+    assert.match((await r.get('/metrics')).body, /^palisade_enforcement_refused\{reason="kube-proxy-ipvs"\} 1$/m);
+    assert.doesNotMatch(await r.save(), /pal-/, 'nothing is programmed');
+    assert.ok(r.logger.lines.some((l) => l.level === 'error' && /IPVS mode/.test(l.message)));
+    await ns().run(['ip', 'link', 'del', 'kube-ipvs0']);
+    await eventually('readiness once the IPVS link is gone', async () => assert.equal((await r.get('/readyz')).status, 200));
+    assert.match(await r.save(), /^-A FORWARD .*-j pal-FORWARD$/m);
+    assert.match((await r.get('/metrics')).body, /^palisade_enforcement_refused\{reason="kube-proxy-ipvs"\} 0$/m);
+  });
+
+  it('enforces a multi-NIC pod\'s further interface as soon as the node routes to it, and forgets it when the route goes', async () => {
+    api.apply(pod('default', 'multi', { ip: '10.1.0.7', labels: { name: 'in' }, annotations: { 'k8s.amazonaws.com/nicConfig': 'multi-nic-attachment' } }));
+    const r = await ready();
+    const second = hostInterfaceName('eni', 'default', 'multi.1');
+    await addLink(second, '10.1.7.7');
+    type Status = { endpoints: { name: string; interfaces: string[]; extraInterfaces?: { iface: string; address: string }[] }[] };
+    await eventually('the further interface in the status', async () => {
+      const multi = (JSON.parse((await r.get('/status')).body) as Status).endpoints.find((e) => e.name === 'multi');
+      assert.deepEqual(multi?.extraInterfaces, [{ iface: second, address: '10.1.7.7' }]);
+      assert.ok(multi.interfaces.includes(second));
+    });
+    const rules = (await r.get('/rules')).body;
+    assert.match(rules, new RegExp(`-A pal-from-wl-dispatch -i ${second} .*-g pal-fx-[0-9a-f]{16}$`, 'm'));
+    assert.match(rules, /-A pal-fx-[0-9a-f]{16} ! -s 10\.1\.7\.7\/32 .*anti-spoof default\/multi.* -j DROP/);
+    await ns().run(['ip', 'route', 'del', '10.1.7.7/32', 'dev', second]);
+    await eventually('the further interface gone', async () => {
+      const multi = (JSON.parse((await r.get('/status')).body) as Status).endpoints.find((e) => e.name === 'multi');
+      assert.equal(multi?.extraInterfaces, undefined);
+    });
+  });
+
+  it('names the pods routed through an interface no prefix matches, in the status, a metric and the log', async () => {
+    const r = await ready();
+    await addLink('abc0123456789a', '10.1.0.2');
+    await eventually('the unenforced route in the status', async () => {
+      const status = JSON.parse((await r.get('/status')).body) as { nodeNetwork: { unenforcedPodRoutes: unknown[] } };
+      assert.deepEqual(status.nodeNetwork.unenforcedPodRoutes, [{ iface: 'abc0123456789a', address: '10.1.0.2', table: 'main', pod: 'default/busybox2' }]);
+    });
+    assert.match((await r.get('/metrics')).body, /^palisade_unenforced_pod_routes 1$/m);
+    assert.ok(r.logger.lines.some((l) => l.level === 'warn' && /no --interface-prefix matches/.test(l.message)));
+    assert.equal((await r.get('/readyz')).status, 200, 'the rest of the node is enforced');
   });
 });

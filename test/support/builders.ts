@@ -19,6 +19,7 @@ export interface PodOptions {
   readonly hostNetwork?: boolean;
   /** Address only in the VPC CNI annotation (status not published yet). */
   readonly annotationIp?: string;
+  readonly annotations?: Record<string, string>;
 }
 
 export function pod(namespace: string, name: string, options: PodOptions = {}): Obj {
@@ -30,7 +31,9 @@ export function pod(namespace: string, name: string, options: PodOptions = {}): 
       name,
       namespace,
       labels: options.labels ?? {},
-      ...(options.annotationIp === undefined ? {} : { annotations: { 'vpc.amazonaws.com/pod-ips': options.annotationIp } }),
+      ...(options.annotationIp === undefined && options.annotations === undefined ? {} : {
+        annotations: { ...options.annotations, ...(options.annotationIp === undefined ? {} : { 'vpc.amazonaws.com/pod-ips': options.annotationIp }) },
+      }),
     },
     spec: {
       nodeName: options.node ?? 'node-a',
@@ -52,8 +55,10 @@ export function namespace(name: string, labels: Record<string, string> = {}): Ob
   return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } };
 }
 
-export function node(name: string, address: string): Obj {
-  return { apiVersion: 'v1', kind: 'Node', metadata: { name }, status: { addresses: [{ type: 'InternalIP', address }] } };
+/** A Node with its InternalIP, and an ExternalIP when given (EC2 nodes in public subnets have one). */
+export function node(name: string, address: string, externalIp?: string): Obj {
+  const addresses = [{ type: 'InternalIP', address }, ...(externalIp === undefined ? [] : [{ type: 'ExternalIP', address: externalIp }])];
+  return { apiVersion: 'v1', kind: 'Node', metadata: { name }, status: { addresses } };
 }
 
 export function policy(namespace: string, name: string, spec: Obj): Obj {

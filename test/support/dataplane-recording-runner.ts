@@ -4,7 +4,7 @@
  * "nothing was written", "only these chains were declared", "no set in use was flushed".
  */
 import path from 'node:path';
-import type { CommandRunner, ExecOptions, ExecResult } from '../../lib/exec.js';
+import type { CommandRunner, ExecOptions, ExecResult, FollowedProgram } from '../../lib/exec.js';
 
 export interface RecordedCommand {
   readonly argv: readonly string[];
@@ -24,6 +24,11 @@ export class RecordingRunner implements CommandRunner {
     // Recorded before it runs, so a command that fails or times out is still on the list.
     this.commands.push({ argv: [...argv], input: options.input });
     return this.inner.exec(argv, options);
+  }
+
+  follow(argv: readonly string[], onLine: (line: string) => void): FollowedProgram {
+    this.commands.push({ argv: [...argv], input: undefined });
+    return this.inner.follow(argv, onLine);
   }
 
   describe(): string {
@@ -69,5 +74,7 @@ function isReadOnly(command: RecordedCommand): boolean {
   if (/^iptables(-(nft|legacy))?$/.test(program) && command.argv.slice(1).every((arg) => arg === '--version')) return true;
   if (isIptablesRestore(command) && command.argv.includes('--test')) return true;
   if (program === 'ipset') return READ_ONLY_IPSET_VERBS.has(command.argv[1] ?? '');
+  // The daemon reads the node's links, addresses and routes, and follows their changes.
+  if (program === 'ip') return command.argv.includes('show') || command.argv.includes('monitor');
   return false;
 }

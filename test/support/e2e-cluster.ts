@@ -35,6 +35,7 @@ import type { NetworkNamespace } from '../../lib/netns.js';
 import { ProbeAgent } from '../../lib/probe/agent-in-namespace.js';
 import { AGENT_UDP_SOURCE_PORTS } from '../../lib/probe/agent-protocol.js';
 import type { ProbeOutcome, ProbeProtocol } from '../../lib/probe/echo.js';
+import type { PodWiring } from '../../lib/pod-network.js';
 import { namespace, node, pod } from './builders.js';
 import { podClusterUnavailableReason } from './pod-cluster.js';
 
@@ -220,6 +221,18 @@ export interface PodState {
   labels: Record<string, string>;
   /** The container ports the Pod object declares (what named ports resolve against). */
   ports: readonly ContainerPort[];
+  /** How the node is wired to the pod (lib/pod-network.ts); a veth under the node's prefix unless said. */
+  readonly wiring?: PodWiring;
+  readonly annotations?: Record<string, string>;
+}
+
+/** Another name to probe by: a pod's further address, or an address of a node's own. */
+export interface PeerAlias {
+  readonly ip: string;
+  /** The peer whose agent answers and probes for it. */
+  readonly agent: string;
+  /** Probes from the alias leave from this address. */
+  readonly from?: string;
 }
 
 export interface ContainerPort {
@@ -285,6 +298,7 @@ export class E2eCluster {
   private readonly policies = new Map<string, Obj>();
   /** Every pod address this cluster has handed out: freeAddress never recycles one. */
   private readonly everUsed = new Set<string>();
+  private readonly aliases = new Map<string, PeerAlias>();
 
   private constructor(lab: Lab) {
     this.lab = lab;
@@ -342,7 +356,7 @@ export class E2eCluster {
   private async plumb(state: PodState): Promise<void> {
     const recycled = this.everUsed.has(state.ip);
     this.everUsed.add(state.ip);
-    const handle = await this.lab.addPod(state.node, { namespace: state.namespace, name: state.name, ip: state.ip });
+    const handle = await this.lab.addPod(state.node, { namespace: state.namespace, name: state.name, ip: state.ip, ...(state.wiring === undefined ? {} : { wiring: state.wiring }) });
     await this.startAgent(`${state.namespace}/${state.name}`, handle.netns, PORTS, recycled ? RECYCLED_ADDRESS_UDP_SOURCE_PORTS : AGENT_UDP_SOURCE_PORTS);
   }
 
@@ -360,7 +374,7 @@ export class E2eCluster {
   }
 
   private podObject(state: PodState): Obj {
-    return pod(state.namespace, state.name, { ip: state.ip, labels: state.labels, node: state.node, ports: state.ports });
+    return pod(state.namespace, state.name, { ip: state.ip, labels: state.labels, node: state.node, ports: state.ports, ...(state.annotations === undefined ? {} : { annotations: state.annotations }) });
   }
 
   podState(peer: string): PodState {
@@ -369,8 +383,15 @@ export class E2eCluster {
     return state;
   }
 
+  /** Names `alias` as a peer matrices can probe from and to. */
+  alias(name: string, alias: PeerAlias): void {
+    this.aliases.set(name, alias);
+  }
+
   /** The address probes to `peer` go to. */
   ip(peer: string): string {
+    const alias = this.aliases.get(peer);
+    if (alias !== undefined) return alias.ip;
     if (peer === EXTERNAL) return EXTERNAL_IP;
     if (peer === EXTERNAL_2) return EXTERNAL_IP_2;
     const n = NODES.find((x) => x.name === peer);
@@ -380,7 +401,7 @@ export class E2eCluster {
 
   /** The agent that probes from `peer` ("ext2" is the external host's agent, sending from its second address). */
   agent(peer: string): ProbeAgent {
-    const agent = this.agents.get(peer === EXTERNAL_2 ? EXTERNAL : peer);
+    const agent = this.agents.get(this.aliases.get(peer)?.agent ?? (peer === EXTERNAL_2 ? EXTERNAL : peer));
     if (agent === undefined) throw new Error(`E2eCluster: no probe agent for ${peer}`);
     return agent;
   }
@@ -393,6 +414,7 @@ export class E2eCluster {
       port: target.port,
       timeoutMs,
       ...(from === EXTERNAL_2 ? { from: EXTERNAL_IP_2 } : from === EXTERNAL ? { from: EXTERNAL_IP } : {}),
+      ...(this.aliases.get(from)?.from === undefined ? {} : { from: this.aliases.get(from)!.from! }),
     });
   }
 
@@ -439,6 +461,17 @@ export class E2eCluster {
     this.pods.set(key, state);
     await this.plumb(state);
     await this.lab.api.apply(this.podObject(state));
+  }
+
+  /** Deletes a pod added beyond the baseline: its object, then its agent and plumbing. */
+  async removePod(peer: string): Promise<void> {
+    const state = this.podState(peer);
+    await this.lab.api.delete('Pod', state.namespace, state.name);
+    await this.agents.get(peer)?.stop();
+    this.agents.delete(peer);
+    await this.lab.node(state.node).pods.removePod({ namespace: state.namespace, name: state.name });
+    this.pods.delete(peer);
+    for (const [name, alias] of this.aliases) if (alias.agent === peer) this.aliases.delete(name);
   }
 
   /** An address on the node's pod CIDR that no pod of this cluster ever held (from .150 up). */

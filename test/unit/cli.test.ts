@@ -108,6 +108,7 @@ describe('palisade explain', () => {
       'default/busybox1 (192.168.48.252) -> default/busybox2 (192.168.48.17) TCP/80: DENIED',
       '  egress  DENIED   default/busybox1 is isolated for egress by default/allow-out-to-in and no rule allows this packet',
       '  ingress DENIED   default/busybox2 is isolated for ingress by default/allow-out-to-in and no rule allows this packet',
+      '  assuming a node\'s own addresses are the InternalIP addresses of its Node object and the addresses of its hostNetwork pods; on the node itself palisade counts every local address too (node-local DNS on 169.254.20.10, for one): ask the daemon\'s /explain there',
       '',
     ].join('\n'));
   });

@@ -123,9 +123,10 @@ describe('the incremental compiler', () => {
     const large = compile(snapshotOf([...cluster, ...remote(1000)]), settings());
     assert.equal(count(large), count(small));
     assert.equal(large.chains.size, small.chains.size);
-    // Pinned: entry chains 6 (FORWARD 3, INPUT 2, allow 1), dispatch 8 (3 pods + unknown, each way),
-    // three ingress-isolated endpoints 6 each (from: anti-spoof, own node; to: clear, jump, mark test,
-    // drop), the pg policy's one rule and the deny policy's empty chain.
-    assert.equal(count(small), 6 + 8 + 3 * 6 + 1);
+    // Pinned: entry chains 9 (FORWARD 5 and INPUT 3 with prefixes eni and vlan, allow 1), dispatch 18
+    // (each way: 2 node-link rules, 3 pods under 2 prefixes, unknown), three ingress-isolated endpoints
+    // 8 each (from: anti-spoof, own node; to: itself under 2 names, clear, jump, mark test, drop), the
+    // pg policy's one rule and the deny policy's empty chain.
+    assert.equal(count(small), 9 + 18 + 3 * 8 + 1);
   });
 });

@@ -7,7 +7,7 @@ describe('daemon configuration', () => {
   it('uses the documented defaults with only a node name', () => {
     const config = parseDaemonConfig([], { NODE_NAME: 'ip-10-0-1-5.ec2.internal' });
     assert.equal(config.compiler.nodeName, 'ip-10-0-1-5.ec2.internal');
-    assert.deepEqual(config.compiler.interfacePrefixes, ['eni']);
+    assert.deepEqual(config.compiler.interfacePrefixes, ['eni', 'vlan']);
     assert.deepEqual(config.statusAddr, { host: '127.0.0.1', port: 9710 });
     assert.deepEqual(config.metricsAddr, { host: '0.0.0.0', port: 9711 });
     assert.equal(config.iptablesBackend, 'auto');

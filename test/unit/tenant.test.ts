@@ -185,7 +185,7 @@ describe('a tenant attacking through interface names', () => {
       assert.equal(loaded.send(outsider, toVictim), 'DROP', 'deny-all still holds for the victim');
       assert.equal(loaded.send({ ip: FRIEND_IP }, toVictim), 'ACCEPT');
       assert.deepEqual(loaded.dataplane.endpoints.map((e) => `${e.namespace}/${e.name}`), ['evil/runner', 'x/friend', 'x/v']);
-      assert.match(problemsOf(c).join('\n'), /Pod evil\/twin-of-v field metadata\.name: its host interface name \(eni[0-9a-f]{11}, derived from namespace and name\) is also that of x\/v: x\/v keeps it/);
+      assert.match(problemsOf(c).join('\n'), /Pod evil\/twin-of-v field metadata\.name: its host interface name \(eni[0-9a-f]{11}, vlan[0-9a-f]{11}, derived from namespace and name\) is also that of x\/v: x\/v keeps it/);
     }
   });
 
@@ -204,7 +204,7 @@ describe('a tenant attacking through interface names', () => {
     // The interface is the twin's now: its own (unisolated) chains, its own address.
     const twinEndpoint = loaded.dataplane.endpoints.find((e) => e.name === 'twin-of-v');
     assert.ok(twinEndpoint !== undefined);
-    assert.deepEqual(twinEndpoint.interfaces, [victimIface]);
+    assert.deepEqual(twinEndpoint.interfaces, [victimIface, hostInterfaceName('vlan', 'x', 'v')]);
     assert.equal(loaded.send(outsider, { iface: victimIface, ip: '10.1.1.88' }), 'ACCEPT');
     assert.equal(loaded.send({ iface: victimIface, ip: VICTIM_IP }, outsider), 'DROP', 'the twin cannot send as the victim');
   });
