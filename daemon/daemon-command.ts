@@ -17,8 +17,8 @@ Options (each also read from the environment variables shown):
 ${daemonFlagHelp()}
 `;
 
-async function apiClient(config: DaemonConfig, env: CommandIO['env']): Promise<ApiClient> {
-  return new ApiClient(config.kubeconfig !== null ? await kubeconfigFile(config.kubeconfig) : await inClusterConfig(env));
+async function apiClient(config: DaemonConfig, env: CommandIO['env'], logger: Logger): Promise<ApiClient> {
+  return new ApiClient(config.kubeconfig !== null ? await kubeconfigFile(config.kubeconfig) : await inClusterConfig(env), { logger });
 }
 
 function waitForSignal(): Promise<string> {
@@ -44,7 +44,7 @@ export async function daemonCommand(argv: readonly string[], io: CommandIO): Pro
   const logger: Logger = pino({ level: config.logLevel, base: { node: config.compiler.nodeName } });
   if (runtime.state === 'unavailable') logger.warn({ reason: runtime.reason }, 'running without palisade\'s V8 settings: resident memory will be higher');
   else logger.info({ nodeFlags: runtime.flags, pid: process.pid }, 'V8 settings in place');
-  const daemon = new Daemon(config, { client: await apiClient(config, io.env), runner: hostRunner, logger });
+  const daemon = new Daemon(config, { client: await apiClient(config, io.env, logger), runner: hostRunner, logger });
   // A bug must not take enforcement down with it: the rules outlive the process, and the
   // DaemonSet restarts it. Log, then exit through the one path below.
   const crashed = new Promise<string>((resolve) => {

@@ -141,6 +141,7 @@ export class Daemon {
     }));
     this.metricsServer = new HttpServer(new Map([['/metrics', async () => {
       this.problemsByKind();
+      this.metrics.observeUnauthorized(this.deps.client.unauthorized);
       return text(200, await this.metrics.registry.metrics(), this.metrics.registry.contentType);
     }]]));
     const status = await this.statusServer.listen(this.config.statusAddr);

@@ -3,6 +3,7 @@ import type { Dataplane } from '../rules/dataplane.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
+import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
@@ -27,12 +28,15 @@ export class DaemonMetrics {
   readonly watchRestarts: Counter<'resource'>;
   readonly watchRelists: Counter<'resource'>;
   readonly watchHandlerErrors: Counter<'resource'>;
+  readonly apiUnauthorized: Counter<'outcome'>;
   readonly objectHandlingFailures: Gauge;
   readonly policiesOverBudget: Gauge<'policy_namespace' | 'policy'>;
   readonly ready: Gauge;
   readonly lastSync: Gauge;
   readonly enforcementRefused: Gauge<'reason'>;
   readonly unenforcedPodRoutes: Gauge;
+  /** The API client's 401 counts as last published. */
+  private lastUnauthorized: UnauthorizedCounts = { recovered: 0, refused: 0 };
   /** Last counter values read per pod and direction, to publish increases even across chain rewrites. */
   private readonly lastDrops = new Map<string, { packets: number; bytes: number }>();
   /** The label set of every drop series published, to remove it when its pod leaves. */
@@ -57,6 +61,8 @@ export class DaemonMetrics {
     this.driftRepairs = new Counter({ name: 'palisade_drift_repairs_total', help: 'differences between the desired and the live rules that were repaired', labelNames: ['kind'], registers });
     this.watchRestarts = new Counter({ name: 'palisade_watch_restarts_total', help: 'watches (re)started against the API server', labelNames: ['resource'], registers });
     this.watchRelists = new Counter({ name: 'palisade_watch_relists_total', help: 'full relists (after 410 Gone or a failure)', labelNames: ['resource'], registers });
+    this.apiUnauthorized = new Counter({ name: 'palisade_api_unauthorized_total', help: 'requests the API server refused with 401: recovered (the credentials, fetched afresh, were accepted on the one retry) or refused (the request failed and is retried with backoff)', labelNames: ['outcome'], registers });
+    for (const outcome of ['recovered', 'refused']) this.apiUnauthorized.inc({ outcome }, 0);
     this.watchHandlerErrors = new Counter({ name: 'palisade_watch_handler_errors_total', help: 'watched objects palisade failed to handle; each forces a relist', labelNames: ['resource'], registers });
     this.objectHandlingFailures = new Gauge({ name: 'palisade_object_handling_failures', help: 'objects palisade could not handle since start (each is an error in /status; policies among them fail closed)', registers });
     this.policiesOverBudget = new Gauge({ name: 'palisade_policy_over_budget', help: 'NetworkPolicies over the per-policy budget, by policy: they isolate what they select and grant nothing', labelNames: ['policy_namespace', 'policy'], registers });
@@ -123,5 +129,14 @@ export class DaemonMetrics {
         this.lastDrops.set(key, now);
       }
     }
+  }
+
+  /** Publishes what the API client counted since the last read (it counts; the registry is here). */
+  observeUnauthorized(counts: Readonly<UnauthorizedCounts>): void {
+    for (const outcome of ['recovered', 'refused'] as const) {
+      const increase = counts[outcome] - this.lastUnauthorized[outcome];
+      if (increase > 0) this.apiUnauthorized.inc({ outcome }, increase);
+    }
+    this.lastUnauthorized = { ...counts };
   }
 }

@@ -32,3 +32,23 @@ export class UsageError extends PalisadeError {
     this.name = 'UsageError';
   }
 }
+
+/** A kubeconfig or service-account setup that cannot be used: names the file and what is wrong in it. */
+export class KubeConfigError extends PalisadeError {
+  constructor(message: string, cause?: unknown) {
+    super('KUBECONFIG_INVALID', message, cause === undefined ? undefined : { cause });
+    this.name = 'KubeConfigError';
+  }
+}
+
+/**
+ * Credentials that could not be obtained while running: an unreadable or empty token file, an exec
+ * plugin that failed or printed something unusable. Names the source; the request it was for fails
+ * and is retried by its caller.
+ */
+export class CredentialsError extends PalisadeError {
+  constructor(message: string, cause?: unknown) {
+    super('KUBE_CREDENTIALS_UNAVAILABLE', message, cause === undefined ? undefined : { cause });
+    this.name = 'CredentialsError';
+  }
+}

@@ -1,6 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { PalisadeError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { silentLogger } from '../logger.js';
 import type { ClientConfig } from './client-config.js';
 
 /**
@@ -14,8 +16,9 @@ export class ApiRequestError extends PalisadeError {
   /** The metav1.Status reason, when the server sent one ("Expired", "Invalid", ...). */
   readonly reason: string | null;
 
-  constructor(path: string, status: number, body: string) {
-    super('KUBE_API_ERROR', `GET ${path}: HTTP ${status}: ${body.slice(0, 300)}`);
+  /** `context` says what the status means here, e.g. which credentials were refused. */
+  constructor(path: string, status: number, body: string, context?: string) {
+    super('KUBE_API_ERROR', `GET ${path}: HTTP ${status}: ${context === undefined ? '' : `${context}: `}${body.slice(0, 300)}`);
     this.name = 'ApiRequestError';
     this.status = status;
     let reason: string | null = null;
@@ -31,13 +34,28 @@ export class ApiRequestError extends PalisadeError {
 
 const USER_AGENT = 'palisade/0.1.0';
 
+export interface ApiClientOptions {
+  readonly logger?: Logger;
+}
+
+/** Requests the API server answered with 401, by what followed. */
+export interface UnauthorizedCounts {
+  /** The credentials, fetched afresh, were accepted on the one retry. */
+  recovered: number;
+  /** They were refused again (or were unchanged, so not retried): the request failed. */
+  refused: number;
+}
+
 export class ApiClient {
   readonly config: ClientConfig;
+  readonly unauthorized: UnauthorizedCounts = { recovered: 0, refused: 0 };
   private readonly agent: http.Agent;
+  private readonly logger: Logger;
   private streaming: Promise<boolean> | null = null;
 
-  constructor(config: ClientConfig) {
+  constructor(config: ClientConfig, options: ApiClientOptions = {}) {
     this.config = config;
+    this.logger = options.logger ?? silentLogger;
     const secure = config.server.protocol === 'https:';
     this.agent = secure
       ? new https.Agent({
@@ -53,14 +71,34 @@ export class ApiClient {
 
   /**
    * GET `pathAndQuery`; resolves with the response once a 200 arrives (its body unread), and rejects
-   * with ApiRequestError for any other status. A 401 is retried once with a freshly read token.
+   * with ApiRequestError for any other status.
+   *
+   * A 401 is retried once, with the token fetched afresh (a rotated token file read again, the exec
+   * plugin run again), and only if that gives a different token: the same token would be refused
+   * again. A second refusal is an error naming the credentials; the caller's backoff paces what
+   * follows, so a token the server will not take costs one or two requests per attempt, never a loop.
    */
   async get(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
-    const first = await this.request(pathAndQuery, signal);
+    const credentials = this.config.credentials;
+    const refused = await credentials.token();
+    const first = await this.request(pathAndQuery, refused, signal);
     if (first.statusCode !== 401) return this.checked(pathAndQuery, first);
-    first.resume();
-    this.config.credentials.invalidate();
-    return this.checked(pathAndQuery, await this.request(pathAndQuery, signal));
+    const firstBody = await readBody(first).catch(() => '');
+    credentials.invalidate(refused);
+    const fresh = await credentials.token();
+    const who = `${credentials.description} (${this.config.source})`;
+    if (fresh === refused) {
+      this.unauthorized.refused++;
+      throw new ApiRequestError(pathAndQuery, 401, firstBody, `the API server refused the token from ${who}, and fetching it afresh gave the same token`);
+    }
+    const second = await this.request(pathAndQuery, fresh, signal);
+    if (second.statusCode === 401) {
+      this.unauthorized.refused++;
+      throw new ApiRequestError(pathAndQuery, 401, await readBody(second).catch(() => ''), `the API server refused the token from ${who}, and again after fetching it afresh`);
+    }
+    this.unauthorized.recovered++;
+    this.logger.info({ path: pathAndQuery.split('?')[0], credentials: who }, 'the API server refused the token; fetched afresh, the new one was accepted');
+    return this.checked(pathAndQuery, second);
   }
 
   /** GET and parse a small JSON body (e.g. /version). */
@@ -96,8 +134,7 @@ export class ApiClient {
     throw new ApiRequestError(pathAndQuery, response.statusCode ?? 0, await readBody(response).catch(() => ''));
   }
 
-  private async request(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
-    const token = await this.config.credentials.token();
+  private request(pathAndQuery: string, token: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const url = new URL(pathAndQuery, this.config.server);
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': USER_AGENT };
     if (token !== null) headers['authorization'] = `Bearer ${token}`;

@@ -1,7 +1,14 @@
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { PalisadeError } from '../errors.js';
+import { KubeConfigError } from '../errors.js';
+import { execPlugin, execToken } from './exec-credential.js';
+import { tokenFile } from './token-file.js';
+import { NO_TOKEN, staticToken } from './token-source.js';
+import type { TokenSource } from './token-source.js';
+
+export { KubeConfigError } from '../errors.js';
+export { tokenFile } from './token-file.js';
+export type { TokenSource } from './token-source.js';
 
 /**
  * Where the API server is and how to prove who palisade is: from the pod's service account (in a
@@ -14,9 +21,9 @@ import { PalisadeError } from '../errors.js';
  * - users: token, tokenFile, client-certificate(-data) and client-key(-data), and exec plugins
  *   (client.authentication.k8s.io ExecCredential, as `aws eks get-token` prints).
  *
- * Tokens are never cached for longer than they are good for: a token file is read again every
- * minute (kubelet rotates projected service-account tokens well before they expire), an exec token
- * when its expirationTimestamp nears, and either at once after a 401.
+ * Tokens are never cached for longer than they are good for: a token file (the in-cluster one and a
+ * kubeconfig's tokenFile alike, token-file.ts) is read again every minute, an exec token when its
+ * expirationTimestamp nears (exec-credential.ts), and either at once after a 401.
  */
 
 export interface ClientConfig {
@@ -27,99 +34,20 @@ export interface ClientConfig {
   readonly key: Buffer | null;
   readonly insecureSkipTlsVerify: boolean;
   readonly tlsServerName: string | null;
-  /** Where the credentials came from, for messages. */
+  /** Where the configuration came from, for messages. */
   readonly source: string;
   readonly credentials: TokenSource;
 }
 
-/** A bearer token, kept fresh. */
-export interface TokenSource {
-  token(): Promise<string | null>;
-  /** The server refused the last token: read it afresh next time. */
-  invalidate(): void;
-}
-
-export class KubeConfigError extends PalisadeError {
-  constructor(message: string, cause?: unknown) {
-    super('KUBECONFIG_INVALID', message, cause === undefined ? undefined : { cause });
-    this.name = 'KubeConfigError';
-  }
-}
-
-const NO_TOKEN: TokenSource = { token: async () => null, invalidate: () => {} };
-
-function staticToken(token: string): TokenSource {
-  return { token: async () => token, invalidate: () => {} };
-}
-
-/** Re-read after this long, as client-go does for the in-cluster token file. */
-const TOKEN_FILE_TTL_MS = 60_000;
-
-export function tokenFile(file: string, now: () => number = Date.now): TokenSource {
-  let cached: { token: string; at: number } | null = null;
-  return {
-    async token() {
-      if (cached !== null && now() - cached.at < TOKEN_FILE_TTL_MS) return cached.token;
-      let text: string;
-      try {
-        text = await readFile(file, 'utf8');
-      } catch (error) {
-        throw new KubeConfigError(`cannot read the token file ${file}: ${error instanceof Error ? error.message : String(error)}`, error);
-      }
-      cached = { token: text.trim(), at: now() };
-      return cached.token;
-    },
-    invalidate() {
-      cached = null;
-    },
-  };
-}
-
-interface ExecSpec {
-  readonly command: string;
-  readonly args: readonly string[];
-  readonly env: Readonly<Record<string, string>>;
-  readonly apiVersion: string;
-}
-
-/** Refresh an exec token this long before it expires. */
-const EXEC_REFRESH_MARGIN_MS = 60_000;
-
-function execToken(spec: ExecSpec, baseDir: string, now: () => number = Date.now): TokenSource {
-  let cached: { token: string; expires: number } | null = null;
-  return {
-    async token() {
-      if (cached !== null && now() < cached.expires - EXEC_REFRESH_MARGIN_MS) return cached.token;
-      const command = spec.command.includes('/') && !path.isAbsolute(spec.command) ? path.resolve(baseDir, spec.command) : spec.command;
-      const stdout = await new Promise<string>((resolve, reject) => {
-        execFile(command, [...spec.args], {
-          env: { ...process.env, ...spec.env, KUBERNETES_EXEC_INFO: JSON.stringify({ apiVersion: spec.apiVersion, kind: 'ExecCredential', spec: { interactive: false } }) },
-          timeout: 30_000,
-          maxBuffer: 1 << 20,
-        }, (error, out, err) => (error === null ? resolve(out) : reject(new KubeConfigError(`the kubeconfig's exec plugin ${spec.command} failed: ${error.message}${err === '' ? '' : `: ${err.trim().slice(0, 300)}`}`, error))));
-      });
-      let status: Record<string, unknown>;
-      try {
-        status = (JSON.parse(stdout) as { status?: Record<string, unknown> }).status ?? {};
-      } catch (error) {
-        throw new KubeConfigError(`the kubeconfig's exec plugin ${spec.command} printed no ExecCredential JSON`, error);
-      }
-      const token = status['token'];
-      if (typeof token !== 'string' || token === '') throw new KubeConfigError(`the kubeconfig's exec plugin ${spec.command} returned no status.token`);
-      const expiry = typeof status['expirationTimestamp'] === 'string' ? Date.parse(status['expirationTimestamp']) : NaN;
-      cached = { token, expires: Number.isFinite(expiry) ? expiry : now() + 10 * 60_000 };
-      return token;
-    },
-    invalidate() {
-      cached = null;
-    },
-  };
+/** Seams for tests: the clock token caches run on. */
+export interface CredentialOptions {
+  readonly now?: () => number;
 }
 
 const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
 
 /** The pod's own service account, as client-go's rest.InClusterConfig reads it. */
-export async function inClusterConfig(env: Readonly<Record<string, string | undefined>>, dir = SERVICE_ACCOUNT_DIR): Promise<ClientConfig> {
+export async function inClusterConfig(env: Readonly<Record<string, string | undefined>>, dir = SERVICE_ACCOUNT_DIR, options: CredentialOptions = {}): Promise<ClientConfig> {
   const host = env['KUBERNETES_SERVICE_HOST'];
   const port = env['KUBERNETES_SERVICE_PORT'];
   if (host === undefined || host === '' || port === undefined || port === '') {
@@ -131,7 +59,8 @@ export async function inClusterConfig(env: Readonly<Record<string, string | unde
   } catch (error) {
     throw new KubeConfigError(`cannot read the service account's CA ${path.join(dir, 'ca.crt')}: ${error instanceof Error ? error.message : String(error)}`, error);
   }
-  const credentials = tokenFile(path.join(dir, 'token'));
+  const credentials = tokenFile(path.join(dir, 'token'), options.now);
+  // Read once now, so a missing token stops the daemon at start with the path in the message.
   await credentials.token();
   return {
     server: new URL(`https://${host.includes(':') ? `[${host}]` : host}:${port}`),
@@ -170,18 +99,18 @@ async function pem(data: unknown, file: unknown, baseDir: string, what: string, 
 }
 
 /** A kubeconfig file's current context. */
-export async function kubeconfigFile(file: string): Promise<ClientConfig> {
+export async function kubeconfigFile(file: string, options: CredentialOptions = {}): Promise<ClientConfig> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (error) {
     throw new KubeConfigError(`cannot load the kubeconfig ${file}: ${error instanceof Error ? error.message : String(error)}`, error);
   }
-  return kubeconfigText(text, file);
+  return kubeconfigText(text, file, options);
 }
 
 /** A kubeconfig's current context, from its text; relative paths resolve against `file`'s folder. */
-export async function kubeconfigText(text: string, file: string): Promise<ClientConfig> {
+export async function kubeconfigText(text: string, file: string, options: CredentialOptions = {}): Promise<ClientConfig> {
   let doc: unknown;
   try {
     // Loaded only for a kubeconfig: in a cluster, the daemon never needs a YAML parser.
@@ -203,24 +132,44 @@ export async function kubeconfigText(text: string, file: string): Promise<Client
   } catch (error) {
     throw new KubeConfigError(`the kubeconfig ${file}: cluster "${String(context['cluster'])}" has no valid server URL`, error);
   }
+  const userName = String(context['user'] ?? '');
+  const where = `the kubeconfig ${file}: user "${userName}"`;
+  const ca = await pem(cluster['certificate-authority-data'], cluster['certificate-authority'], baseDir, 'certificate authority', file);
+  const insecureSkipTlsVerify = cluster['insecure-skip-tls-verify'] === true;
+  const tlsServerName = typeof cluster['tls-server-name'] === 'string' ? cluster['tls-server-name'] : null;
   let credentials = NO_TOKEN;
-  if (typeof user['token'] === 'string' && user['token'] !== '') credentials = staticToken(user['token']);
-  else if (typeof user['tokenFile'] === 'string' && user['tokenFile'] !== '') credentials = tokenFile(path.resolve(baseDir, user['tokenFile']));
-  else if (isRecord(user['exec'])) {
-    const exec = user['exec'];
-    const env = Array.isArray(exec['env']) ? Object.fromEntries(exec['env'].filter(isRecord).map((e) => [String(e['name']), String(e['value'])])) : {};
-    credentials = execToken({ command: String(exec['command'] ?? ''), args: Array.isArray(exec['args']) ? exec['args'].map(String) : [], env, apiVersion: String(exec['apiVersion'] ?? 'client.authentication.k8s.io/v1') }, baseDir);
+  if (typeof user['token'] === 'string' && user['token'] !== '') credentials = staticToken(user['token'], `the token in ${where}`);
+  else if (typeof user['tokenFile'] === 'string' && user['tokenFile'] !== '') {
+    credentials = tokenFile(path.resolve(baseDir, user['tokenFile']), options.now);
+    // Read once now, as the in-cluster token is, so a missing file stops the daemon at start.
+    await credentials.token();
+  } else if (isRecord(user['exec'])) {
+    const clusterInfo = {
+      server: server.href,
+      ...(ca === null ? {} : { 'certificate-authority-data': ca.toString('base64') }),
+      ...(insecureSkipTlsVerify ? { 'insecure-skip-tls-verify': true } : {}),
+      ...(tlsServerName === null ? {} : { 'tls-server-name': tlsServerName }),
+      ...execExtension(cluster),
+    };
+    credentials = execToken(execPlugin(user['exec'], where, baseDir, clusterInfo), options.now);
   } else if (user['auth-provider'] !== undefined || user['username'] !== undefined) {
-    throw new KubeConfigError(`the kubeconfig ${file}: user "${String(context['user'])}" uses an auth-provider or basic auth, which palisade does not support; use a token, a token file, a client certificate or an exec plugin`);
+    throw new KubeConfigError(`${where} uses an auth-provider or basic auth, which palisade does not support; use a token, a token file, a client certificate or an exec plugin`);
   }
   return {
     server,
-    ca: await pem(cluster['certificate-authority-data'], cluster['certificate-authority'], baseDir, 'certificate authority', file),
+    ca,
     cert: await pem(user['client-certificate-data'], user['client-certificate'], baseDir, 'client certificate', file),
     key: await pem(user['client-key-data'], user['client-key'], baseDir, 'client key', file),
-    insecureSkipTlsVerify: cluster['insecure-skip-tls-verify'] === true,
-    tlsServerName: typeof cluster['tls-server-name'] === 'string' ? cluster['tls-server-name'] : null,
+    insecureSkipTlsVerify,
+    tlsServerName,
     source: `the kubeconfig ${file} (context ${contextName})`,
     credentials,
   };
+}
+
+/** The cluster's extension for exec plugins, which provideClusterInfo hands them as spec.cluster.config. */
+function execExtension(cluster: Yaml): { config?: unknown } {
+  const extensions = cluster['extensions'];
+  const found = Array.isArray(extensions) ? extensions.find((e) => isRecord(e) && e['name'] === 'client.authentication.k8s.io/exec') : undefined;
+  return isRecord(found) && found['extension'] !== undefined ? { config: found['extension'] } : {};
 }

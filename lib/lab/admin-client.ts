@@ -1,5 +1,6 @@
 import { request } from 'node:http';
 import { PalisadeError } from '../errors.js';
+import type { FakeApiStats } from './api-server.js';
 
 /**
  * The lab API server's admin API, reached over its unix socket: a socket file works across network
@@ -29,6 +30,20 @@ export class LabApiClient {
     return this.call('POST', 'close-watches', {});
   }
 
+  /**
+   * The bearer tokens the API server accepts from now on (null: any request); with
+   * `closeRefusedWatches`, watches opened with a token no longer accepted end, as at their timeout.
+   * Resolves with how many ended.
+   */
+  async setTokens(tokens: readonly string[] | null, options: { closeRefusedWatches?: boolean } = {}): Promise<number> {
+    const answer = await this.call('POST', 'tokens', { tokens, closeRefusedWatches: options.closeRefusedWatches === true });
+    return (answer as { closedWatches: number }).closedWatches;
+  }
+
+  stats(): Promise<FakeApiStats> {
+    return this.call('GET', 'stats', undefined) as Promise<FakeApiStats>;
+  }
+
   private call(method: string, route: string, body: unknown): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const req = request({ socketPath: this.socketPath, path: `/fake/${route}`, method, headers: { 'content-type': 'application/json' } }, (res) => {
@@ -41,7 +56,7 @@ export class LabApiClient {
         });
       });
       req.on('error', (error) => reject(new PalisadeError('LAB_API', `lab API ${route} over ${this.socketPath}: ${error.message}`, { cause: error })));
-      req.end(JSON.stringify(body));
+      req.end(body === undefined ? undefined : JSON.stringify(body));
     });
   }
 }

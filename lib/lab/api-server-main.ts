@@ -4,6 +4,11 @@
  *
  *   node dist/lib/lab/api-server-main.js [--port 6443] [--host 127.0.0.1] [--socket PATH]
  *     [--kubeconfig-out FILE] [--bookmark-ms 1000] [--history-limit 1000] [--seed FILE.yaml]
+ *     [--token TOKEN]... [--kubeconfig-token-file FILE]
+ *
+ * --token (repeatable) sets the bearer tokens accepted (default: fake-token); --kubeconfig-token-file
+ * makes the written kubeconfig's user read its token from FILE (kubeconfig `tokenFile`), which the
+ * caller keeps and rotates, rather than carry a token.
  *
  * Prints one line "ready <url>" on stdout once listening (after writing --kubeconfig-out and
  * applying every object of the --seed YAML documents, List items included), then serves until
@@ -43,6 +48,8 @@ async function main(): Promise<void> {
       'bookmark-ms': { type: 'string' },
       'history-limit': { type: 'string' },
       seed: { type: 'string' },
+      token: { type: 'string', multiple: true },
+      'kubeconfig-token-file': { type: 'string' },
     },
     strict: true,
   });
@@ -52,6 +59,7 @@ async function main(): Promise<void> {
     ...(values.socket === undefined ? {} : { socketPath: values.socket }),
     ...(values['bookmark-ms'] === undefined ? {} : { bookmarkIntervalMs: intOption(values['bookmark-ms'], 'bookmark-ms') }),
     ...(values['history-limit'] === undefined ? {} : { historyLimit: intOption(values['history-limit'], 'history-limit') }),
+    ...(values.token === undefined ? {} : { tokens: values.token }),
   });
   let closing = false;
   const shutdown = (): void => {
@@ -65,7 +73,7 @@ async function main(): Promise<void> {
   process.on('SIGTERM', shutdown);
   process.on('SIGINT', shutdown);
   if (values.seed !== undefined) for (const obj of await seedObjects(values.seed)) server.apply(obj);
-  if (values['kubeconfig-out'] !== undefined) await writeFile(values['kubeconfig-out'], server.kubeconfig());
+  if (values['kubeconfig-out'] !== undefined) await writeFile(values['kubeconfig-out'], server.kubeconfig(server.url, values['kubeconfig-token-file'] === undefined ? {} : { tokenFile: values['kubeconfig-token-file'] }));
   process.stdout.write(`ready ${server.url}\n`);
 }
 

@@ -13,7 +13,9 @@
  * Kinds: Pod, Namespace, Node, NetworkPolicy (RESOURCES). One global resourceVersion like etcd's.
  * Paths: {prefix}/{plural}[/{name}], {prefix}/namespaces/{ns}/{plural}[/{name}], the legacy
  * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET only (else 405), Bearer token
- * required when options.token is set (the default; kubeconfig() carries it). labelSelector and
+ * required when options.token is set (the default; kubeconfig() carries it), or one of options.tokens;
+ * anything else gets 401 with an Unauthorized Status, as from a real API server. setTokens() rotates
+ * the accepted set (see there for what happens to open watches). labelSelector and
  * fieldSelector are refused with 400 rather than silently ignored. Lists page with limit/continue.
  * Watches (?watch=true|1): resourceVersion '' or '0' (or sendInitialEvents=true) first sends ADDED
  * for every current object; N replays history events with RV > N, or a single 410 Expired ERROR
@@ -24,7 +26,9 @@
 import { randomUUID } from 'node:crypto';
 import { unlink } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo, ListenOptions } from 'node:net';
+import { AcceptedTokens, bearerToken } from './bearer-tokens.js';
 
 export interface ObjectMeta {
   name?: string;
@@ -56,6 +60,10 @@ export interface FakeApiServerOptions {
   historyLimit?: number;
   /** Bearer token the kube API requires (kubeconfig() uses it); null disables auth. Default 'fake-token'. */
   token?: string | null;
+  /** Bearer tokens the kube API accepts, any of them (kubeconfig() uses the first); overrides `token`. */
+  tokens?: readonly string[];
+  /** Serve HTTPS on the TCP listener with this certificate (PEM); the unix socket stays plain HTTP. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
   /**
    * Whether streaming lists (watch with sendInitialEvents=true) are offered, as with the WatchList
    * feature on (Kubernetes 1.32 and later); when false they are refused with 422, as a server with the
@@ -80,6 +88,14 @@ export interface FakeApiStats {
   lists: Record<string, number>;
   /** Watch requests per plural (including ones answered with 410). */
   watches: Record<string, number>;
+  /**
+   * Watches per plural that began by sending every current object: streaming lists
+   * (sendInitialEvents=true) and watches from resourceVersion "" or "0". Lists in all but name, so
+   * lists + streamingLists is what a relist costs; also counted in `watches`.
+   */
+  streamingLists: Record<string, number>;
+  /** Requests refused with 401, per plural (or path, for /version and the like); in no other count. */
+  unauthorized: Record<string, number>;
   openWatches: number;
   /** Requests answered by an injected failure (setFailure), not counted in lists/watches. */
   failures: number;
@@ -97,7 +113,15 @@ export const RESOURCES: readonly Resource[] = [
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 interface HistoryEvent { type: EventType; rv: number; resource: Resource; object: StoredObject }
-interface Watcher { res: http.ServerResponse; resource: Resource; namespace: string | null; bookmarks: boolean; timer?: NodeJS.Timeout }
+interface Watcher {
+  res: http.ServerResponse;
+  resource: Resource;
+  namespace: string | null;
+  bookmarks: boolean;
+  /** The bearer token the watch was opened with: what was authenticated, once, at its start. */
+  token: string | null;
+  timer?: NodeJS.Timeout;
+}
 interface Route { resource: Resource; namespace: string | null; name: string | null; watch: boolean }
 
 const REASONS: Record<number, string> = {
@@ -133,7 +157,8 @@ export class FakeApiServer {
   private readonly watchers = new Set<Watcher>();
   private servers: http.Server[] = [];
   private failure: (FailureRule & { left: number }) | null = null;
-  private counts: FakeApiStats = { lists: {}, watches: {}, openWatches: 0, failures: 0, bytesSent: 0 };
+  private counts: FakeApiStats = { lists: {}, watches: {}, streamingLists: {}, unauthorized: {}, openWatches: 0, failures: 0, bytesSent: 0 };
+  private readonly accepted: AcceptedTokens;
   private readonly log: string[] = [];
   private bookmarkTimer: NodeJS.Timeout | undefined;
   private host: string;
@@ -144,6 +169,8 @@ export class FakeApiServer {
     this.options = options;
     this.host = options.host ?? '127.0.0.1';
     this.port = options.port ?? 0;
+    const token = options.token === undefined ? 'fake-token' : options.token;
+    this.accepted = new AcceptedTokens(options.tokens ?? (token === null ? null : [token]));
   }
 
   static async start(options: FakeApiServerOptions = {}): Promise<FakeApiServer> {
@@ -155,7 +182,7 @@ export class FakeApiServer {
   }
 
   get url(): string {
-    return `http://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+    return `${this.options.tls === undefined ? 'http' : 'https'}://${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
   /** The current global resourceVersion. */
   get resourceVersion(): string {
@@ -238,8 +265,31 @@ export class FakeApiServer {
     this.failure = rule === null ? null : { ...rule, left: rule.times ?? Infinity };
   }
 
+  /**
+   * Accepts these bearer tokens from now on (null: no authentication), as when a token expires or a
+   * new one is issued. A real API server authenticates a watch once, when it starts, and lets it run to
+   * its timeout however long its token lives; so open watches are left alone by default. With
+   * `closeRefusedWatches`, those opened with a token no longer accepted end cleanly, as at their
+   * timeout: the moment a client must authenticate again, brought forward. Returns how many ended.
+   */
+  setTokens(tokens: readonly string[] | null, options: { closeRefusedWatches?: boolean } = {}): number {
+    this.accepted.replace(tokens);
+    if (options.closeRefusedWatches !== true) return 0;
+    const refused = [...this.watchers].filter((w) => !this.accepted.accepts(w.token));
+    for (const w of refused) this.endWatch(w);
+    return refused.length;
+  }
+
   stats(): FakeApiStats {
-    return { lists: { ...this.counts.lists }, watches: { ...this.counts.watches }, openWatches: this.watchers.size, failures: this.counts.failures, bytesSent: this.counts.bytesSent };
+    return {
+      lists: { ...this.counts.lists },
+      watches: { ...this.counts.watches },
+      streamingLists: { ...this.counts.streamingLists },
+      unauthorized: { ...this.counts.unauthorized },
+      openWatches: this.watchers.size,
+      failures: this.counts.failures,
+      bytesSent: this.counts.bytesSent,
+    };
   }
 
   /** The last 1000 kube API requests (not /fake/ ones) as "GET /api/v1/pods?watch=true&...", oldest first. */
@@ -247,13 +297,17 @@ export class FakeApiServer {
     return [...this.log];
   }
 
-  /** A kubeconfig (YAML) for `serverUrl` (default: this.url): insecure-skip-tls-verify, a token user. */
-  kubeconfig(serverUrl: string = this.url): string {
-    const token = this.options.token === undefined ? 'fake-token' : this.options.token;
+  /**
+   * A kubeconfig (YAML) for `serverUrl` (default: this.url): insecure-skip-tls-verify, and a user with
+   * the first accepted token, or with `tokenFile` when given (a file the caller keeps the token in).
+   */
+  kubeconfig(serverUrl: string = this.url, user: { tokenFile?: string } = {}): string {
+    const token = this.accepted.first();
+    const userYaml = user.tokenFile !== undefined ? `  user:\n    tokenFile: ${JSON.stringify(user.tokenFile)}` : token === null ? '  user: {}' : `  user:\n    token: ${JSON.stringify(token)}`;
     return [
       'apiVersion: v1', 'kind: Config', 'preferences: {}', 'current-context: fake',
       'clusters:', '- name: fake', '  cluster:', `    server: ${JSON.stringify(serverUrl)}`, '    insecure-skip-tls-verify: true',
-      'users:', '- name: fake', token === null ? '  user: {}' : `  user:\n    token: ${JSON.stringify(token)}`,
+      'users:', '- name: fake', userYaml,
       'contexts:', '- name: fake', '  context:', '    cluster: fake', '    user: fake', '',
     ].join('\n');
   }
@@ -296,11 +350,7 @@ export class FakeApiServer {
     this.watchers.clear();
     await new Promise((resolve) => setTimeout(resolve, ms));
     const unix = this.servers.slice(1);
-    const make = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent) this.sendJson(res, 500, statusObject(500, String(err)));
-      else res.destroy();
-    }));
-    make.requestTimeout = 0;
+    const make = this.createServer(true);
     await new Promise<void>((resolve, reject) => {
       make.once('error', reject);
       make.listen({ port: this.port, host: this.host }, () => { make.off('error', reject); resolve(); });
@@ -309,29 +359,32 @@ export class FakeApiServer {
   }
 
   private async listen(): Promise<void> {
-    const make = (): http.Server => {
-      const s = http.createServer((req, res) => void this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent) this.sendJson(res, 500, statusObject(500, String(err)));
-        else res.destroy();
-      }));
-      s.requestTimeout = 0;
-      return s;
-    };
     const listenOn = (s: http.Server, target: ListenOptions): Promise<void> => new Promise((resolve, reject) => {
       s.once('error', reject);
       s.listen(target, () => { s.off('error', reject); resolve(); });
     });
-    const tcp = make();
+    const tcp = this.createServer(true);
     await listenOn(tcp, { port: this.port, host: this.host });
     this.port = (tcp.address() as AddressInfo).port;
     this.servers = [tcp];
     const socketPath = this.options.socketPath;
     if (socketPath !== undefined) {
       await unlink(socketPath).catch(() => undefined);
-      const unix = make();
+      const unix = this.createServer(false);
       await listenOn(unix, { path: socketPath });
       this.servers.push(unix);
     }
+  }
+
+  private createServer(tcp: boolean): http.Server {
+    const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => void this.handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent) this.sendJson(res, 500, statusObject(500, String(err)));
+      else res.destroy();
+    });
+    const tls = this.options.tls;
+    const server = tcp && tls !== undefined ? https.createServer({ cert: tls.cert, key: tls.key }, handler) : http.createServer(handler);
+    server.requestTimeout = 0;
+    return server;
   }
 
   private key(resource: Resource, namespace: string | null, name: string): string {
@@ -423,8 +476,12 @@ export class FakeApiServer {
       res.writeHead(200, { 'content-type': 'text/plain' });
       return void res.end('ok');
     }
-    const token = this.options.token === undefined ? 'fake-token' : this.options.token;
-    if (token !== null && req.headers.authorization !== `Bearer ${token}`) return this.sendJson(res, 401, statusObject(401, 'Unauthorized'));
+    const presented = bearerToken(req.headers.authorization);
+    if (!this.accepted.accepts(presented)) {
+      const plural = this.route(url.pathname)?.resource.plural ?? url.pathname;
+      this.counts.unauthorized[plural] = (this.counts.unauthorized[plural] ?? 0) + 1;
+      return this.sendJson(res, 401, statusObject(401, 'Unauthorized'));
+    }
     if (req.method !== 'GET') return this.sendJson(res, 405, statusObject(405, `the server does not allow this method on the requested resource (${req.method} ${url.pathname})`));
     if (url.pathname === '/version') return this.sendJson(res, 200, { major: '1', minor: '33', gitVersion: 'v1.33.0-fake', platform: 'linux/amd64' });
     const route = this.route(url.pathname);
@@ -441,7 +498,7 @@ export class FakeApiServer {
     }
     const rvParam = q.get('resourceVersion') ?? '';
     if (rvParam !== '' && !/^\d+$/.test(rvParam)) return this.sendJson(res, 400, statusObject(400, `Invalid value: "${rvParam}": strconv.ParseUint: parsing "${rvParam}": invalid syntax`));
-    if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q);
+    if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q, presented);
     this.sendList(res, resource, namespace, q);
   }
 
@@ -497,18 +554,19 @@ export class FakeApiServer {
     return null;
   }
 
-  private watch(res: http.ServerResponse, route: Route, q: URLSearchParams): void {
+  private watch(res: http.ServerResponse, route: Route, q: URLSearchParams, token: string | null): void {
     const { resource, namespace } = route;
     this.counts.watches[resource.plural] = (this.counts.watches[resource.plural] ?? 0) + 1;
     const sendInitial = q.get('sendInitialEvents') === 'true';
     if (sendInitial && this.options.watchList === false) {
       return this.sendJson(res, 422, statusObject(422, 'sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled'));
     }
-    const w: Watcher = { res, resource, namespace, bookmarks: q.get('allowWatchBookmarks') === 'true' };
+    const w: Watcher = { res, resource, namespace, bookmarks: q.get('allowWatchBookmarks') === 'true', token };
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache, private' });
     res.flushHeaders();
     const rvParam = q.get('resourceVersion') ?? '';
     if (rvParam === '' || rvParam === '0' || sendInitial) {
+      this.counts.streamingLists[resource.plural] = (this.counts.streamingLists[resource.plural] ?? 0) + 1;
       for (const obj of this.stored(resource, namespace)) this.send(w, 'ADDED', obj);
       if (sendInitial && w.bookmarks) this.sendBookmark(w, { 'k8s.io/initial-events-end': 'true' });
     } else {
@@ -525,7 +583,7 @@ export class FakeApiServer {
     if (timeoutSeconds > 0) w.timer = setTimeout(() => this.endWatch(w), timeoutSeconds * 1000);
   }
 
-  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure}; GET /fake/{stats,kubeconfig}. */
+  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens}; GET /fake/{stats,kubeconfig}. */
   private async admin(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const op = `${req.method ?? 'GET'} ${url.pathname.slice('/fake/'.length)}`;
     const chunks: Buffer[] = [];
@@ -549,6 +607,12 @@ export class FakeApiServer {
         case 'POST failure':
           this.setFailure(body === null ? null : { status: Number(b.status), ...(typeof b.path === 'string' ? { path: new RegExp(b.path) } : {}), ...(typeof b.times === 'number' ? { times: b.times } : {}) });
           break;
+        case 'POST tokens': {
+          const tokens = b.tokens;
+          if (tokens !== null && !(Array.isArray(tokens) && tokens.every((t) => typeof t === 'string' && t !== ''))) throw new Error('tokens must be null or a list of non-empty strings');
+          const closedWatches = this.setTokens(tokens as readonly string[] | null, { closeRefusedWatches: b.closeRefusedWatches === true });
+          return this.sendJson(res, 200, { ok: true, closedWatches }, {}, true);
+        }
         case 'GET stats': return this.sendJson(res, 200, this.stats(), {}, true);
         case 'GET kubeconfig':
           res.writeHead(200, { 'content-type': 'application/yaml' });

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -8,6 +9,7 @@ import { PodNode } from '../pod-network.js';
 import type { PodHandle, PodSpec } from '../pod-network.js';
 import { LabApiClient } from './admin-client.js';
 import { LabProcess } from './process.js';
+import { ProjectedTokenVolume } from './projected-token.js';
 
 /**
  * A cluster made of network namespaces on one machine, wired as EKS nodes with the AWS VPC CNI:
@@ -20,6 +22,11 @@ import { LabProcess } from './process.js';
  * the other's pod CIDR over the link. The lab API server runs inside node A; the program driving the
  * lab talks to it over a unix socket, and to each node's status endpoint through `ip netns exec`.
  * One real `palisade daemon` process per node. Nothing here touches the machine's own namespace.
+ *
+ * With `rotatingToken`, the daemons authenticate as a pod's service account does: the kubeconfig they
+ * get names a token file (`tokenFile`) in a volume the lab writes as kubelet writes a projected token,
+ * and the API server accepts only the tokens the lab has issued and not yet expired (rotateToken,
+ * expireOldTokens).
  */
 
 export interface LabNodeSpec {
@@ -38,6 +45,8 @@ export interface LabOptions {
   readonly externalAddress?: string;
   /** Extra flags for every daemon. */
   readonly daemonArgs?: readonly string[];
+  /** Authenticate with a rotatable token file rather than a fixed token (see above). */
+  readonly rotatingToken?: boolean;
 }
 
 export const EXTERNAL_GATEWAY = '203.0.113.1';
@@ -66,13 +75,19 @@ export class Lab {
   readonly external: NetworkNamespace | null;
   readonly api: LabApiClient;
   readonly kubeconfigPath: string;
+  /** The daemons' token volume, when the lab was made with `rotatingToken`. */
+  readonly tokenVolume: ProjectedTokenVolume | null;
   private readonly apiProcess: LabProcess;
   private readonly dir: string;
   private readonly trunks = new Map<string, { router: NetworkNamespace; routerEnd: string; vlanMac: string }>();
   private readonly options: LabOptions;
+  /** Tokens issued and not yet expired, oldest first; the last one is in the token volume. */
+  private tokens: string[];
 
-  private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, apiProcess: LabProcess, dir: string) {
+  private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, apiProcess: LabProcess, dir: string, auth: { volume: ProjectedTokenVolume | null; tokens: string[] }) {
     this.options = options;
+    this.tokens = auth.tokens;
+    this.tokenVolume = auth.volume;
     this.nodes = nodes;
     this.external = external;
     this.apiProcess = apiProcess;
@@ -92,9 +107,13 @@ export class Lab {
       // A lone node has no link; its address still has to exist for the API server to listen on.
       if (nodes.length === 1) await nodes[0]!.netns.run(['ip', 'addr', 'add', `${nodes[0]!.spec.address}/32`, 'dev', 'lo']);
       if (options.externalAddress !== undefined) external = await attachExternal(options.prefix, options.externalAddress, nodes);
-      api = LabProcess.start(nodes[0]!.netns, [process.execPath, API_MAIN_JS, '--host', nodes[0]!.spec.address, '--port', String(API_PORT), '--socket', path.join(dir, 'api.sock'), '--kubeconfig-out', path.join(dir, 'kubeconfig'), '--bookmark-ms', '1000']);
+      const volume = options.rotatingToken === true ? new ProjectedTokenVolume(path.join(dir, 'serviceaccount')) : null;
+      const tokens = volume === null ? [] : [newToken()];
+      const authArgs = volume === null ? [] : ['--token', tokens[0]!, '--kubeconfig-token-file', volume.tokenPath];
+      if (volume !== null) await volume.write(tokens[0]!);
+      api = LabProcess.start(nodes[0]!.netns, [process.execPath, API_MAIN_JS, '--host', nodes[0]!.spec.address, '--port', String(API_PORT), '--socket', path.join(dir, 'api.sock'), '--kubeconfig-out', path.join(dir, 'kubeconfig'), '--bookmark-ms', '1000', ...authArgs]);
       await api.waitFor(/^ready /);
-      return new Lab(options, nodes, external, api, dir);
+      return new Lab(options, nodes, external, api, dir, { volume, tokens });
     } catch (error) {
       await api?.stop('SIGKILL');
       for (const node of nodes) await node.pods.destroy().catch(() => undefined);
@@ -215,6 +234,36 @@ export class Lab {
     await this.api.outage(downMs);
   }
 
+  /**
+   * Issues a new token and writes it into the token volume, as kubelet does at 80% of a token's life.
+   * The API server accepts it before it is written (it issued it); the older ones stay valid until
+   * expireOldTokens, as they do until they expire.
+   */
+  async rotateToken(): Promise<string> {
+    const volume = this.rotatingVolume();
+    const token = newToken();
+    await this.api.setTokens([...this.tokens, token]);
+    this.tokens.push(token);
+    await volume.write(token);
+    return token;
+  }
+
+  /**
+   * Only the newest token is accepted from now on. With `closeRefusedWatches`, watches opened with an
+   * older one end cleanly, as they would at their timeout (a real API server never cuts a watch when
+   * its token expires: it authenticated it once, at its start). Resolves with how many ended.
+   */
+  async expireOldTokens(options: { closeRefusedWatches?: boolean } = {}): Promise<number> {
+    this.rotatingVolume();
+    this.tokens = this.tokens.slice(-1);
+    return this.api.setTokens(this.tokens, options);
+  }
+
+  private rotatingVolume(): ProjectedTokenVolume {
+    if (this.tokenVolume === null) throw new PalisadeError('LAB', 'this lab was made without rotatingToken');
+    return this.tokenVolume;
+  }
+
   async destroy(): Promise<void> {
     const failures: unknown[] = [];
     for (const node of this.nodes) await node.daemon?.stop('SIGKILL').catch((e: unknown) => failures.push(e));
@@ -263,4 +312,8 @@ async function attachExternal(prefix: string, address: string, nodes: readonly L
   await external.run(['ip', 'route', 'add', 'default', 'via', EXTERNAL_GATEWAY]);
   for (const node of nodes.slice(1)) await node.netns.run(['ip', 'route', 'add', `${address}/32`, 'via', first.spec.address]);
   return external;
+}
+
+function newToken(): string {
+  return `lab-${randomBytes(18).toString('base64url')}`;
 }

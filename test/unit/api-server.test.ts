@@ -256,6 +256,70 @@ describe('fake API server', function () {
     });
   });
 
+  describe('bearer tokens and their rotation', () => {
+    const get = (apiPath: string, token?: string) => fetch(`${server.url}${apiPath}`, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } });
+
+    it('accepts any of its tokens, answers others with 401 and an Unauthorized Status, and counts refusals per resource', async () => {
+      await server.close();
+      server = await FakeApiServer.start({ bookmarkIntervalMs: 0, tokens: ['old', 'new'] });
+      assert.equal((await get('/api/v1/pods', 'old')).status, 200);
+      assert.equal((await get('/api/v1/pods', 'new')).status, 200);
+      const refused = await get('/api/v1/pods', 'other');
+      assert.equal(refused.status, 401);
+      assert.deepEqual(await refused.json(), { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: 'Unauthorized', reason: 'Unauthorized', code: 401 });
+      assert.equal((await get('/api/v1/pods?watch=1')).status, 401);
+      assert.equal((await get('/version', 'other')).status, 401);
+      assert.equal((await get('/healthz')).status, 200, 'health checks need no token');
+      const stats = server.stats();
+      assert.deepEqual(stats.unauthorized, { pods: 2, '/version': 1 });
+      assert.deepEqual(stats.lists, { pods: 2 }, 'refused requests are in no other count');
+      assert.deepEqual(stats.watches, {});
+      assert.match(server.kubeconfig(), /token: "old"/);
+      assert.match(server.kubeconfig(server.url, { tokenFile: '/run/token' }), /tokenFile: "\/run\/token"/);
+    });
+
+    it('leaves open watches alone when their token stops being accepted, as a real API server does (it authenticates a watch once, at its start)', async () => {
+      const w = await watch(kc, '/api/v1/pods', { resourceVersion: server.resourceVersion });
+      controllers.push(w.controller);
+      await until('the watch', () => server.stats().openWatches === 1);
+      assert.equal(server.setTokens(['rotated']), 0);
+      server.apply(pod('a'));
+      await until('the event on the old watch', () => w.events.length === 1);
+      assert.equal(w.done(), false);
+      assert.equal((await kubeGet(kc, '/api/v1/pods')).status, 401, 'a new request with the old token is refused');
+    });
+
+    it('with closeRefusedWatches, ends cleanly the watches opened with a refused token, and only those', async () => {
+      await server.close();
+      server = await FakeApiServer.start({ bookmarkIntervalMs: 0, tokens: ['fake-token', 'kept'] });
+      kc = kubeConfig(server);
+      const old = await watch(kc, '/api/v1/pods', { resourceVersion: server.resourceVersion });
+      controllers.push(old.controller);
+      const kept = await fetch(`${server.url}/api/v1/nodes?watch=1&resourceVersion=${server.resourceVersion}`, { headers: { authorization: 'Bearer kept' } });
+      await until('two watches', () => server.stats().openWatches === 2);
+      assert.equal(server.setTokens(['kept'], { closeRefusedWatches: true }), 1);
+      await until('the old watch to end', old.done);
+      assert.equal(old.doneErr(), null, 'ended as at its timeout, not cut');
+      assert.equal(server.stats().openWatches, 1);
+      server.apply({ kind: 'Node', metadata: { name: 'n' } });
+      const reader = kept.body!.getReader();
+      const { value } = await reader.read();
+      assert.match(Buffer.from(value!).toString('utf8'), /"type":"ADDED".*"name":"n"/);
+      await reader.cancel();
+    });
+
+    it('counts watches that begin with every object (streaming lists) apart from watches that resume', async () => {
+      const rv = server.resourceVersion;
+      for (const query of [`watch=1&resourceVersion=${rv}`, 'watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true', 'watch=1&resourceVersion=0', 'watch=1']) {
+        const controller = new AbortController();
+        controllers.push(controller);
+        await fetch(`${server.url}/api/v1/pods?${query}`, { headers: { authorization: 'Bearer fake-token' }, signal: controller.signal });
+      }
+      assert.deepEqual(server.stats().watches, { pods: 4 });
+      assert.deepEqual(server.stats().streamingLists, { pods: 3 });
+    });
+  });
+
   describe('stop() and restart()', () => {
     it('refuses connections while stopped, cuts open watches, and comes back on the same port with the data', async () => {
       server.apply(pod('a'));
@@ -394,7 +458,7 @@ describe('fake API server', function () {
       await until('5 events', () => w.events.length === 5);
       assert.deepEqual(w.events.map((e) => e.type), ['ADDED', 'ADDED', 'ADDED', 'DELETED', 'BOOKMARK']);
       const { bytesSent, ...stats } = (await admin(socketPath, 'GET', 'stats')).body as { bytesSent: number };
-      assert.deepEqual(stats, { lists: {}, watches: { pods: 1 }, openWatches: 1, failures: 0 });
+      assert.deepEqual(stats, { lists: {}, watches: { pods: 1 }, streamingLists: {}, unauthorized: {}, openWatches: 1, failures: 0 });
       assert.ok(bytesSent > 0);
       await admin(socketPath, 'POST', 'close-watches');
       await until('done', w.done);
@@ -402,6 +466,10 @@ describe('fake API server', function () {
       await admin(socketPath, 'POST', 'failure', { path: 'nodes', status: 503, times: 1 });
       assert.equal((await kubeGet(kc, '/api/v1/nodes')).status, 503);
       assert.equal((await kubeGet(kc, '/api/v1/nodes')).status, 200);
+      assert.deepEqual((await admin(socketPath, 'POST', 'tokens', { tokens: ['rotated'], closeRefusedWatches: true })).body, { ok: true, closedWatches: 0 });
+      assert.equal((await kubeGet(kc, '/api/v1/nodes')).status, 401, 'the kubeconfig\'s token is no longer accepted');
+      assert.equal((await admin(socketPath, 'POST', 'tokens', { tokens: [''] })).status, 400);
+      assert.equal((await admin(socketPath, 'POST', 'tokens', { tokens: null })).status, 200);
       assert.equal((await admin(socketPath, 'POST', 'nope')).status, 404);
       assert.equal((await admin(socketPath, 'POST', 'apply', { kind: 'Widget', metadata: { name: 'x' } })).status, 400);
       assert.match(String((await admin(socketPath, 'GET', 'kubeconfig')).body), /insecure-skip-tls-verify: true/);

@@ -62,7 +62,9 @@ ${user}
     now = 61_000;
     assert.equal(await source.token(), 'two', 'rotated tokens are picked up');
     await writeFile(file, 'three\n');
-    source.invalidate();
+    source.invalidate('one');
+    assert.equal(await source.token(), 'two', 'a refusal of a token already replaced changes nothing');
+    source.invalidate('two');
     assert.equal(await source.token(), 'three', 'a refused token is read again at once');
   });
 
