@@ -84,6 +84,11 @@ const INITIAL_EVENTS_END = 'k8s.io/initial-events-end';
 /** A watch that sends nothing (not even a bookmark) for this long past its timeout is dead. */
 const SILENCE_GRACE_MS = 60_000;
 const NEWLINE = 0x0a;
+/**
+ * A resumed watch the server ends sooner than this with nothing in it counts as a failure, as in
+ * client-go: otherwise a server that ends every watch at once would be asked again at once, for ever.
+ */
+const QUICK_WATCH_MS = 1000;
 
 export { ApiRequestError };
 
@@ -118,6 +123,8 @@ export class Reflector {
   readonly stats: ReflectorStats = { lists: 0, relists: 0, watches: 0, failures: 0, handlerErrors: 0, listMode: null, lastError: null };
   private readonly options: ReflectorOptions;
   private readonly backoff: RetryPolicy;
+  /** Watch lines read so far, to tell a watch that ended at once with nothing in it. */
+  private linesSeen = 0;
   private resourceVersion: string | null = null;
   private stopped = true;
   private hasListed = false;
@@ -158,8 +165,14 @@ export class Reflector {
       let tryingStream = false;
       try {
         let outcome: StreamOutcome;
-        if (this.resourceVersion !== null) outcome = await this.watch(this.resourceVersion, false);
-        else if (this.streaming && (await this.options.client.offersStreamingLists())) {
+        if (this.resourceVersion !== null) {
+          const began = Date.now();
+          const linesBefore = this.linesSeen;
+          outcome = await this.watch(this.resourceVersion, false);
+          if (outcome === 'closed' && !this.stopped && this.linesSeen === linesBefore && Date.now() - began < QUICK_WATCH_MS) {
+            throw new PalisadeError('WATCH_ENDED_AT_ONCE', `the API server ended the watch of ${this.path} within ${Date.now() - began} ms without sending anything`);
+          }
+        } else if (this.streaming && (await this.options.client.offersStreamingLists())) {
           tryingStream = true;
           outcome = await this.streamingList();
         } else {
@@ -312,6 +325,7 @@ export class Reflector {
 
   /** One watch event; returns false when the stream must be abandoned. */
   private onLine(line: string, state: StreamState): boolean {
+    this.linesSeen++;
     let event: unknown;
     try {
       event = JSON.parse(line);

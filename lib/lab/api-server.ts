@@ -58,6 +58,8 @@ export interface FakeApiServerOptions {
   bookmarkIntervalMs?: number;
   /** Watch events kept for replay; older resourceVersions get 410 Expired. Default 1000. */
   historyLimit?: number;
+  /** Ends every watch this soon after it starts, whatever its timeoutSeconds (a misbehaving server or proxy). */
+  endWatchesAfterMs?: number;
   /** Bearer token the kube API requires (kubeconfig() uses it); null disables auth. Default 'fake-token'. */
   token?: string | null;
   /** Bearer tokens the kube API accepts, any of them (kubeconfig() uses the first); overrides `token`. */
@@ -580,7 +582,8 @@ export class FakeApiServer {
     this.watchers.add(w);
     res.on('close', () => this.endWatch(w));
     const timeoutSeconds = Number(q.get('timeoutSeconds') ?? '0');
-    if (timeoutSeconds > 0) w.timer = setTimeout(() => this.endWatch(w), timeoutSeconds * 1000);
+    const endAfterMs = this.options.endWatchesAfterMs ?? (timeoutSeconds > 0 ? timeoutSeconds * 1000 : null);
+    if (endAfterMs !== null) w.timer = setTimeout(() => this.endWatch(w), endAfterMs);
   }
 
   /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens}; GET /fake/{stats,kubeconfig}. */

@@ -93,6 +93,21 @@ describe('the reflector', function () {
     assert.ok(recorder.pages.at(-1)! >= 1, 'the relist saw the object the watch missed');
   });
 
+  it('backs off when the server ends every watch at once with nothing in it, instead of asking again at once', async () => {
+    await api.close();
+    api = await FakeApiServer.start({ bookmarkIntervalMs: 0, endWatchesAfterMs: 0 });
+    const recorder = new Recorder();
+    const r = await start(recorder);
+    await until('the first list', () => r.synced);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // With the test's backoff (20 ms doubling to 100 ms), half a second allows a handful of watches; a
+    // reflector asking again at once would open hundreds.
+    assert.ok(r.stats.watches <= 12, `${r.stats.watches} watches in half a second`);
+    assert.ok(r.stats.failures >= 3, `${r.stats.failures} failures`);
+    assert.match(r.stats.lastError ?? '', /ended the watch of \/api\/v1\/pods within \d+ ms without sending anything/);
+    assert.equal(r.stats.relists, 0, 'a watch that ends is resumed, never a reason to relist');
+  });
+
   it('backs off and retries while the API server answers with errors, and recovers', async () => {
     api.setFailure({ path: /\/api\/v1\/pods/, status: 500, times: 3 });
     const recorder = new Recorder();
