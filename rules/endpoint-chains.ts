@@ -9,10 +9,11 @@ import type { CompilerSettings } from './settings.js';
  * egress policies. The `to` chain sees what the pod receives: its ingress policies. An isolated chain
  * ends with a counted drop, whose packet counter is the pod's dropped traffic in that direction.
  *
- * A pod is never blocked from itself. Its traffic to its own address stays inside the pod, except
- * when a Service sends it back (hairpin): then it leaves and re-enters through the node, and both
- * chains let it pass. The `to` chain checks the interface too: a packet claiming the pod's address
- * from anywhere else is not the pod's.
+ * A pod is never blocked from itself. Its traffic to its own addresses stays inside the pod, except
+ * when a Service sends it back to its address (hairpin): then it leaves and re-enters through the
+ * node, and both chains let it pass. The `to` chain checks the interface too: a packet claiming the
+ * pod's address from anywhere else is not the pod's. (Services lead to a pod's first address only, so
+ * a multi-NIC pod's further addresses need no such rule; routes, which name them, could be stale.)
  *
  * A pod with further interfaces (multi-NIC) has one small chain per further interface that checks
  * that interface's own address and then continues in the pod's `from` chain; the pod's first check
@@ -64,10 +65,6 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
   const who = `${endpoint.namespace}/${endpoint.name}`;
   const fromName = names.endpoint('from', endpoint.namespace, endpoint.name);
   const spoofed = sanitizeComment(`anti-spoof ${who}`);
-  const own = [
-    ...endpoint.interfaces.map((iface) => ({ iface, address: endpoint.ip })),
-    ...endpoint.extraInterfaces,
-  ];
   const antiSpoof: Rule[] = endpoint.extraInterfaces.length === 0
     ? [{ match: ['!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: spoofed }]
     : endpoint.interfaces.map((iface): Rule => ({ match: ['-i', iface, '!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: spoofed }));
@@ -76,16 +73,14 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
     { match: ['-m', 'addrtype', '--dst-type', 'LOCAL'], target: ['-j', 'RETURN'], comment: 'pod to its own node is always allowed' },
   ];
   if (endpoint.egress.isolated) {
-    for (const address of new Set(own.map((o) => o.address))) {
-      from.push({ match: ['-d', `${address}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
-    }
+    from.push({ match: ['-d', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
     from.push(...policyRules(endpoint.egress.chains, settings.allowMark));
     from.push({ match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT.egress} ${who}`) });
   }
   const to: Rule[] = [];
   if (endpoint.ingress.isolated) {
-    for (const { iface, address } of own) {
-      to.push({ match: ['-i', iface, '-s', `${address}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
+    for (const iface of endpoint.interfaces) {
+      to.push({ match: ['-i', iface, '-s', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
     }
     to.push(...policyRules(endpoint.ingress.chains, settings.allowMark));
     to.push({ match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT.ingress} ${who}`) });
