@@ -69,8 +69,9 @@ export class ServiceSpecError extends PalisadeError {
 }
 
 const PROTOCOLS: readonly ServiceProtocol[] = ['TCP', 'UDP', 'SCTP'];
-/** IANA_SVC_NAME, as the API server validates named ports: lowercase, a letter, no "--", at most 15. */
-const PORT_NAME = /^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+/** IANA_SVC_NAME, as the API server validates container port names: a letter, no "--", at most 15. */
+const CONTAINER_PORT_NAME = /^(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$/;
+/** Service port names and object names. */
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const SERVICE_RANGE = (() => {
   const parsed = parseCidr(SERVICE_CIDR);
@@ -138,7 +139,7 @@ function serviceProblems(service: ServiceSpec): string[] {
   service.ports.forEach((port, i) => {
     const at = `ports[${i}]`;
     if (port.name === '' && service.ports.length > 1) problems.push(`${at}.name: required when a Service has several ports`);
-    if (port.name !== '' && !PORT_NAME.test(port.name)) problems.push(`${at}.name: "${port.name}" is not a valid port name`);
+    if (port.name !== '' && !DNS_LABEL.test(port.name)) problems.push(`${at}.name: "${port.name}" is not a valid port name`);
     if (names.has(port.name)) problems.push(`${at}.name: "${port.name}" is used twice`);
     names.add(port.name);
     if (!PROTOCOLS.includes(port.protocol)) problems.push(`${at}.protocol: "${String(port.protocol)}" is not TCP, UDP or SCTP`);
@@ -146,7 +147,7 @@ function serviceProblems(service: ServiceSpec): string[] {
     const key = `${port.protocol}/${port.port}`;
     if (keys.has(key)) problems.push(`${at}: ${key} is served twice`);
     keys.add(key);
-    if (typeof port.targetPort === 'number' ? !validPort(port.targetPort) : !PORT_NAME.test(port.targetPort)) {
+    if (typeof port.targetPort === 'number' ? !validPort(port.targetPort) : !CONTAINER_PORT_NAME.test(port.targetPort)) {
       problems.push(`${at}.targetPort: ${JSON.stringify(port.targetPort)} is neither a port number nor a port name`);
     }
   });
