@@ -279,7 +279,7 @@ async function expectHookRepairedAfter(c: E2eCluster, what: string, act: () => P
   const firstBehind = hook.behind[0]?.[0];
   console.log([
     `      (${what}: from ${acted.from} to ${acted.to} ms;`,
-    `palisade's hook on node-a behind kube-proxy's jumps over ${hook.behind.map(([a, b]) => `${a}-${b} ms`).join(', ') || 'no reading'},`,
+    `palisade's hook on node-a behind kube-proxy's jumps over ${spans(hook.behind)}, behind KUBE-FORWARD itself over ${spans(hook.kubeForwardAhead)},`,
     `first again for good at ${hook.repairedAt} ms${firstBehind === undefined ? '' : `, ${hook.repairedAt - firstBehind} ms after it was first seen behind`};`,
     `hook-moved repairs on node-a: ${repairs};`,
     `probes that got through: ${leaks.length === 0 ? 'none' : summariseLeaks(leaks)})`,
@@ -317,44 +317,49 @@ function hookRepairs(metrics: string): number {
 }
 
 interface HookHistory {
-  /** Intervals (ms on the watch's clock) in which FORWARD did not start with palisade's hook. */
+  /** Intervals (ms on the watch's clock, between readings) in which FORWARD did not start with palisade's hook. */
   readonly behind: readonly (readonly [number, number])[];
+  /** Those in which KUBE-FORWARD, with its ACCEPT of marked packets, came before palisade's hook. */
+  readonly kubeForwardAhead: readonly (readonly [number, number])[];
   /** The first reading after which palisade's hook stayed first. */
   readonly repairedAt: number;
 }
 
+interface HookReading {
+  readonly at: number;
+  readonly first: boolean;
+  readonly kubeForwardAhead: boolean;
+}
+
 /**
- * Reads node's FORWARD chain over and over (one iptables-save at a time) and notes when palisade's
- * hook is not first. untilFirstAfter(t) resolves once a reading after t shows it first.
+ * Reads node's FORWARD chain over and over (one iptables-save at a time) and notes where palisade's
+ * hook stands. untilFirstAfter(t) resolves once a reading after t shows it first.
  */
 function watchHookOrder(c: E2eCluster, node: string, now: () => number): { untilFirstAfter(t: number): Promise<HookHistory>; stop(): Promise<void> } {
-  const readings: { at: number; first: boolean }[] = [];
+  const readings: HookReading[] = [];
   let stopped = false;
   let failure: unknown = null;
   const loop = (async () => {
     try {
       while (!stopped) {
-        const first = (await forwardChain(c, node))[0] === PALISADE_HOOK;
+        const chain = await forwardChain(c, node);
+        const hook = chain.indexOf(PALISADE_HOOK);
+        const kubeForward = chain.indexOf('KUBE-FORWARD');
         // Stamped once read: the state it shows held at some moment up to then, so a repair is never dated early.
-        readings.push({ at: now(), first });
+        readings.push({ at: now(), first: hook === 0, kubeForwardAhead: kubeForward >= 0 && (hook < 0 || kubeForward < hook) });
       }
     } catch (error) {
       failure = error;
     }
   })();
   const history = (): HookHistory => {
-    const behind: [number, number][] = [];
-    let previousFirst = true;
-    for (const r of readings) {
-      if (!r.first) {
-        if (previousFirst) behind.push([r.at, r.at]);
-        else behind.at(-1)![1] = r.at;
-      }
-      previousFirst = r.first;
-    }
     const lastBehind = readings.findLast((r) => !r.first);
     const repaired = readings.find((r) => r.first && (lastBehind === undefined || r.at > lastBehind.at));
-    return { behind, repairedAt: repaired?.at ?? Number.NaN };
+    return {
+      behind: intervals(readings, (r) => !r.first),
+      kubeForwardAhead: intervals(readings, (r) => r.kubeForwardAhead),
+      repairedAt: repaired?.at ?? Number.NaN,
+    };
   };
   return {
     async untilFirstAfter(t: number): Promise<HookHistory> {
@@ -369,4 +374,21 @@ function watchHookOrder(c: E2eCluster, node: string, now: () => number): { until
       await loop;
     },
   };
+}
+
+/** Runs of consecutive readings for which `holds` is true, as [first, last] reading times. */
+function intervals(readings: readonly HookReading[], holds: (r: HookReading) => boolean): [number, number][] {
+  const out: [number, number][] = [];
+  let previous = false;
+  for (const r of readings) {
+    const now = holds(r);
+    if (now && previous) out.at(-1)![1] = r.at;
+    else if (now) out.push([r.at, r.at]);
+    previous = now;
+  }
+  return out;
+}
+
+function spans(list: readonly (readonly [number, number])[]): string {
+  return list.map(([a, b]) => `${a}-${b} ms`).join(', ') || 'no reading';
 }
