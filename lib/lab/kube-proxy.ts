@@ -116,7 +116,7 @@ export class LabKubeProxy {
   /** The names of kube-proxy's chains on a node: iptables (by table) and nftables, for checks. */
   async chainsOn(nodeName: string): Promise<{ filter: string[]; nat: string[]; nft: string[] }> {
     const node = this.nodes.find((n) => n.name === nodeName);
-    if (node === undefined) throw new Error(`LabKubeProxy: no node ${nodeName}`);
+    if (node === undefined) throw new PalisadeError('LAB', `the lab kube-proxy has no node ${nodeName}`);
     const kube = (names: string[]): string[] => names.filter((c) => c.startsWith('KUBE-')).sort();
     return { filter: kube(await node.iptables.chains('filter')), nat: kube(await node.iptables.chains('nat')), nft: (await node.nft.chains()).sort() };
   }
