@@ -8,6 +8,9 @@ import { NetworkNamespace } from '../netns.js';
 import { PodNode } from '../pod-network.js';
 import type { PodHandle, PodSpec } from '../pod-network.js';
 import { LabApiClient } from './admin-client.js';
+import { LabKubeProxy } from './kube-proxy.js';
+import type { LabKubeProxyOptions } from './kube-proxy.js';
+import { SERVICE_CIDR } from './services.js';
 import { LabProcess } from './process.js';
 import { ProjectedTokenVolume } from './projected-token.js';
 
@@ -21,7 +24,9 @@ import { ProjectedTokenVolume } from './projected-token.js';
  * Each node forwards between its pods, the link and (on A) the external host; each has a route to
  * the other's pod CIDR over the link. The lab API server runs inside node A; the program driving the
  * lab talks to it over a unix socket, and to each node's status endpoint through `ip netns exec`.
- * One real `palisade daemon` process per node. Nothing here touches the machine's own namespace.
+ * One real `palisade daemon` process per node. With `kubeProxy`, every node also gets kube-proxy's
+ * rules for the Services handed to `lab.kubeProxy` (kube-proxy.ts). Nothing here touches the
+ * machine's own namespace.
  *
  * With `rotatingToken`, the daemons authenticate as a pod's service account does: the kubeconfig they
  * get names a token file (`tokenFile`) in a volume the lab writes as kubelet writes a projected token,
@@ -47,9 +52,15 @@ export interface LabOptions {
   readonly daemonArgs?: readonly string[];
   /** Authenticate with a rotatable token file rather than a fixed token (see above). */
   readonly rotatingToken?: boolean;
+  /** kube-proxy on every node, programmed (with no Services yet) before create() returns. */
+  readonly kubeProxy?: LabKubeProxyOptions;
 }
 
 export const EXTERNAL_GATEWAY = '203.0.113.1';
+/** Where a node routes the service range (see routeServiceRange). */
+const SERVICE_SINK = 'svc0';
+const SINK_NEXT_HOP = '169.254.255.1';
+const SINK_MAC = '02:00:00:00:00:01';
 const LINK_PREFIX = 24;
 const API_PORT = 6443;
 const MAIN_JS = path.resolve(fileURLToPath(import.meta.url), '../../../daemon/main.js');
@@ -77,6 +88,7 @@ export class Lab {
   readonly kubeconfigPath: string;
   /** The daemons' token volume, when the lab was made with `rotatingToken`. */
   readonly tokenVolume: ProjectedTokenVolume | null;
+  private readonly proxy: LabKubeProxy | null;
   private readonly apiProcess: LabProcess;
   private readonly dir: string;
   private readonly trunks = new Map<string, { router: NetworkNamespace; routerEnd: string; vlanMac: string }>();
@@ -84,8 +96,9 @@ export class Lab {
   /** Tokens issued and not yet expired, oldest first; the last one is in the token volume. */
   private tokens: string[];
 
-  private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, apiProcess: LabProcess, dir: string, auth: { volume: ProjectedTokenVolume | null; tokens: string[] }) {
+  private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, proxy: LabKubeProxy | null, apiProcess: LabProcess, dir: string, auth: { volume: ProjectedTokenVolume | null; tokens: string[] }) {
     this.options = options;
+    this.proxy = proxy;
     this.tokens = auth.tokens;
     this.tokenVolume = auth.volume;
     this.nodes = nodes;
@@ -107,13 +120,19 @@ export class Lab {
       // A lone node has no link; its address still has to exist for the API server to listen on.
       if (nodes.length === 1) await nodes[0]!.netns.run(['ip', 'addr', 'add', `${nodes[0]!.spec.address}/32`, 'dev', 'lo']);
       if (options.externalAddress !== undefined) external = await attachExternal(options.prefix, options.externalAddress, nodes);
+      let proxy: LabKubeProxy | null = null;
+      if (options.kubeProxy !== undefined) {
+        for (const node of nodes) await routeServiceRange(node.netns);
+        proxy = new LabKubeProxy(nodes.map((n) => ({ name: n.spec.name, runner: n.netns })), options.kubeProxy);
+        await proxy.sync();
+      }
       const volume = options.rotatingToken === true ? new ProjectedTokenVolume(path.join(dir, 'serviceaccount')) : null;
       const tokens = volume === null ? [] : [newToken()];
       const authArgs = volume === null ? [] : ['--token', tokens[0]!, '--kubeconfig-token-file', volume.tokenPath];
       if (volume !== null) await volume.write(tokens[0]!);
       api = LabProcess.start(nodes[0]!.netns, [process.execPath, API_MAIN_JS, '--host', nodes[0]!.spec.address, '--port', String(API_PORT), '--socket', path.join(dir, 'api.sock'), '--kubeconfig-out', path.join(dir, 'kubeconfig'), '--bookmark-ms', '1000', ...authArgs]);
       await api.waitFor(/^ready /);
-      return new Lab(options, nodes, external, api, dir, { volume, tokens });
+      return new Lab(options, nodes, external, proxy, api, dir, { volume, tokens });
     } catch (error) {
       await api?.stop('SIGKILL');
       for (const node of nodes) await node.pods.destroy().catch(() => undefined);
@@ -127,6 +146,12 @@ export class Lab {
     const found = this.nodes.find((n) => n.spec.name === name);
     if (found === undefined) throw new PalisadeError('LAB', `no lab node ${name}`);
     return found;
+  }
+
+  /** The nodes' kube-proxy; only for a lab created with the `kubeProxy` option. */
+  get kubeProxy(): LabKubeProxy {
+    if (this.proxy === null) throw new PalisadeError('LAB', 'this lab was created without kube-proxy (LabOptions.kubeProxy)');
+    return this.proxy;
   }
 
   /** Plumbs a pod into its node; the matching Pod object is the caller's to apply. */
@@ -296,6 +321,21 @@ async function linkNodes(nodes: readonly LabNode[]): Promise<void> {
     await a.netns.run(['ip', 'route', 'add', b.spec.podCidr, 'via', b.spec.address]);
     await b.netns.run(['ip', 'route', 'add', a.spec.podCidr, 'via', a.spec.address]);
   }
+}
+
+/**
+ * A real node's default route leads out of it, so a packet to a ClusterIP that kube-proxy did not
+ * DNAT is still forwarded, and meets kube-proxy's REJECT for Services without endpoints (and
+ * palisade's hook) on the way. Lab nodes have no default route: the service range goes out of one end
+ * of a veth pair instead, addressed to a MAC address nobody holds, so the other end drops it unseen
+ * (no dummy interfaces needed, no loop, no ICMP).
+ */
+async function routeServiceRange(node: NetworkNamespace): Promise<void> {
+  await node.run(['ip', 'link', 'add', SERVICE_SINK, 'type', 'veth', 'peer', 'name', `${SERVICE_SINK}p`]);
+  await node.run(['ip', 'link', 'set', `${SERVICE_SINK}p`, 'up']);
+  await node.run(['ip', 'link', 'set', SERVICE_SINK, 'up']);
+  await node.run(['ip', 'neigh', 'add', SINK_NEXT_HOP, 'lladdr', SINK_MAC, 'dev', SERVICE_SINK, 'nud', 'permanent']);
+  await node.run(['ip', 'route', 'add', SERVICE_CIDR, 'via', SINK_NEXT_HOP, 'dev', SERVICE_SINK, 'onlink']);
 }
 
 /** The outside host hangs off the first node; the other nodes reach it through the first. */

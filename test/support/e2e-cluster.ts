@@ -9,6 +9,12 @@
  *   an external host beyond node-a holding 203.0.113.10 and 203.0.113.11, serving the same
  *   Node objects with the link addresses, one real `palisade daemon` per node, both ready
  *
+ * With `kubeProxy`, the nodes also run the lab's kube-proxy and every pod has a ClusterIP Service in
+ * front of it, as upstream's tests have: `s-<namespace>-<pod>`, ports 80 and 81 on TCP and UDP onto the
+ * same ports of the pod. A matrix case with `via: 'service'` probes each target through its Service's
+ * ClusterIP instead of the pod's address; a pod reaching its own Service (the hairpin path) is probed
+ * only where the case asks for it with `hairpin: true`.
+ *
  * Every pod, the external host and both node namespaces run a ProbeAgent, so a whole reachability
  * matrix (rows: from, columns: to) is probed concurrently in about one probe timeout. expectMatrix
  * probes round after round until the observed matrix equals the expected one or a deadline passes (the
@@ -29,7 +35,10 @@
  */
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import type { Backend } from '../../lib/iptables/iptables.js';
 import { Lab } from '../../lib/lab/cluster.js';
+import type { KubeProxyMode } from '../../lib/lab/kube-proxy.js';
+import type { ServicePortSpec, ServiceSpec } from '../../lib/lab/services.js';
 import { removeStaleNamespaces } from '../../lib/netns.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
 import { ProbeAgent } from '../../lib/probe/agent-in-namespace.js';
@@ -67,9 +76,15 @@ export const POD_PEERS: readonly string[] = NAMESPACES.flatMap((ns) => POD_NAMES
 export const EXTERNAL = 'ext';
 export const EXTERNAL_2 = 'ext2';
 
+/** How a probe addresses its target: the pod's own address, or the ClusterIP of the pod's Service. */
+export type Via = 'pod' | 'service';
+
 export interface ProbeTarget {
   readonly proto: ProbeProtocol;
+  /** With `via: 'service'`, the Service's port (its targetPort is what reaches the pod). */
   readonly port: number;
+  /** Default 'pod'. */
+  readonly via?: Via;
 }
 export const TCP_80: ProbeTarget = { proto: 'tcp', port: 80 };
 export const TCP_81: ProbeTarget = { proto: 'tcp', port: 81 };
@@ -167,11 +182,22 @@ function cellKey(from: string, to: string): string {
 /** One matrix to check: what is expected on which protocol and port. */
 export interface MatrixCase extends ProbeTarget {
   readonly expected: Reachability;
+  /**
+   * Through Services, also probe each pod reaching its own Service (the hairpin path) and hold it to
+   * its self cell, which is always "reaches". Through pod addresses a pod reaching itself never leaves
+   * its namespace, and is always probed.
+   */
+  readonly hairpin?: boolean;
 }
 
 /** The same expectation on every protocol and port served. */
-export function onAllPorts(expected: Reachability): MatrixCase[] {
-  return ALL_TARGETS.map((t) => ({ ...t, expected }));
+export function onAllPorts(expected: Reachability, options: { via?: Via; hairpin?: boolean } = {}): MatrixCase[] {
+  return ALL_TARGETS.map((t) => ({ ...t, ...options, expected }));
+}
+
+/** Whether a cell of the case is probed: all but a pod's own Service, unless the case asks for the hairpin. */
+function probed(c: MatrixCase, from: string, to: string): boolean {
+  return from !== to || c.via !== 'service' || c.hairpin === true;
 }
 
 type Observed = Map<string, ProbeOutcome>;
@@ -189,8 +215,10 @@ export function formatMatrices(c: MatrixCase, observed: Observed): string {
     header,
     ...expected.sources.map((from) => from.padEnd(rowHead) + expected.targets.map((to) => cell(from, to).padEnd(width)).join('')),
   ];
-  const left = block(`expected ${c.proto}/${c.port}`, (from, to) => (expected.get(from, to) ? '.' : 'X'));
-  const right = block(`observed ${c.proto}/${c.port}`, (from, to) => {
+  const title = `${c.proto}/${c.port}${c.via === 'service' ? ' through Services' : ''}`;
+  const left = block(`expected ${title}`, (from, to) => (!probed(c, from, to) ? '-' : expected.get(from, to) ? '.' : 'X'));
+  const right = block(`observed ${title}`, (from, to) => {
+    if (!probed(c, from, to)) return '-';
     const outcome = observed.get(cellKey(from, to));
     if (outcome === undefined) return '?';
     const differs = outcome !== (expected.get(from, to) ? 'ok' : 'timeout');
@@ -202,9 +230,10 @@ export function formatMatrices(c: MatrixCase, observed: Observed): string {
 function differences(c: MatrixCase, observed: Observed): string[] {
   const out: string[] = [];
   for (const from of c.expected.sources) for (const to of c.expected.targets) {
+    if (!probed(c, from, to)) continue;
     const want: ProbeOutcome = c.expected.get(from, to) ? 'ok' : 'timeout';
     const got = observed.get(cellKey(from, to));
-    if (got !== want) out.push(`${from} -> ${to} ${c.proto}/${c.port}: wanted ${want}, got ${got ?? 'nothing'}`);
+    if (got !== want) out.push(`${from} -> ${c.via === 'service' ? `service of ${to}` : to} ${c.proto}/${c.port}: wanted ${want}, got ${got ?? 'nothing'}`);
   }
   return out;
 }
@@ -244,7 +273,27 @@ export interface ContainerPort {
 export interface E2eClusterOptions {
   /** Namespace name prefix; must start with "paltest-". */
   readonly prefix: string;
+  /** kube-proxy on both nodes and a Service per pod, programmed before the daemons start. */
+  readonly kubeProxy?: E2eKubeProxyOptions;
 }
+
+export interface E2eKubeProxyOptions {
+  readonly mode: KubeProxyMode;
+  /** The iptables family kube-proxy writes to in iptables mode; default nft (Amazon Linux 2023). */
+  readonly iptablesBackend?: Backend;
+  /** kube-proxy's --cluster-cidr: traffic to a ClusterIP from outside it is masqueraded. */
+  readonly clusterCidr?: string;
+  /** Ports every pod's Service has besides 80 and 81 on TCP and UDP. */
+  readonly extraPorts?: readonly ServicePortSpec[];
+}
+
+/** The ports of upstream's per-pod Services, named as upstream names them. */
+export const SERVICE_PORTS: readonly ServicePortSpec[] = ALL_TARGETS.map((t) => ({
+  name: `service-port-${t.proto}-${t.port}`,
+  protocol: t.proto === 'tcp' ? 'TCP' : 'UDP',
+  port: t.port,
+  targetPort: t.port,
+}));
 
 /** A pair watched continuously, and whether it should reach. */
 export interface WatchedPair extends ProbeTarget {
@@ -268,7 +317,7 @@ export interface PairWatch {
 }
 
 export function describePair(p: WatchedPair): string {
-  return `${p.from} -> ${p.to} ${p.proto}/${p.port} (${p.allowed ? 'allowed' : 'denied'})`;
+  return `${p.from} -> ${p.via === 'service' ? `service of ${p.to}` : p.to} ${p.proto}/${p.port} (${p.allowed ? 'allowed' : 'denied'})`;
 }
 
 export function summary(records: readonly PairRecord[]): string {
@@ -299,15 +348,27 @@ export class E2eCluster {
   /** Every pod address this cluster has handed out: freeAddress never recycles one. */
   private readonly everUsed = new Set<string>();
   private readonly aliases = new Map<string, PeerAlias>();
+  private readonly kubeProxyOptions: E2eKubeProxyOptions | undefined;
+  /** Each pod's Service ClusterIP, handed out in the order pods were added. */
+  private readonly serviceIps = new Map<string, string>();
 
-  private constructor(lab: Lab) {
+  private constructor(lab: Lab, kubeProxy: E2eKubeProxyOptions | undefined) {
     this.lab = lab;
+    this.kubeProxyOptions = kubeProxy;
   }
 
   /** Builds the lab, the pods and their agents, applies every object and starts both daemons. */
   static async create(options: E2eClusterOptions): Promise<E2eCluster> {
-    const lab = await Lab.create({ prefix: options.prefix, nodes: NODES, externalAddress: EXTERNAL_IP });
-    const cluster = new E2eCluster(lab);
+    const kp = options.kubeProxy;
+    const lab = await Lab.create({
+      prefix: options.prefix,
+      nodes: NODES,
+      externalAddress: EXTERNAL_IP,
+      ...(kp === undefined ? {} : {
+        kubeProxy: { mode: kp.mode, iptablesBackend: kp.iptablesBackend ?? 'nft', ...(kp.clusterCidr === undefined ? {} : { clusterCidr: kp.clusterCidr }) },
+      }),
+    });
+    const cluster = new E2eCluster(lab, kp);
     try {
       await cluster.build();
     } catch (error) {
@@ -344,6 +405,8 @@ export class E2eCluster {
     if (failed !== undefined) throw failed.reason;
 
     await this.lab.api.apply(this.baseObjects());
+    // kube-proxy is on the node before palisade, so palisade's hooks are installed ahead of its jumps.
+    await this.syncServices();
     await Promise.all([this.lab.startDaemon(NODE_A), this.lab.startDaemon(NODE_B)]);
     await Promise.all([this.lab.waitReady(NODE_A), this.lab.waitReady(NODE_B)]);
   }
@@ -399,6 +462,41 @@ export class E2eCluster {
     return this.podState(peer).ip;
   }
 
+  /** The ClusterIP of the pod's Service; only in a cluster made with `kubeProxy`. */
+  serviceIp(peer: string): string {
+    const ip = this.serviceIps.get(peer);
+    if (ip === undefined) throw new Error(`E2eCluster: no Service for ${peer}${this.kubeProxyOptions === undefined ? ' (the cluster was made without kubeProxy)' : ''}`);
+    return ip;
+  }
+
+  /** One Service per pod, `s-<namespace>-<pod>`, onto the pod's current address and declared ports. */
+  podServices(): ServiceSpec[] {
+    const extra = this.kubeProxyOptions?.extraPorts ?? [];
+    return [...this.pods.values()].map((p) => ({
+      namespace: p.namespace,
+      name: `s-${p.namespace}-${p.name}`,
+      clusterIp: this.serviceIpFor(`${p.namespace}/${p.name}`),
+      ports: [...SERVICE_PORTS, ...extra],
+      backends: [{ ip: p.ip, ports: p.ports }],
+    }));
+  }
+
+  /** Hands kube-proxy every pod's Service as the pods are now (a no-op without kubeProxy). */
+  async syncServices(): Promise<void> {
+    if (this.kubeProxyOptions === undefined) return;
+    await this.lab.kubeProxy.setServices(this.podServices());
+  }
+
+  private serviceIpFor(peer: string): string {
+    let ip = this.serviceIps.get(peer);
+    if (ip === undefined) {
+      const n = this.serviceIps.size + 10;
+      ip = `10.100.${Math.floor(n / 250)}.${(n % 250) + 1}`;
+      this.serviceIps.set(peer, ip);
+    }
+    return ip;
+  }
+
   /** The agent that probes from `peer` ("ext2" is the external host's agent, sending from its second address). */
   agent(peer: string): ProbeAgent {
     const agent = this.agents.get(this.aliases.get(peer)?.agent ?? (peer === EXTERNAL_2 ? EXTERNAL : peer));
@@ -406,11 +504,11 @@ export class E2eCluster {
     return agent;
   }
 
-  /** One round trip from `from` to `to`. */
+  /** One round trip from `from` to `to`, or to the Service of `to` with `via: 'service'`. */
   probe(from: string, to: string, target: ProbeTarget, timeoutMs = PROBE_TIMEOUT_MS): Promise<ProbeOutcome> {
     return this.agent(from).probe({
       proto: target.proto,
-      to: this.ip(to),
+      to: target.via === 'service' ? this.serviceIp(to) : this.ip(to),
       port: target.port,
       timeoutMs,
       ...(from === EXTERNAL_2 ? { from: EXTERNAL_IP_2 } : from === EXTERNAL ? { from: EXTERNAL_IP } : {}),
@@ -443,6 +541,7 @@ export class E2eCluster {
     state.ports = [...ports];
     this.relabelled.add(peer);
     await this.lab.api.apply(this.podObject(state));
+    await this.syncServices();
   }
 
   async setNamespaceLabels(ns: string, labels: Record<string, string>): Promise<void> {
@@ -461,6 +560,7 @@ export class E2eCluster {
     this.pods.set(key, state);
     await this.plumb(state);
     await this.lab.api.apply(this.podObject(state));
+    await this.syncServices();
   }
 
   /** Deletes a pod added beyond the baseline: its object, then its agent and plumbing. */
@@ -472,6 +572,7 @@ export class E2eCluster {
     await this.lab.node(state.node).pods.removePod({ namespace: state.namespace, name: state.name });
     this.pods.delete(peer);
     for (const [name, alias] of this.aliases) if (alias.agent === peer) this.aliases.delete(name);
+    await this.syncServices();
   }
 
   /** An address on the node's pod CIDR that no pod of this cluster ever held (from .150 up). */
@@ -510,6 +611,7 @@ export class E2eCluster {
       throw error;
     }
     await this.lab.api.apply(this.podObject(state));
+    await this.syncServices();
     return next;
   }
 
@@ -533,6 +635,7 @@ export class E2eCluster {
       }
       this.relabelled.clear();
       await this.lab.api.apply(this.baseObjects());
+      await this.syncServices();
     }
     await this.expectMatrices(onAllPorts(new Reachability(true)));
   }
@@ -543,7 +646,7 @@ export class E2eCluster {
   async observe(cases: readonly MatrixCase[], timeoutMs = PROBE_TIMEOUT_MS): Promise<Observed[]> {
     return Promise.all(cases.map(async (c) => {
       const observed: Observed = new Map();
-      await Promise.all(c.expected.sources.flatMap((from) => c.expected.targets.map(async (to) => {
+      await Promise.all(c.expected.sources.flatMap((from) => c.expected.targets.filter((to) => probed(c, from, to)).map(async (to) => {
         observed.set(cellKey(from, to), await this.probe(from, to, c, timeoutMs));
       })));
       return observed;
