@@ -4,6 +4,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Dataplane, EndpointInfo } from '../rules/dataplane.js';
+import { POLICY_TABLE } from '../rules/dataplane.js';
 import { Evaluator } from '../rules/evaluator.js';
 import { makeSettings } from '../rules/settings.js';
 import { Names } from '../rules/names.js';
@@ -41,7 +42,7 @@ import type { Report } from './run.js';
  *
  * The load comes from small C programs (bench/native), compiled here with cc: a JavaScript load
  * generator would mostly measure itself. The palisade state is written once by the applier; after
- * that the node switches between the two states by restoring the whole filter table (the baseline's
+ * that the node switches between the two states by restoring the whole of palisade's table (the baseline's
  * one rule, or the exact iptables-save text of what the applier wrote, checked at the end against a
  * fresh applier), which takes ~0.1 s instead of ~0.5 s. Palisade's sets stay loaded throughout: a set
  * no rule refers to is never consulted. Short windows alternate ABBA (baseline, palisade | palisade,
@@ -69,6 +70,8 @@ const MAX_CONNECTIONS = 2_000_000;
 const GOAL_CONN_RATIO = 0.9;
 const GOAL_THROUGHPUT_RATIO = 0.95;
 /** The baseline's only rule: connection tracking active, no policy. */
+/** The built-in chains of the mangle table, where palisade's rules live. */
+const BUILTIN_CHAINS = ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'] as const;
 const BASELINE_RULE = ['-A', 'FORWARD', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT'];
 
 /** Linear interpolation between the closest ranks. */
@@ -137,7 +140,7 @@ function choosePair(cluster: SyntheticCluster, dataplane: Dataplane, snapshot: S
     const packet: Packet = reply
       ? { protocol: 'tcp', src: server.ip, dst: client.ip, sport: port, dport: 40000, inIface: server.interfaces[0]!, outIface: client.interfaces[0]!, localAddresses: [cluster.localNodeAddress], ...(ctstate === undefined ? {} : { ctstate }) }
       : { protocol: 'tcp', src: client.ip, dst: server.ip, sport: 40000, dport: port, inIface: client.interfaces[0]!, outIface: server.interfaces[0]!, localAddresses: [cluster.localNodeAddress], ...(ctstate === undefined ? {} : { ctstate }) };
-    return iptables.trace('FORWARD', packet, ipsets);
+    return iptables.trace('FORWARD', packet, ipsets, POLICY_TABLE);
   };
   let best: (Pair & { policies: number; key: string }) | undefined;
   for (const client of dataplane.endpoints) {
@@ -254,21 +257,21 @@ async function stream(pod: PodHandle, binary: string, ip: string, port: number, 
 // The node's two states
 // ---------------------------------------------------------------------------------------------------------
 
-/** A whole filter table holding only `rules`: restoring it deletes every other rule and user chain. */
-const filterTable = (rules: readonly (readonly string[])[]) => ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ...rules.map((r) => r.join(' ')), 'COMMIT', ''].join('\n');
+/** A whole table of palisade's holding only `rules`: restoring it deletes every other rule and user chain. */
+const policyTable = (rules: readonly (readonly string[])[]) => [`*${POLICY_TABLE}`, ...BUILTIN_CHAINS.map((c) => `:${c} ACCEPT [0:0]`), ...rules.map((r) => r.join(' ')), 'COMMIT', ''].join('\n');
 /** The baseline: no rule of palisade's in any chain, one conntrack rule so that connection tracking runs. */
-const BASELINE_TEXT = filterTable([BASELINE_RULE]);
+const BASELINE_TEXT = policyTable([BASELINE_RULE]);
 
 /** iptables-save text without comments and counters, to compare states. */
 const normalised = (text: string) => text.split('\n').filter((line) => !line.startsWith('#') && line !== '').map((line) => line.replace(/\[\d+:\d+\]$/, '[0:0]')).join('\n');
 
-/** Replaces the whole filter table (user chains included) with `text`. */
-async function restoreFilter(ns: NetworkNamespace, backend: Backend, text: string): Promise<void> {
+/** Replaces the whole of palisade's table (user chains included) with `text`. */
+async function restorePolicyTable(ns: NetworkNamespace, backend: Backend, text: string): Promise<void> {
   await ns.run([`iptables-${backend}-restore`, '-w', '5'], { input: text });
 }
 
-async function saveFilter(ns: NetworkNamespace, backend: Backend): Promise<string> {
-  return ns.run([`iptables-${backend}-save`, '-t', 'filter']);
+async function savePolicyTable(ns: NetworkNamespace, backend: Backend): Promise<string> {
+  return ns.run([`iptables-${backend}-save`, '-t', POLICY_TABLE]);
 }
 
 const countRules = (text: string) => text.split('\n').filter((line) => line.startsWith('-A ')).length;
@@ -327,17 +330,17 @@ async function benchBackend(report: Report, backend: Backend, binaries: Binaries
 
     // The palisade state, written by the real applier into the empty node; later switches back to it
     // restore its exact iptables-save text.
-    await restoreFilter(node.netns, backend, filterTable([]));
+    await restorePolicyTable(node.netns, backend, policyTable([]));
     const applyStarted = performance.now();
     await applierFor(node.netns, backend).applyAndCheck(dataplane);
     const applyMs = performance.now() - applyStarted;
-    const palisadeText = await saveFilter(node.netns, backend);
+    const palisadeText = await savePolicyTable(node.netns, backend);
 
     // Both states must really be what they claim: palisade's rules drop a port no policy allows (the
     // SYN times out) where the baseline lets it through to a closed port (refused).
     const closedPalisade = await crr(client, binaries.client, ip, DENIED_PORT, 0.3, 100);
-    await restoreFilter(node.netns, backend, BASELINE_TEXT);
-    const baselineText = await saveFilter(node.netns, backend);
+    await restorePolicyTable(node.netns, backend, BASELINE_TEXT);
+    const baselineText = await savePolicyTable(node.netns, backend);
     const openBaseline = await crr(client, binaries.client, ip, DENIED_PORT, 0.2, 200);
     if (openBaseline.refused === 0 || openBaseline.timeouts > 0) throw new Error(`baseline: a connection to the closed port ${DENIED_PORT} should be refused: ${JSON.stringify(openBaseline)}`);
     if (closedPalisade.timeouts === 0 || closedPalisade.refused > 0 || closedPalisade.connections > 0) throw new Error(`palisade: a connection to port ${DENIED_PORT} should be dropped: ${JSON.stringify(closedPalisade)}`);
@@ -354,7 +357,7 @@ async function benchBackend(report: Report, backend: Backend, binaries: Binaries
       const order: State[] = round % 2 === 0 ? ['baseline', 'palisade'] : ['palisade', 'baseline'];
       for (const wanted of order) {
         if (wanted !== state || round === 0) {
-          if (wanted !== state) await restoreFilter(node.netns, backend, wanted === 'baseline' ? BASELINE_TEXT : palisadeText);
+          if (wanted !== state) await restorePolicyTable(node.netns, backend, wanted === 'baseline' ? BASELINE_TEXT : palisadeText);
           state = wanted;
           const warm = await crr(client, binaries.client, ip, pair.port, WARM_UP_SECONDS);
           ours += warm.cpu;
@@ -385,8 +388,8 @@ async function benchBackend(report: Report, backend: Backend, binaries: Binaries
     const othersCores = Math.max(0, ((await machineBusy()) - busyBefore - ours) / measuredSeconds);
 
     // The palisade state was really palisade's all along: a fresh applier finds nothing to change.
-    await restoreFilter(node.netns, backend, palisadeText);
-    if (normalised(await saveFilter(node.netns, backend)) !== normalised(palisadeText)) throw new Error('the restored palisade state differs from what the applier wrote');
+    await restorePolicyTable(node.netns, backend, palisadeText);
+    if (normalised(await savePolicyTable(node.netns, backend)) !== normalised(palisadeText)) throw new Error('the restored palisade state differs from what the applier wrote');
     const recheck = await applierFor(node.netns, backend).apply(dataplane);
     if (recheck.plan !== null) throw new Error('a fresh applier would still write to the restored palisade state');
 

@@ -1,4 +1,5 @@
 import type { Dataplane, EndpointInfo } from '../rules/dataplane.js';
+import { POLICY_TABLE } from '../rules/dataplane.js';
 import { Evaluator } from '../rules/evaluator.js';
 import { renderIpsets, renderIptables } from '../rules/render.js';
 import type { Snapshot } from '../rules/snapshot.js';
@@ -615,7 +616,7 @@ export function traceWalks(cluster: SyntheticCluster, dataplane: Dataplane, snap
   const ipsets = IpsetModel.parse(renderIpsets(dataplane.ipsets.values()));
   const evaluator = snapshot === undefined ? undefined : new Evaluator(snapshot);
   return walkProbes(cluster, dataplane).map((probe) => {
-    const trace = iptables.trace('FORWARD', probe.packet, ipsets);
+    const trace = iptables.trace('FORWARD', probe.packet, ipsets, POLICY_TABLE);
     let expected: 'ACCEPT' | 'DROP' | undefined;
     if (evaluator !== undefined) {
       const { packet } = probe;

@@ -10,7 +10,8 @@ import type { CommandIO } from './command-io.js';
 export const CLEANUP_HELP = `Usage: palisade cleanup [--chain-prefix pal] [--iptables-backend all|legacy|nft]
 
 Removes every hook, chain and ipset palisade created on this node (for the given prefix and every
-prefix earlier versions used), in both iptables backends unless one is named, and nothing else.
+prefix earlier versions used), in both iptables backends unless one is named, in the mangle table and
+the filter table earlier versions used, and nothing else.
 Safe to run twice. Run it only after the palisade daemon on this node has stopped for good: the
 node's pods are then no longer isolated by policy.
 `;
@@ -36,7 +37,7 @@ export async function cleanupCommand(argv: readonly string[], io: CommandIO): Pr
     prefixes: [...new Set([prefix, ...HISTORIC_CHAIN_PREFIXES])],
     backends: choice === 'all' ? BACKENDS : [choice as Backend],
   });
-  for (const b of report.backends) io.stdout(`${b.backend}: removed ${b.hooksRemoved} hook rules and ${b.chainsRemoved.length} chains\n`);
+  for (const b of report.backends) io.stdout(`${b.backend} ${b.table}: removed ${b.hooksRemoved} hook rules and ${b.chainsRemoved.length} chains\n`);
   io.stdout(`ipset: removed ${report.setsRemoved.length} sets${report.setsInUse.length > 0 ? `; still in use: ${report.setsInUse.join(', ')}` : ''}\n`);
   return report.setsInUse.length > 0 ? 1 : 0;
 }

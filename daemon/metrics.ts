@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Dataplane } from '../rules/dataplane.js';
+import { POLICY_TABLE } from '../rules/dataplane.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
@@ -84,8 +85,8 @@ export class DaemonMetrics {
     for (const chain of dataplane.chains.values()) rules += chain.rules.length;
     let members = 0;
     for (const set of dataplane.ipsets.values()) members += set.members.size;
-    this.rules.set({ table: 'filter' }, rules);
-    this.chains.set({ table: 'filter' }, dataplane.chains.size);
+    this.rules.set({ table: POLICY_TABLE }, rules);
+    this.chains.set({ table: POLICY_TABLE }, dataplane.chains.size);
     this.ipsets.set(dataplane.ipsets.size);
     this.ipselectorPods.set(members);
     this.localEndpoints.set(dataplane.endpoints.length);

@@ -32,9 +32,21 @@ export interface IpSet {
   readonly description: string;
 }
 
+/**
+ * The table palisade's chains and hooks live in. Netfilter runs mangle's FORWARD and INPUT before
+ * filter's, so nothing in filter can let a packet past policy, whatever order the filter chains are in
+ * and whoever rewrites them: kube-proxy's KUBE-FORWARD accepts every packet it marked for
+ * masquerading, and it prepends its jump to filter FORWARD whenever it finds it missing. Neither
+ * kube-proxy nor the VPC CNI writes rules in mangle FORWARD or INPUT.
+ */
+export const POLICY_TABLE = 'mangle';
+
+/** Tables earlier versions kept their chains and hooks in: emptied of them at start and by cleanup. */
+export const HISTORIC_TABLES: readonly string[] = ['filter'];
+
 /** A rule palisade places at the top of a built-in chain to send traffic into its own chains. */
 export interface HookRule {
-  readonly table: 'filter';
+  readonly table: typeof POLICY_TABLE;
   readonly chain: 'FORWARD' | 'INPUT';
   readonly rule: Rule;
 }

@@ -1,4 +1,5 @@
 import type { Chain, HookRule, Rule } from './dataplane.js';
+import { POLICY_TABLE } from './dataplane.js';
 import type { Names } from './names.js';
 import { sanitizeComment } from './names.js';
 import type { CompilerSettings } from './settings.js';
@@ -98,7 +99,7 @@ export function buildEntryChains(names: Names, settings: CompilerSettings): { ch
   const forward: Chain = { name: names.forward(), rules: [established, ...fromPods, ...toPods] };
   const input: Chain = { name: names.input(), rules: [established, ...fromPods] };
   const hook = (chain: 'FORWARD' | 'INPUT', target: string): HookRule => ({
-    table: 'filter',
+    table: POLICY_TABLE,
     chain,
     rule: { match: [], target: ['-j', target], comment: 'palisade network policy' },
   });

@@ -1,4 +1,5 @@
 import type { Chain, Dataplane, HookRule, IpSet, Rule } from './dataplane.js';
+import { POLICY_TABLE } from './dataplane.js';
 import { ruleHashes, taggedComment } from './rule-hash.js';
 
 /**
@@ -44,10 +45,10 @@ function byName<T extends { readonly name: string }>(a: T, b: T): number {
   return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 }
 
-/** The chain declarations and rules, in one filter-table transaction, for `iptables-restore --noflush`. */
+/** The chain declarations and rules, in one transaction on palisade's table, for `iptables-restore --noflush`. */
 export function renderChains(chains: Iterable<Chain>, hooks: readonly HookRule[] = []): string {
   const sorted = [...chains].sort(byName);
-  const lines = ['*filter'];
+  const lines = [`*${POLICY_TABLE}`];
   for (const chain of sorted) lines.push(`:${chain.name} - [0:0]`);
   for (const chain of sorted) lines.push(...renderChainRules(chain));
   for (const hook of hooks) lines.push(renderHook(hook, '-I'));

@@ -8,6 +8,8 @@ import { silentLogger } from '../logger.js';
 import type { LiveState } from './live-state.js';
 import { chainHashes, liveStateFromDesired, liveStateFromKernel } from './live-state.js';
 import { plan, planIsEmpty } from './plan.js';
+import { removeOwnedChains } from './cleanup.js';
+import { HISTORIC_TABLES } from '../../rules/dataplane.js';
 import type { Finding, FindingKind, Plan } from './plan.js';
 
 /**
@@ -68,6 +70,8 @@ export class DataplaneApplier {
   private readonly repairs = new Map<FindingKind, number>();
   /** A write happened that has not been read back yet. */
   private unchecked = false;
+  /** Whether the tables earlier versions used have been emptied of palisade's chains since start. */
+  private historicCleared = false;
 
   constructor(options: ApplierOptions) {
     this.iptables = options.iptables;
@@ -101,12 +105,38 @@ export class DataplaneApplier {
     const t2 = performance.now();
     if (planIsEmpty(writes)) {
       this.remembered = base === this.remembered ? base : liveStateFromDesired(desired);
+      await this.clearHistoricTables();
       return { plan: null, repaired: [], pendingDestroy: [], timings: { ...NO_TIME, read: t1 - t0, plan: t2 - t1 } };
     }
     const pendingDestroy = await this.execute(writes);
     this.remembered = liveStateFromDesired(desired);
     this.unchecked = true;
+    await this.clearHistoricTables();
     return { plan: writes, repaired: [], pendingDestroy, timings: { read: t1 - t0, plan: t2 - t1, write: performance.now() - t2, check: 0 } };
+  }
+
+  /**
+   * After an upgrade, the previous version's chains may still sit in a table palisade no longer uses,
+   * enforcing the policy of the moment it stopped. They go once the rules in the current table are in
+   * force (never before: in between, the node would be open). A failure is logged and tried again on
+   * the next apply; until then the leftovers can only deny more, never allow more.
+   */
+  private async clearHistoricTables(): Promise<void> {
+    if (this.historicCleared) return;
+    const owns = (name: string) => this.names.owns(name);
+    try {
+      for (const table of HISTORIC_TABLES) {
+        const removed = await removeOwnedChains(this.iptables, table, owns);
+        if (removed.chainsRemoved.length > 0 || removed.hooksRemoved > 0) {
+          this.logger.info({ table, chains: removed.chainsRemoved.length, hooks: removed.hooksRemoved }, `removed the chains an earlier version left in the ${table} table`);
+          // Their sets may be free to go now.
+          this.remembered = null;
+        }
+      }
+      this.historicCleared = true;
+    } catch (error) {
+      this.logger.warn({ err: error instanceof Error ? error.message : String(error) }, 'could not remove the chains an earlier version left; trying again on the next apply');
+    }
   }
 
   /**

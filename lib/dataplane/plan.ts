@@ -1,4 +1,5 @@
 import type { Dataplane, HookRule } from '../../rules/dataplane.js';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import type { Names } from '../../rules/names.js';
 import { createSetLine, hookHash, renderChainRules, renderHook } from '../../rules/render.js';
 import { PalisadeError } from '../errors.js';
@@ -88,7 +89,7 @@ function planChains(desired: Dataplane, live: LiveState, names: Names, findings:
     chainsDeleted.push(name);
   }
   const body = [...declare, ...rules, ...hooks, ...tail];
-  return { iptables: body.length === 0 ? '' : `*filter\n${body.join('\n')}\nCOMMIT\n`, chainsWritten, chainsDeleted };
+  return { iptables: body.length === 0 ? '' : `*${POLICY_TABLE}\n${body.join('\n')}\nCOMMIT\n`, chainsWritten, chainsDeleted };
 }
 
 /** Each hook must be the first rule of its chain, and the only rule there that enters palisade's chains. */

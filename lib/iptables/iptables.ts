@@ -3,6 +3,7 @@ import { formatArgv } from '../exec.js';
 import type { CommandRunner } from '../exec.js';
 import { DEFAULT_RETRY, withRetry } from '../retry.js';
 import type { RetryPolicy } from '../retry.js';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import { parseSavedTable } from './saved-table.js';
 import type { SavedTable } from './saved-table.js';
 
@@ -77,15 +78,16 @@ export class Iptables {
     return `iptables-${this.backend}-${tool}`;
   }
 
-  /** Reads the filter table (with packet and byte counters when asked). */
-  async save(options: { counters?: boolean } = {}): Promise<SavedTable> {
-    const argv = [this.binary('save'), '-t', 'filter', ...(options.counters === true ? ['-c'] : [])];
+  /** Reads one table, palisade's unless another is named (with packet and byte counters when asked). */
+  async save(options: { counters?: boolean; table?: string } = {}): Promise<SavedTable> {
+    const table = options.table ?? POLICY_TABLE;
+    const argv = [this.binary('save'), '-t', table, ...(options.counters === true ? ['-c'] : [])];
     const text = await withRetry(this.retry, isTransientIptablesFailure, async () => {
       const result = await this.runner.exec(argv);
       if (result.code !== 0) throw new IptablesError('IPTABLES_SAVE_FAILED', argv, this.runner.describe(), result.code, result.stderr, '');
       return result.stdout;
     });
-    return parseSavedTable(text, 'filter');
+    return parseSavedTable(text, table);
   }
 
   /** Applies restore text atomically without flushing anything it does not name; `test` only checks it. */

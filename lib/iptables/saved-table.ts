@@ -3,7 +3,7 @@ import { hashFromComment } from '../../rules/rule-hash.js';
 import { splitRuleLine } from './tokens.js';
 
 /**
- * The filter table as iptables-save prints it, reduced to what the dataplane compares: each chain's
+ * One table as iptables-save prints it, reduced to what the dataplane compares: each chain's
  * rules with their palisade hash (null for a rule palisade did not write), jump target and counters.
  */
 
@@ -37,7 +37,7 @@ export class SaveOutputError extends PalisadeError {
  * error but exited 0 must not read as "no rules" (which would make the caller rewrite everything, or
  * worse, believe a hook is missing and add another).
  */
-export function parseSavedTable(text: string, table = 'filter'): SavedTable {
+export function parseSavedTable(text: string, table: string): SavedTable {
   const chains = new Map<string, { name: string; builtin: boolean; rules: SavedRule[] }>();
   let inTable = false;
   let committed = false;

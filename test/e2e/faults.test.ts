@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { policy } from '../support/builders.js';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import { assertNoUnexpected, describePair, NODE_A, NODE_B, onAllPorts, Reachability, summary, TCP_80, UDP_80, useE2eCluster } from '../support/e2e-cluster.js';
 import type { E2eCluster, PairRecord, WatchedPair } from '../support/e2e-cluster.js';
 
@@ -49,9 +50,9 @@ async function backendOf(c: E2eCluster, nodeName: string): Promise<string> {
   return backend.name;
 }
 
-/** palisade's lines of the node's filter table, packet counters left out. */
+/** palisade's lines of the node's table palisade keeps its rules in, packet counters left out. */
 async function palisadeRules(c: E2eCluster, nodeName: string, backend: string): Promise<string[]> {
-  const saved = await c.lab.node(nodeName).netns.run([`iptables-${backend}-save`, '-t', 'filter']);
+  const saved = await c.lab.node(nodeName).netns.run([`iptables-${backend}-save`, '-t', POLICY_TABLE]);
   return saved.split('\n').filter((l) => /(^|[\s:])pal-/.test(l)).map((l) => l.replace(/\[\d+:\d+\]/g, '[]'));
 }
 
@@ -177,7 +178,7 @@ describe('Faults: enforcement outlives daemon crashes, API server outages and ta
       await new Promise((resolve) => setTimeout(resolve, 300));
       // From the moment the flush starts: the command itself takes a few ms.
       flushedAt = watch.elapsed();
-      await c.lab.node(NODE_A).netns.run([`iptables-${backend}`, '-w', '-F', chain]);
+      await c.lab.node(NODE_A).netns.run([`iptables-${backend}`, '-w', '-t', POLICY_TABLE, '-F', chain]);
       await waitUntil(`${chain} restored`, REFRESH_INTERVAL_MS + 3000, hasRules);
       restoredAt = watch.elapsed();
       await new Promise((resolve) => setTimeout(resolve, 700));

@@ -4,9 +4,9 @@
  * tests have, a Service `s-<namespace>-<pod>` in front of every pod. Probes go to the ClusterIPs; the
  * node DNATs them to the backend pod before palisade's FORWARD hook sees them, so policies are judged
  * on the backend pod and its target port, wherever client and backend run. First in kube-proxy's
- * iptables mode, then in its nftables mode on the same cluster; last, what kube-proxy's jumps landing
- * ahead of palisade's hook (a restart back in iptables mode, a restart after FORWARD was flushed) let
- * through until palisade's refresh puts its hook first again.
+ * iptables mode, then in its nftables mode on the same cluster; last, that kube-proxy rewriting its
+ * rules (a restart back in iptables mode, a restart after filter FORWARD was flushed) lets nothing
+ * denied through at any moment.
  *
  * kube-proxy runs with --cluster-cidr 10.1.0.0/16, so what reaches a ClusterIP from outside the pods
  * (the external host here) is marked for masquerade, as is a pod reaching itself through its Service.
@@ -48,9 +48,9 @@ const onlyIngressTo = (name: string, ingress: Obj[]): Obj => ({ podSelector: { m
 const onlyInto = (to: string, from: string | readonly string[]): Reachability => new Reachability(true).expectAllIngress(to, false).expect(from, to, true);
 const throughServices = (expected: Reachability, options: { hairpin?: boolean } = {}): MatrixCase[] => onAllPorts(expected, { via: 'service', ...options });
 
-/** The targets of node's FORWARD chain in order, as kube-proxy's and palisade's shared iptables family holds them. */
-async function forwardChain(c: E2eCluster, node: string): Promise<string[]> {
-  const saved = await c.lab.node(node).netns.run([`iptables-${c.lab.kubeProxy.iptablesBackend}-save`, '-t', 'filter']);
+/** The targets of node's FORWARD chain in table, in order, as kube-proxy's and palisade's shared iptables family holds them. */
+async function forwardChain(c: E2eCluster, node: string, table: 'mangle' | 'filter'): Promise<string[]> {
+  const saved = await c.lab.node(node).netns.run([`iptables-${c.lab.kubeProxy.iptablesBackend}-save`, '-t', table]);
   return saved.split('\n').filter((l) => l.startsWith('-A FORWARD ')).map((l) => /-j (\S+)/.exec(l)?.[1] ?? '?');
 }
 
@@ -66,14 +66,15 @@ describe('Network policy through ClusterIP Services (kube-proxy iptables and nft
   };
 
   describe('kube-proxy in iptables mode', () => {
-    it('palisade writes to the iptables family kube-proxy uses, and its hook comes before kube-proxy\'s jumps in FORWARD on both nodes.', async () => {
+    it('palisade writes to the iptables family kube-proxy uses, its hook first in mangle FORWARD (run before any filter rule), kube-proxy\'s jumps in filter FORWARD, on both nodes.', async () => {
       const c = await fresh('iptables');
       for (const n of NODES) {
         const status = await c.status(n.name);
         assert.equal((status['backend'] as { name?: string } | null)?.name, c.lab.kubeProxy.iptablesBackend, `${n.name}: ${JSON.stringify(status['backend'])}`);
-        const forward = await forwardChain(c, n.name);
-        assert.equal(forward[0], PALISADE_HOOK, `${n.name} FORWARD: ${forward.join(', ')}`);
-        assert.ok(forward.includes('KUBE-FORWARD'), `${n.name} FORWARD: ${forward.join(', ')}`);
+        const mangle = await forwardChain(c, n.name, 'mangle');
+        const filter = await forwardChain(c, n.name, 'filter');
+        assert.deepEqual(mangle, [PALISADE_HOOK], `${n.name} mangle FORWARD: ${mangle.join(', ')}`);
+        assert.ok(filter.includes('KUBE-FORWARD') && !filter.includes(PALISADE_HOOK), `${n.name} filter FORWARD: ${filter.join(', ')}`);
       }
     });
 
@@ -163,14 +164,15 @@ describe('Network policy through ClusterIP Services (kube-proxy iptables and nft
   });
 
   describe('kube-proxy in nftables mode', () => {
-    it('Switching kube-proxy to nftables mode removes all its iptables rules and leaves palisade\'s hook first; every pod still reaches every pod\'s Service.', async () => {
+    it('Switching kube-proxy to nftables mode removes all its iptables rules and leaves palisade\'s hook alone; every pod still reaches every pod\'s Service.', async () => {
       const c = await fresh('iptables');
       await c.lab.kubeProxy.switchMode('nftables');
       for (const n of NODES) {
         const chains = await c.lab.kubeProxy.chainsOn(n.name);
         assert.deepEqual({ filter: chains.filter, nat: chains.nat }, { filter: [], nat: [] }, `${n.name}: no iptables chain of kube-proxy`);
         assert.ok(chains.nft.includes('nat-prerouting'), `${n.name}: kube-proxy's nftables table`);
-        assert.deepEqual(await forwardChain(c, n.name), [PALISADE_HOOK], `${n.name}: FORWARD holds palisade's hook only`);
+        assert.deepEqual(await forwardChain(c, n.name, 'mangle'), [PALISADE_HOOK], `${n.name}: mangle FORWARD holds palisade's hook only`);
+        assert.deepEqual(await forwardChain(c, n.name, 'filter'), [], `${n.name}: filter FORWARD is empty`);
       }
       await c.expectMatrices(throughServices(new Reachability(true)));
     });
@@ -214,39 +216,39 @@ describe('Network policy through ClusterIP Services (kube-proxy iptables and nft
     });
   });
 
-  describe('kube-proxy jumps ahead of palisade\'s hook', () => {
+  describe('kube-proxy rewriting its rules cannot get ahead of palisade', () => {
     const withExternal = new Reachability(true, { sources: [...POD_PEERS, EXTERNAL] }).expectAllIngress('x/*', false);
     const denied: MatrixCase[] = [{ ...svc(TCP_80), expected: withExternal }, { ...svc(UDP_80), expected: withExternal }];
 
-    it('kube-proxy restarting in iptables mode (from nftables) prepends its FORWARD jumps ahead of palisade\'s hook; once palisade\'s refresh puts its hook first again, denied Service traffic is denied, and unmarked traffic is denied throughout.', async () => {
+    it('kube-proxy restarting in iptables mode (from nftables) prepends its jumps to the filter table\'s FORWARD; palisade\'s hook in mangle stays first and nothing denied gets through at any moment, masquerade-marked traffic included.', async () => {
       const c = await fresh('nftables');
       await c.applyPolicies(denyAllIngress('x'));
       await c.expectMatrices(denied);
-      await expectHookRepairedAfter(c, 'kube-proxy restarted in iptables mode', () => c.lab.kubeProxy.switchMode('iptables'), denied);
+      await expectNothingThroughWhile(c, 'kube-proxy restarted in iptables mode', () => c.lab.kubeProxy.switchMode('iptables'), denied);
     });
 
-    it('With FORWARD flushed and palisade\'s hook back, a kube-proxy restart prepends its jumps ahead of it: masquerade-marked Service traffic that policy denies gets through only until palisade\'s refresh puts its hook first again; unmarked traffic never does.', async () => {
+    it('With the filter table\'s FORWARD flushed (a host firewall reload) and kube-proxy restarted, palisade\'s hook stays first in mangle and nothing denied gets through at any moment.', async () => {
       const c = await fresh('iptables');
       await c.applyPolicies(denyAllIngress('x'));
       await c.expectMatrices(denied);
-      // A host firewall reload, or a hand, empties FORWARD: palisade puts its hook back on its next
-      // refresh; kube-proxy, which only checks its jumps on a full sync, puts them back when it restarts.
-      await c.lab.node(NODE_A).netns.run([`iptables-${c.lab.kubeProxy.iptablesBackend}`, '-w', '5', '-F', 'FORWARD']);
-      await waitFor(async () => (await forwardChain(c, NODE_A)).join(',') === PALISADE_HOOK, 'palisade\'s hook back, alone, in the flushed FORWARD of node-a');
-      await c.expectMatrices(denied);
-      await expectHookRepairedAfter(c, 'kube-proxy restarted after a FORWARD flush', () => c.lab.kubeProxy.restart(), denied);
+      await expectNothingThroughWhile(c, 'filter FORWARD flushed, then kube-proxy restarted', async () => {
+        await c.lab.node(NODE_A).netns.run([`iptables-${c.lab.kubeProxy.iptablesBackend}`, '-w', '5', '-t', 'filter', '-F', 'FORWARD']);
+        await c.lab.kubeProxy.restart();
+      }, denied);
     });
   });
 });
 
 /**
- * Runs `act` (something that puts kube-proxy's jumps ahead of palisade's hook on node-a) while probing
- * denied pairs through Services and reading node-a's FORWARD order; then waits for palisade's hook to
- * be first again and the matrices to settle. Prints the window and what got through; fails if
- * anything denied got through after the repair, or if anything but marked traffic to node-a's own pods
- * got through at all.
+ * Runs `act` (something that rewrites kube-proxy's rules on node-a) while probing denied pairs through
+ * Services and reading node-a's FORWARD chains in both tables; then lets the matrices settle. kube-proxy
+ * only ever writes to the filter and nat tables, and its KUBE-FORWARD ACCEPTs masquerade-marked
+ * packets, ending filter FORWARD for them: palisade's hook sits in mangle FORWARD, which the kernel
+ * runs before any filter rule, so no order kube-proxy leaves its jumps in can let such a packet past.
+ * Fails if any denied probe got through, if palisade's hook was ever seen anywhere but first in mangle
+ * FORWARD, or if palisade had to repair its hook's position.
  */
-async function expectHookRepairedAfter(c: E2eCluster, what: string, act: () => Promise<void>, settled: readonly MatrixCase[]): Promise<void> {
+async function expectNothingThroughWhile(c: E2eCluster, what: string, act: () => Promise<void>, settled: readonly MatrixCase[]): Promise<void> {
   const repairsBefore = hookRepairs(await c.lab.metrics(NODE_A));
   const pairs: WatchedPair[] = [
     // From outside --cluster-cidr: marked 0x4000 on node-a, so KUBE-FORWARD's mark rule accepts it there.
@@ -254,60 +256,40 @@ async function expectHookRepairedAfter(c: E2eCluster, what: string, act: () => P
     { ...svc(UDP_80), from: EXTERNAL, to: 'x/b', allowed: false },
     // Marked on node-a too, but node-b (where x/c is) gets it masqueraded and unmarked.
     { ...svc(TCP_80), from: EXTERNAL, to: 'x/c', allowed: false },
-    // From pods: never marked, so palisade judges them wherever its hook is.
+    // From pods: never marked.
     { ...svc(TCP_80), from: 'y/b', to: 'x/a', allowed: false },
     { ...svc(UDP_80), from: 'z/c', to: 'x/b', allowed: false },
   ];
   const watch = c.watchPairs(pairs);
-  const order = watchHookOrder(c, NODE_A, watch.elapsed);
+  const order = watchForwardChains(c, NODE_A);
   let records: PairRecord[];
+  let readings: ForwardReading[];
   let acted: { from: number; to: number };
-  let hook: HookHistory;
   try {
     const from = watch.elapsed();
     await act();
     acted = { from, to: watch.elapsed() };
-    hook = await order.untilFirstAfter(acted.to);
-    // Probing goes on while the matrices settle, so every pair is also probed well after the repair.
+    // Probing goes on while the matrices settle, so every pair is also probed well after kube-proxy is back.
     await c.expectMatrices(settled);
   } finally {
-    await order.stop();
+    readings = await order.stop();
     records = await watch.stop();
   }
   const repairs = hookRepairs(await c.lab.metrics(NODE_A)) - repairsBefore;
   const leaks = records.flatMap((r) => r.unexpected.map((u) => ({ pair: describePair(r.pair), ...u })));
-  const firstBehind = hook.behind[0]?.[0];
+  const probes = records.reduce((n, r) => n + Object.values(r.outcomes).reduce((a, b) => a + b, 0), 0);
+  const kubeProxyBack = readings.filter((r) => r.filter.includes('KUBE-FORWARD')).length;
   console.log([
-    `      (${what}: from ${acted.from} to ${acted.to} ms;`,
-    `palisade's hook on node-a behind kube-proxy's jumps over ${spans(hook.behind)}, behind KUBE-FORWARD itself over ${spans(hook.kubeForwardAhead)},`,
-    `first again for good at ${hook.repairedAt} ms${firstBehind === undefined ? '' : `, ${hook.repairedAt - firstBehind} ms after it was first seen behind`};`,
-    `hook-moved repairs on node-a: ${repairs};`,
-    `probes that got through: ${leaks.length === 0 ? 'none' : summariseLeaks(leaks)})`,
+    `      (${what}: from ${acted.from} to ${acted.to} ms; ${readings.length} readings of node-a's FORWARD chains,`,
+    `${kubeProxyBack} with KUBE-FORWARD in filter; ${probes} probes of denied pairs, ${leaks.length} got through;`,
+    `hook-moved repairs on node-a: ${repairs})`,
   ].join(' '));
 
-  assert.ok(hook.behind.length > 0, 'kube-proxy\'s jumps were seen ahead of palisade\'s hook on node-a');
-  assert.ok(repairs >= 1, 'palisade counted the repair of its hook position');
-  assert.deepEqual(leaks.filter((l) => l.atMs >= hook.repairedAt), [], 'nothing denied got through once palisade\'s hook was first again');
-  const markedOnItsNode = [`${EXTERNAL} -> service of x/a`, `${EXTERNAL} -> service of x/b`];
-  assert.deepEqual(leaks.filter((l) => !markedOnItsNode.some((p) => l.pair.startsWith(p))), [],
-    'only traffic marked for masquerade, to a pod on the node that marked it, can pass kube-proxy\'s ACCEPT ahead of palisade');
-  for (const n of [NODE_A, NODE_B]) assert.equal((await forwardChain(c, n))[0], PALISADE_HOOK, `${n}: palisade's hook is first`);
-}
-
-/** Per pair: how many probes got through, sent between when and when. */
-function summariseLeaks(leaks: readonly { pair: string; atMs: number }[]): string {
-  const byPair = new Map<string, number[]>();
-  for (const l of leaks) byPair.set(l.pair, [...(byPair.get(l.pair) ?? []), l.atMs]);
-  return [...byPair].map(([pair, at]) => `${pair}: ${at.length}, sent from ${Math.min(...at)} to ${Math.max(...at)} ms`).join('; ');
-}
-
-/** Polls `check` until it holds; fails, naming `what`, after a generous deadline. */
-async function waitFor(check: () => Promise<boolean>, what: string, deadlineMs = 20_000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) assert.fail(`waited ${deadlineMs} ms for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  assert.deepEqual(leaks, [], 'no denied probe got through while kube-proxy rewrote its rules');
+  assert.ok(kubeProxyBack > 0, 'kube-proxy\'s KUBE-FORWARD was seen in filter FORWARD on node-a');
+  const misplaced = readings.filter((r) => r.mangle[0] !== PALISADE_HOOK || r.filter.includes(PALISADE_HOOK));
+  assert.deepEqual(misplaced, [], 'palisade\'s hook was first in mangle FORWARD, and absent from filter, in every reading');
+  assert.equal(repairs, 0, 'palisade never had to repair its hook\'s position');
 }
 
 /** palisade_drift_repairs_total{kind="hook-moved"} from a scrape. */
@@ -316,79 +298,23 @@ function hookRepairs(metrics: string): number {
   return line === undefined ? 0 : Number(line.split(' ').at(-1));
 }
 
-interface HookHistory {
-  /** Intervals (ms on the watch's clock, between readings) in which FORWARD did not start with palisade's hook. */
-  readonly behind: readonly (readonly [number, number])[];
-  /** Those in which KUBE-FORWARD, with its ACCEPT of marked packets, came before palisade's hook. */
-  readonly kubeForwardAhead: readonly (readonly [number, number])[];
-  /** The first reading after which palisade's hook stayed first. */
-  readonly repairedAt: number;
+interface ForwardReading {
+  readonly mangle: readonly string[];
+  readonly filter: readonly string[];
 }
 
-interface HookReading {
-  readonly at: number;
-  readonly first: boolean;
-  readonly kubeForwardAhead: boolean;
-}
-
-/**
- * Reads node's FORWARD chain over and over (one iptables-save at a time) and notes where palisade's
- * hook stands. untilFirstAfter(t) resolves once a reading after t shows it first.
- */
-function watchHookOrder(c: E2eCluster, node: string, now: () => number): { untilFirstAfter(t: number): Promise<HookHistory>; stop(): Promise<void> } {
-  const readings: HookReading[] = [];
+/** Reads node's FORWARD chains in mangle and filter over and over (one iptables-save each at a time) until stopped. */
+function watchForwardChains(c: E2eCluster, node: string): { stop(): Promise<ForwardReading[]> } {
+  const readings: ForwardReading[] = [];
   let stopped = false;
-  let failure: unknown = null;
   const loop = (async () => {
-    try {
-      while (!stopped) {
-        const chain = await forwardChain(c, node);
-        const hook = chain.indexOf(PALISADE_HOOK);
-        const kubeForward = chain.indexOf('KUBE-FORWARD');
-        // Stamped once read: the state it shows held at some moment up to then, so a repair is never dated early.
-        readings.push({ at: now(), first: hook === 0, kubeForwardAhead: kubeForward >= 0 && (hook < 0 || kubeForward < hook) });
-      }
-    } catch (error) {
-      failure = error;
-    }
+    while (!stopped) readings.push({ mangle: await forwardChain(c, node, 'mangle'), filter: await forwardChain(c, node, 'filter') });
   })();
-  const history = (): HookHistory => {
-    const lastBehind = readings.findLast((r) => !r.first);
-    const repaired = readings.find((r) => r.first && (lastBehind === undefined || r.at > lastBehind.at));
-    return {
-      behind: intervals(readings, (r) => !r.first),
-      kubeForwardAhead: intervals(readings, (r) => r.kubeForwardAhead),
-      repairedAt: repaired?.at ?? Number.NaN,
-    };
-  };
   return {
-    async untilFirstAfter(t: number): Promise<HookHistory> {
-      while (!readings.some((r) => r.at > t && r.first)) {
-        if (failure !== null) throw failure;
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      return history();
-    },
-    async stop(): Promise<void> {
+    async stop(): Promise<ForwardReading[]> {
       stopped = true;
       await loop;
+      return readings;
     },
   };
-}
-
-/** Runs of consecutive readings for which `holds` is true, as [first, last] reading times. */
-function intervals(readings: readonly HookReading[], holds: (r: HookReading) => boolean): [number, number][] {
-  const out: [number, number][] = [];
-  let previous = false;
-  for (const r of readings) {
-    const now = holds(r);
-    if (now && previous) out.at(-1)![1] = r.at;
-    else if (now) out.push([r.at, r.at]);
-    previous = now;
-  }
-  return out;
-}
-
-function spans(list: readonly (readonly [number, number])[]): string {
-  return list.map(([a, b]) => `${a}-${b} ms`).join(', ') || 'no reading';
 }

@@ -104,7 +104,7 @@ describe('palisade daemon, the process, in a network namespace', function () {
     return daemon;
   }
 
-  const save = async () => ns().run(['iptables-nft-save', '-t', 'filter']);
+  const save = async () => ns().run(['iptables-nft-save', '-t', 'mangle']);
 
   it('enforces what the API server says, logs JSON, stops on SIGTERM leaving its rules, and a new process takes over without rewriting them', async () => {
     const { socket, kubeconfig } = await startApi();

@@ -77,7 +77,7 @@ async function startDaemon(ns: NetworkNamespace, api: FakeApiServer): Promise<Ru
     const response = await fetch(`http://127.0.0.1:${addr.port}${path}`);
     return { status: response.status, body: await response.text() };
   };
-  return { daemon, logger, get, save: () => ns.run(['iptables-nft-save', '-t', 'filter']), sets: () => ns.run(['ipset', 'save']) };
+  return { daemon, logger, get, save: () => ns.run(['iptables-nft-save', '-t', 'mangle']), sets: () => ns.run(['ipset', 'save']) };
 }
 
 describe('the palisade daemon against a fake API server', function () {
@@ -226,8 +226,8 @@ describe('the palisade daemon against a fake API server', function () {
     await eventually('the policy programmed', async () => assert.match((await r.get('/metrics')).body, /^palisade_change_to_enforced_seconds_count\{resource="NetworkPolicy"\} [1-9]/m));
     const metrics = (await r.get('/metrics')).body;
     const status = JSON.parse((await r.get('/status')).body) as { counts: { rules: number; chains: number; ipsets: number } };
-    assert.match(metrics, new RegExp(`^palisade_rules\\{table="filter"\\} ${status.counts.rules}$`, 'm'));
-    assert.match(metrics, new RegExp(`^palisade_chains\\{table="filter"\\} ${status.counts.chains}$`, 'm'));
+    assert.match(metrics, new RegExp(`^palisade_rules\\{table="mangle"\\} ${status.counts.rules}$`, 'm'));
+    assert.match(metrics, new RegExp(`^palisade_chains\\{table="mangle"\\} ${status.counts.chains}$`, 'm'));
     assert.match(metrics, new RegExp(`^palisade_ipsets ${status.counts.ipsets}$`, 'm'));
     assert.match(metrics, /^palisade_local_endpoints 2$/m);
     assert.match(metrics, /^palisade_policies 1$/m);
@@ -256,7 +256,7 @@ describe('the palisade daemon against a fake API server', function () {
   it('repairs a flushed chain on its next refresh and counts the repair', async () => {
     const r = await ready();
     const chain = NAMES.endpoint('from', 'default', 'busybox1');
-    await ns().run(['iptables-nft', '-F', chain]);
+    await ns().run(['iptables-nft', '-t', 'mangle', '-F', chain]);
     await eventually('the repair', async () => {
       assert.match(await r.save(), new RegExp(`^-A ${chain} ! -s 10\\.1\\.0\\.1/32`, 'm'));
       assert.match((await r.get('/metrics')).body, /^palisade_drift_repairs_total\{kind="chain-modified"\} 1$/m);

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DataplaneApplier, DataplaneWriteError } from '../../lib/dataplane/applier.js';
 import type { ApplyReport } from '../../lib/dataplane/applier.js';
-import { cleanup } from '../../lib/dataplane/cleanup.js';
+import { cleanup, OWNED_TABLES } from '../../lib/dataplane/cleanup.js';
 import type { FindingKind } from '../../lib/dataplane/plan.js';
 import type { CommandRunner } from '../../lib/exec.js';
 import { canonicalMember, Ipset } from '../../lib/ipset.js';
@@ -19,8 +19,9 @@ import type { Backend } from '../../lib/iptables/iptables.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
 import type { RetryPolicy } from '../../lib/retry.js';
 import type { Dataplane } from '../../rules/dataplane.js';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import { Names } from '../../rules/names.js';
-import { renderChainRules } from '../../rules/render.js';
+import { renderChainRules, renderIptables } from '../../rules/render.js';
 import { ruleHashes } from '../../rules/rule-hash.js';
 import { makeSettings } from '../../rules/settings.js';
 import { compile, parseObjects } from '../../rules/snapshot.js';
@@ -97,10 +98,15 @@ function applierOver(runner: CommandRunner, backend: Backend): DataplaneApplier 
   return new DataplaneApplier({ iptables: new Iptables({ runner, backend }), ipset: new Ipset({ runner }), names: NAMES });
 }
 
-/** Loads `lines` into one table with iptables-restore --noflush, as another program on the node would. */
+/** Loads `lines` into one table (palisade's unless said) with iptables-restore --noflush, as another program on the node would. */
 async function iptablesRestore(ns: NetworkNamespace, backend: Backend, lines: readonly string[], options: { table?: string; counters?: boolean } = {}): Promise<void> {
   const argv = [`iptables-${backend}-restore`, '--noflush', '-w', '5', ...(options.counters === true ? ['-c'] : [])];
-  await ns.run(argv, { input: [`*${options.table ?? 'filter'}`, ...lines, 'COMMIT', ''].join('\n') });
+  await ns.run(argv, { input: [`*${options.table ?? POLICY_TABLE}`, ...lines, 'COMMIT', ''].join('\n') });
+}
+
+/** The rules as a version that kept them in the filter table would have left them. */
+function earlierVersionText(dataplane: Dataplane): string {
+  return renderIptables(dataplane).replace(/^\*mangle$/m, '*filter');
 }
 
 function otherBackend(backend: Backend): Backend {
@@ -135,9 +141,9 @@ function pick<T>(record: Record<string, T>, keep: (name: string) => boolean): Re
   return Object.fromEntries(Object.entries(record).filter(([name]) => keep(name)));
 }
 
-async function filterTable(ns: NetworkNamespace, backend: Backend): Promise<Chains> {
+async function savedTable(ns: NetworkNamespace, backend: Backend, table: string = POLICY_TABLE): Promise<Chains> {
   const chains: Chains = {};
-  for (const line of (await ns.run([`iptables-${backend}-save`, '-t', 'filter'])).split('\n')) {
+  for (const line of (await ns.run([`iptables-${backend}-save`, '-t', table])).split('\n')) {
     const declared = /^:(\S+) /.exec(line);
     if (declared !== null) chains[declared[1]!] ??= [];
     const rule = /^-A (\S+) (.*)$/.exec(line);
@@ -165,14 +171,19 @@ interface PalisadeView {
 
 /** Palisade's chains and sets, plus the built-in chains its hooks live in (with any foreign rules). */
 async function palisadeView(ns: NetworkNamespace, backend: Backend): Promise<PalisadeView> {
-  const chains = pick(await filterTable(ns, backend), (name) => NAMES.owns(name) || BUILTIN_CHAINS.includes(name));
+  const chains = pick(await savedTable(ns, backend), (name) => NAMES.owns(name) || BUILTIN_CHAINS.includes(name));
   const sets = pick(await ipsets(ns), (name) => NAMES.owns(name));
   return { chains, sets };
 }
 
-/** Everything in both backends' filter tables and every set. */
+/** Everything in both backends' tables palisade ever wrote (mangle and filter) and every set. */
 async function wholeKernel(ns: NetworkNamespace): Promise<{ legacy: Chains; nft: Chains; sets: Sets }> {
-  return { legacy: await filterTable(ns, 'legacy'), nft: await filterTable(ns, 'nft'), sets: await ipsets(ns) };
+  const tables = async (backend: Backend): Promise<Chains> => {
+    const all: Chains = {};
+    for (const table of OWNED_TABLES) for (const [name, rules] of Object.entries(await savedTable(ns, backend, table))) all[`${table}/${name}`] = rules;
+    return sortedRecord(all);
+  };
+  return { legacy: await tables('legacy'), nft: await tables('nft'), sets: await ipsets(ns) };
 }
 
 /** What a first apply of `desired` leaves: palisade removed from this backend, then applied anew. */
@@ -202,7 +213,7 @@ function desiredSets(desired: Dataplane): Sets {
 
 /** The saved text of the rule in `chain` that `matches`, as "-A CHAIN ..." ready to turn into "-D". */
 async function savedRule(ns: NetworkNamespace, backend: Backend, chain: string, matches: (rule: string) => boolean): Promise<string> {
-  const rule = ((await filterTable(ns, backend))[chain] ?? []).find(matches);
+  const rule = ((await savedTable(ns, backend))[chain] ?? []).find(matches);
   if (rule === undefined) throw new Error(`no matching rule in ${chain}`);
   return `${chain} ${rule}`;
 }
@@ -381,7 +392,7 @@ for (const backend of ['nft', 'legacy'] as const) {
         assert.deepEqual(report.plan?.chainsWritten, [...desired.chains.keys()].sort());
         assert.deepEqual(report.plan?.setsWritten, [...desired.ipsets.keys()].sort());
         assert.deepEqual(report.repaired, []);
-        const chains = await filterTable(ns(), backend);
+        const chains = await savedTable(ns(), backend);
         assert.deepEqual(Object.keys(chains).filter((c) => NAMES.owns(c)), [...desired.chains.keys()].sort());
         for (const chain of desired.chains.values()) {
           assert.deepEqual(ruleHashesOf(chains[chain.name] ?? []), ruleHashes(chain.name, chain.rules), `rules of ${chain.name}`);
@@ -457,7 +468,7 @@ for (const backend of ['nft', 'legacy'] as const) {
           assert.ok(first instanceof DataplaneWriteError, String(first));
           await applier.apply(changed);
         }
-        const chains = await filterTable(ns(), backend);
+        const chains = await savedTable(ns(), backend);
         assert.equal(chains[target], undefined, `${target} is gone`);
         assert.deepEqual(chains['DEBUG'], [], 'the foreign chain stays, without the jump');
         assert.deepEqual(await palisadeView(ns(), backend), await freshApplyView(ns(), backend, changed));
@@ -565,37 +576,40 @@ for (const backend of ['nft', 'legacy'] as const) {
       /** Foreign objects in both backends and ipset, then palisade applied in both backends over them. */
       async function foreignThenPalisade(): Promise<{ foreign: Awaited<ReturnType<typeof wholeKernel>>; desired: Dataplane }> {
         for (const b of [backend, otherBackend(backend)]) {
-          await iptablesRestore(ns(), b, [':KUBE-FOO - [0:0]', '-A KUBE-FOO -m comment --comment foreign -j RETURN', '-A FORWARD -j KUBE-FOO', ...FOREIGN_RULES]);
+          for (const table of OWNED_TABLES) await iptablesRestore(ns(), b, [':KUBE-FOO - [0:0]', '-A KUBE-FOO -m comment --comment foreign -j RETURN', '-A FORWARD -j KUBE-FOO', ...FOREIGN_RULES], { table });
         }
         await ns().run(['ipset', 'create', 'foreign-set', 'hash:ip']);
         await ns().run(['ipset', 'add', 'foreign-set', '10.9.9.9']);
         const foreign = await wholeKernel(ns());
         const desired = dataplaneOf();
         for (const b of [backend, otherBackend(backend)]) await applierOver(ns(), b).apply(desired);
-        for (const b of ['legacy', 'nft'] as const) assert.ok(Object.keys(await filterTable(ns(), b)).some((c) => NAMES.owns(c)), `palisade applied in ${b}`);
+        // And what an earlier version kept in the filter table, as it left it.
+        await ns().run([`iptables-${backend}-restore`, '--noflush', '-w', '5'], { input: earlierVersionText(desired) });
+        for (const b of ['legacy', 'nft'] as const) assert.ok(Object.keys(await savedTable(ns(), b)).some((c) => NAMES.owns(c)), `palisade applied in ${b}`);
         return { foreign, desired };
       }
 
       async function assertOnlyForeignLeft(foreign: Awaited<ReturnType<typeof wholeKernel>>): Promise<void> {
         const left = await wholeKernel(ns());
-        const named = [...Object.keys(left.legacy), ...Object.keys(left.nft), ...Object.keys(left.sets)].filter((n) => n.startsWith('pal'));
+        const named = [...Object.keys(left.legacy), ...Object.keys(left.nft), ...Object.keys(left.sets)].filter((n) => /(^|\/)pal/.test(n));
         assert.deepEqual(named, [], 'nothing named pal* is left');
         assert.deepEqual(left, foreign, 'every foreign chain, rule and set is as it was');
       }
 
-      it('cleanup() removes every hook, chain and set of palisade from both backends, keeps every foreign object, and a second run removes nothing', async function () {
+      it('cleanup() removes every hook, chain and set of palisade from both backends and both tables, keeps every foreign object, and a second run removes nothing', async function () {
         const { foreign, desired } = await foreignThenPalisade();
         const chains = [...desired.chains.keys()].sort();
         const report = await cleanup({ runner: ns(), prefixes: ['pal'] });
+        const earlier = (b: Backend) => (b === backend ? { hooksRemoved: 2, chainsRemoved: chains } : { hooksRemoved: 0, chainsRemoved: [] });
         assert.deepEqual(report, {
-          backends: [{ backend: 'legacy', hooksRemoved: 2, chainsRemoved: chains }, { backend: 'nft', hooksRemoved: 2, chainsRemoved: chains }],
+          backends: (['legacy', 'nft'] as const).flatMap((b) => [{ backend: b, table: 'mangle', hooksRemoved: 2, chainsRemoved: chains }, { backend: b, table: 'filter', ...earlier(b) }]),
           setsRemoved: [...desired.ipsets.keys()].sort(),
           setsInUse: [],
         });
         await assertOnlyForeignLeft(foreign);
 
         const again = await cleanup({ runner: ns(), prefixes: ['pal'] });
-        assert.deepEqual(again, { backends: [{ backend: 'legacy', hooksRemoved: 0, chainsRemoved: [] }, { backend: 'nft', hooksRemoved: 0, chainsRemoved: [] }], setsRemoved: [], setsInUse: [] });
+        assert.deepEqual(again, { backends: (['legacy', 'nft'] as const).flatMap((b) => OWNED_TABLES.map((table) => ({ backend: b, table, hooksRemoved: 0, chainsRemoved: [] }))), setsRemoved: [], setsInUse: [] });
         await assertOnlyForeignLeft(foreign);
       });
 
@@ -605,13 +619,41 @@ for (const backend of ['nft', 'legacy'] as const) {
         const first = await cli();
         assert.equal(first.code, 0, first.stderr);
         const chains = desired.chains.size;
-        assert.equal(first.stdout, `legacy: removed 2 hook rules and ${chains} chains\nnft: removed 2 hook rules and ${chains} chains\nipset: removed ${desired.ipsets.size} sets\n`);
+        const earlier = (b: Backend) => (b === backend ? `2 hook rules and ${chains} chains` : '0 hook rules and 0 chains');
+        assert.equal(first.stdout, `legacy mangle: removed 2 hook rules and ${chains} chains\nlegacy filter: removed ${earlier('legacy')}\nnft mangle: removed 2 hook rules and ${chains} chains\nnft filter: removed ${earlier('nft')}\nipset: removed ${desired.ipsets.size} sets\n`);
         await assertOnlyForeignLeft(foreign);
 
         const second = await cli();
         assert.equal(second.code, 0, second.stderr);
-        assert.equal(second.stdout, 'legacy: removed 0 hook rules and 0 chains\nnft: removed 0 hook rules and 0 chains\nipset: removed 0 sets\n');
+        assert.equal(second.stdout, 'legacy mangle: removed 0 hook rules and 0 chains\nlegacy filter: removed 0 hook rules and 0 chains\nnft mangle: removed 0 hook rules and 0 chains\nnft filter: removed 0 hook rules and 0 chains\nipset: removed 0 sets\n');
         await assertOnlyForeignLeft(foreign);
+      });
+    });
+
+    describe('upgrade from a version that kept its rules in the filter table', function () {
+      it('takes over in mangle first, then removes the earlier chains and hooks from filter, leaving foreign rules there alone', async function () {
+        const older = dataplaneOf({ batch: 'db', client: 'other' });
+        await iptablesRestore(ns(), backend, FOREIGN_RULES, { table: 'filter' });
+        for (const set of older.ipsets.values()) {
+          await ns().run(['ipset', 'create', set.name, set.type, '-exist']);
+          for (const member of set.members) await ns().run(['ipset', 'add', set.name, member, '-exist']);
+        }
+        await ns().run([`iptables-${backend}-restore`, '--noflush', '-w', '5'], { input: earlierVersionText(older) });
+        const filterBefore = await savedTable(ns(), backend, 'filter');
+        assert.ok(Object.keys(filterBefore).some((c) => NAMES.owns(c)), 'the earlier version\'s chains are there');
+        const recorder = new RecordingRunner(ns());
+        const applier = applierOver(recorder, backend);
+        await applier.apply(dataplaneOf());
+        const restores = recorder.commands.filter(isIptablesRestore).map((c) => (c.input ?? '').split('\n')[0]);
+        assert.deepEqual(restores, ['*mangle', '*filter'], 'mangle is written before filter is emptied');
+        const filterAfter = await savedTable(ns(), backend, 'filter');
+        assert.deepEqual(Object.keys(filterAfter).filter((c) => NAMES.owns(c)), []);
+        assert.deepEqual(filterAfter['FORWARD'], ['-m comment --comment foreign -j ACCEPT']);
+        assert.deepEqual(await palisadeView(ns(), backend), await freshApplyView(ns(), backend, dataplaneOf()));
+        // The next applies look at filter no more.
+        recorder.clear();
+        await applier.apply(dataplaneOf({ batch: 'db' }));
+        assert.ok(recorder.commands.every((c) => !c.argv.includes('filter')), 'filter is read once, at the first apply');
       });
     });
 
@@ -654,7 +696,7 @@ for (const backend of ['nft', 'legacy'] as const) {
       it('names the command, its stderr and the rejected line when the kernel rejects a rule', async function () {
         const iptables = new Iptables({ runner: ns(), backend });
         const rule = '-A pal-x -m set --match-set pal-p-nosuch src -j ACCEPT';
-        const text = ['*filter', ':pal-x - [0:0]', rule, 'COMMIT', ''].join('\n');
+        const text = [`*${POLICY_TABLE}`, ':pal-x - [0:0]', rule, 'COMMIT', ''].join('\n');
         await assert.rejects(iptables.restore(text), (error: unknown) => {
           assert.ok(error instanceof IptablesError, String(error));
           assert.equal(error.code, 'IPTABLES_RESTORE_FAILED');
@@ -665,7 +707,7 @@ for (const backend of ['nft', 'legacy'] as const) {
           assert.ok(error.message.includes(`\n> 3: ${rule}`), error.message);
           return true;
         });
-        assert.equal((await filterTable(ns(), backend))['pal-x'], undefined, 'nothing of the rejected transaction was loaded');
+        assert.equal((await savedTable(ns(), backend))['pal-x'], undefined, 'nothing of the rejected transaction was loaded');
       });
 
       it(`retries ${restoreProgram} while another program holds the xtables lock, with growing delays, and succeeds`, async function () {
@@ -675,14 +717,14 @@ for (const backend of ['nft', 'legacy'] as const) {
         const fake = await FakeBinDir.create();
         try {
           await fake.flaky(restoreProgram, { failures: 2, stderrLine: LOCK_MESSAGE, exitCode: 4, realProgram: real });
-          await fake.onPath(() => new Iptables({ runner: ns(), backend, retry }).restore('*filter\n:pal-x - [0:0]\n-A pal-x -j RETURN\nCOMMIT\n'));
+          await fake.onPath(() => new Iptables({ runner: ns(), backend, retry }).restore(`*${POLICY_TABLE}\n:pal-x - [0:0]\n-A pal-x -j RETURN\nCOMMIT\n`));
           assert.equal(await fake.calls(restoreProgram), 3, 'two lock failures, then the real program');
         } finally {
           await fake.remove();
         }
         assert.deepEqual(delays, [100, 200]);
         assert.ok(delays[1]! > delays[0]!, 'the delay grows');
-        assert.deepEqual((await filterTable(ns(), backend))['pal-x'], ['-j RETURN']);
+        assert.deepEqual((await savedTable(ns(), backend))['pal-x'], ['-j RETURN']);
       });
 
       it(`gives up after the configured attempts when ${restoreProgram} keeps reporting the xtables lock`, async function () {
@@ -691,7 +733,7 @@ for (const backend of ['nft', 'legacy'] as const) {
         const fake = await FakeBinDir.create();
         try {
           await fake.flaky(restoreProgram, { failures: 100, stderrLine: LOCK_MESSAGE, exitCode: 4, realProgram: '/bin/false' });
-          await fake.onPath(() => assert.rejects(new Iptables({ runner: ns(), backend, retry }).restore('*filter\nCOMMIT\n'), (error: unknown) => {
+          await fake.onPath(() => assert.rejects(new Iptables({ runner: ns(), backend, retry }).restore(`*${POLICY_TABLE}\nCOMMIT\n`), (error: unknown) => {
             assert.ok(error instanceof IptablesError, String(error));
             assert.equal(error.exitCode, 4);
             assert.match(error.message, /xtables lock/);

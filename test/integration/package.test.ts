@@ -43,7 +43,7 @@ describe('the package with production dependencies only', function () {
 
   it('compiles an example', async () => {
     const { stdout } = await run(process.execPath, ['dist/daemon/main.js', 'compile', '--node-name', 'node-a', 'test/fixtures/seed/cluster.yaml', 'manifests/examples/allow-out-to-in.yaml'], { cwd: dir });
-    assert.match(stdout, /^\*filter$/m);
+    assert.match(stdout, /^\*mangle$/m);
     assert.match(stdout, /default\/allow-out-to-in ingress rule 0/);
   });
 

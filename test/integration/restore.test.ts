@@ -218,17 +218,17 @@ async function loadIptables(netns: NetworkNamespace, backend: Backend, text: str
 }
 
 /** A rule kube-proxy or the CNI might already have in FORWARD and INPUT: palisade's hooks must go above it. */
-const PRE_EXISTING = ['*filter', '-A FORWARD -m comment --comment pre-existing -j ACCEPT', '-A INPUT -m comment --comment pre-existing -j ACCEPT', 'COMMIT', ''].join('\n');
+const PRE_EXISTING = ['*mangle', '-A FORWARD -m comment --comment pre-existing -j ACCEPT', '-A INPUT -m comment --comment pre-existing -j ACCEPT', 'COMMIT', ''].join('\n');
 
 interface SavedFilter {
-  /** Chains declared in the filter table. */
+  /** Chains declared in palisade's table. */
   readonly chains: ReadonlySet<string>;
   /** `-A` lines per chain, in order, without the `-A NAME ` head. */
   readonly rules: ReadonlyMap<string, readonly string[]>;
 }
 
 async function saveFilter(netns: NetworkNamespace, backend: Backend): Promise<SavedFilter> {
-  const text = await netns.run([backend.save, '-t', 'filter']);
+  const text = await netns.run([backend.save, '-t', 'mangle']);
   const chains = new Set<string>();
   const rules = new Map<string, string[]>();
   for (const line of text.split('\n')) {
@@ -296,7 +296,7 @@ describe('restore text in a real kernel (network namespace)', function () {
 
   for (const backend of BACKENDS) {
     describe(`with the ${backend.name} iptables backend`, function () {
-      // A fresh namespace per test: each starts from an empty filter table and no sets.
+      // A fresh namespace per test: each starts from an empty mangle table and no sets.
       const netns = useNetns(`paltest-restore-${backend.name}`, { perTest: true });
 
       const cases = [...EXAMPLE_FILES.map((f) => ({ title: f, files: [f] })), { title: 'all four examples together', files: EXAMPLE_FILES }];

@@ -1,4 +1,5 @@
 import { compile } from '../../rules/snapshot.js';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import type { Snapshot } from '../../rules/snapshot.js';
 import { makeSettings } from '../../rules/settings.js';
 import type { CompilerSettings, SettingsInput } from '../../rules/settings.js';
@@ -113,7 +114,7 @@ export class SimulatedCluster {
       localAddresses: node.addresses,
       ...extra,
     };
-    return { node: nodeName, hook, trace: node.iptables.trace(hook, tracerPacket, node.ipsets) };
+    return { node: nodeName, hook, trace: node.iptables.trace(hook, tracerPacket, node.ipsets, POLICY_TABLE) };
   }
 
   /** Walks a new connection's first packet from source to destination. */

@@ -33,7 +33,7 @@ describe('palisade compile', () => {
     const { code, stdout } = await run('compile', '--node-name', 'node-a', seed, example('allow-out-to-in'));
     assert.equal(code, 0);
     assert.match(stdout, /^# ipset restore\ncreate pal-p-/);
-    assert.match(stdout, /# iptables-restore --noflush\n\*filter\n/);
+    assert.match(stdout, /# iptables-restore --noflush\n\*mangle\n/);
     assert.match(stdout, /-A pal-pi-\S+ -m set --match-set pal-p-\S+ src -m comment --comment "pal:\S+ default\/allow-out-to-in ingress rule 0" -g pal-allow/);
   });
 
@@ -41,7 +41,7 @@ describe('palisade compile', () => {
     const { code, stderr } = await run('compile', '--node-name', 'node-a', '--out', dir, seed, example('deny-all'));
     assert.equal(code, 0);
     assert.match(stderr, /wrote .*ipsets\.restore .*iptables\.restore/);
-    assert.match(await readFile(path.join(dir, 'iptables.restore'), 'utf8'), /^\*filter\n[\s\S]*COMMIT\n$/);
+    assert.match(await readFile(path.join(dir, 'iptables.restore'), 'utf8'), /^\*mangle\n[\s\S]*COMMIT\n$/);
     assert.equal(await readFile(path.join(dir, 'ipsets.restore'), 'utf8'), '');
   });
 

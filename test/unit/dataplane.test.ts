@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import { compile } from '../../rules/snapshot.js';
 import { makeSettings } from '../../rules/settings.js';
 import type { CompilerSettings, SettingsInput } from '../../rules/settings.js';
@@ -29,7 +30,7 @@ function loaded(overrides: Partial<SettingsInput> = {}, objs = objects) {
   const dataplane = compile(snapshotOf(objs), settings(overrides));
   const iptables = IptablesModel.parse(renderIptables(dataplane));
   const ipsets = IpsetModel.parse(renderIpsets(dataplane.ipsets.values()));
-  const trace = (hook: 'FORWARD' | 'INPUT', packet: Packet) => iptables.trace(hook, { localAddresses: ['10.0.0.1'], ...packet }, ipsets);
+  const trace = (hook: 'FORWARD' | 'INPUT', packet: Packet) => iptables.trace(hook, { localAddresses: ['10.0.0.1'], ...packet }, ipsets, POLICY_TABLE);
   return { dataplane, iptables, ipsets, trace };
 }
 
@@ -96,7 +97,7 @@ describe('the rendered dataplane', () => {
     assert.equal(lastOf(a.toChain).comment, 'drop ingress ns1/a');
     assert.equal(lastOf(a.fromChain).comment, 'drop egress ns1/a');
     const denied = trace('FORWARD', { src: '10.1.9.9', dst: '10.1.1.1', protocol: 'tcp', dport: 80, inIface: 'eth0', outIface: ifaceA });
-    assert.equal(denied.reason, `filter/${a.toChain} rule ${dataplane.chains.get(a.toChain)!.rules.length}`);
+    assert.equal(denied.reason, `mangle/${a.toChain} rule ${dataplane.chains.get(a.toChain)!.rules.length}`);
   });
 
   it('gives a pod that no policy isolates no drop rule at all', () => {

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { POLICY_TABLE } from '../../rules/dataplane.js';
 import type { DataplaneCompiler } from '../../rules/compiler.js';
 import type { Dataplane } from '../../rules/dataplane.js';
 import { Evaluator } from '../../rules/evaluator.js';
@@ -76,12 +77,12 @@ interface Loaded {
 function load(dataplane: Dataplane, localAddresses: readonly string[] = [NODE_A]): Loaded {
   const iptables = IptablesModel.parse(renderIptables(dataplane));
   const ipsets = IpsetModel.parse(renderIpsets(dataplane.ipsets.values()));
-  assert.deepEqual(iptables.check(ipsets).filter((p) => p !== 'unreachable: pal-allow'), []);
+  assert.deepEqual(iptables.check(ipsets).filter((p) => p !== 'unreachable: pal-allow (table mangle)'), []);
   return {
     dataplane,
     send: (from, to, hook = 'FORWARD') => {
       const packet: Packet = { src: from.ip, dst: to.ip, protocol: 'tcp', sport: 40000, dport: 80, inIface: from.iface ?? 'ens5', outIface: to.iface ?? 'ens5', localAddresses };
-      return iptables.trace(hook, packet, ipsets).verdict;
+      return iptables.trace(hook, packet, ipsets, POLICY_TABLE).verdict;
     },
   };
 }

@@ -87,18 +87,18 @@ describe('the dataplane planner', () => {
   it('puts its hook back at position 1 by deleting every jump into its chains by their own text, leaving other rules alone', () => {
     const desired = compiled(snapshotOf([a]));
     const saved = [
-      '*filter',
+      '*mangle',
       ':INPUT ACCEPT [0:0]',
       ':FORWARD ACCEPT [0:0]',
       ':OUTPUT ACCEPT [0:0]',
-      '-A FORWARD -j KUBE-FORWARD',
+      '-A FORWARD -j OTHER-AGENT',
       '-A FORWARD -m comment --comment "pal:whatever palisade network policy" -j pal-FORWARD',
       '-A FORWARD -j pal-FORWARD',
       '-A OUTPUT -j pal-fw-old',
       'COMMIT',
       '',
     ].join('\n');
-    const live = liveStateFromKernel(parseSavedTable(saved), new Map(), (n) => names.owns(n));
+    const live = liveStateFromKernel(parseSavedTable(saved, 'mangle'), new Map(), (n) => names.owns(n));
     const writes = plan(desired, { ...liveStateFromDesired(desired), builtin: live.builtin }, names);
     const lines = writes.iptables.split('\n');
     assert.deepEqual(lines.filter((l) => /^-[DI] /.test(l)).map((l) => l.replace(/pal:[A-Za-z0-9_-]{16} /, 'pal:H ')), [
