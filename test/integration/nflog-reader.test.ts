@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PalisadeError } from '../../lib/errors.js';
@@ -196,6 +197,20 @@ describe('the NFLOG reader (ulogd) in network namespaces', function () {
     await waitFor('a record through the new ulogd', () => seen.packets.some((p) => p.sourcePort === 40021));
     assert.deepEqual(seen.lost, []);
     assert.equal(r.running, true);
+  });
+
+  it('skips malformed lines on its socket, logging each kind once, and keeps reading', async () => {
+    const seen = recorder();
+    const r = await reader(seen);
+    await r.start();
+    const socket = connect(path.join(dirs.at(-1)!, 'ulogd.sock'));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.end('garbage\n{"truncated": \n[1,2]\n{"src_ip": "10.0.0.300", "dest_ip": "10.0.0.1", "ip.protocol": 6}\n');
+    await waitFor('four lines skipped', () => [...r.skipped.values()].reduce((a, b) => a + b, 0) === 4);
+    assert.deepEqual(Object.fromEntries(r.skipped), { 'not-json': 2, 'not-an-object': 1, 'bad-field': 1 });
+    assert.equal(seen.logs.filter((l) => l.level === 'warn' && l.fields['kind'] === 'not-json').length, 1, 'one log line for the kind');
+    await send(sender(), 'udp', UDP_PORT, 40030, 1);
+    await waitFor('a record after the garbage', () => seen.packets.some((p) => p.sourcePort === 40030));
   });
 
   it('stops ulogd and removes its files', async () => {
