@@ -17,10 +17,11 @@ COPY bench ./bench
 RUN npx tsc -p tsconfig.json && npm prune --omit=dev --ignore-scripts
 
 FROM node:24-bookworm-slim
-# Both iptables backends (iptables-legacy-* and iptables-nft-*), ipset, conntrack, and iproute2 (the
-# node's links, addresses and routes: multi-NIC pods, kube-proxy's mode, pods palisade does not see).
+# Both iptables backends (iptables-legacy-* and iptables-nft-*), ipset, conntrack, iproute2 (the
+# node's links, addresses and routes: multi-NIC pods, kube-proxy's mode, pods palisade does not see),
+# and ulogd with its JSON plugin, which reads the drop log's NFLOG records for palisade.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables ipset conntrack iproute2 \
+ && apt-get install -y --no-install-recommends iptables ipset conntrack iproute2 ulogd2 ulogd2-json \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY --from=build /src/package.json ./package.json

@@ -36,6 +36,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   { name: 'daemon', load: () => import('./daemon.bench.js') },
   { name: 'packet-path', load: () => import('./packet-path.bench.js') },
   { name: 'policy-size', load: () => import('./policy-size.bench.js') },
+  { name: 'nflog-reader', load: () => import('./nflog-reader.bench.js') },
 ];
 
 const LABEL_WIDTH = 62;

@@ -167,9 +167,9 @@ describe('the Dockerfile', () => {
     }
   });
 
-  it('ships iptables (both backends), ipset and conntrack from the distribution', async () => {
+  it('ships iptables (both backends), ipset, conntrack and ulogd with its JSON plugin from the distribution', async () => {
     const install = /apt-get install[^\n]*/.exec(await dockerfile())?.[0] ?? '';
-    for (const pkg of ['iptables', 'ipset', 'conntrack']) assert.match(install, new RegExp(`\\b${pkg}\\b`));
+    for (const pkg of ['iptables', 'ipset', 'conntrack', 'ulogd2', 'ulogd2-json']) assert.match(install, new RegExp(`\\b${pkg}\\b`));
   });
 
   it('starts palisade daemon without a shell, with no HEALTHCHECK, and copies only compiled output and production dependencies into the image', async () => {
