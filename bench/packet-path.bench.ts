@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import type { Dataplane, EndpointInfo } from '../rules/dataplane.js';
 import { POLICY_TABLE } from '../rules/dataplane.js';
 import { Evaluator } from '../rules/evaluator.js';
-import { makeSettings } from '../rules/settings.js';
+import { DEFAULT_DROP_LOG, makeSettings } from '../rules/settings.js';
 import { Names } from '../rules/names.js';
 import { loadedCompiler, parseObjects } from '../rules/snapshot.js';
 import type { Snapshot } from '../rules/snapshot.js';
@@ -21,6 +21,8 @@ import { Iptables } from '../lib/iptables/iptables.js';
 import type { Backend } from '../lib/iptables/iptables.js';
 import { Ipset } from '../lib/ipset.js';
 import { DataplaneApplier } from '../lib/dataplane/applier.js';
+import { UlogdReader } from '../lib/drop-log/ulogd-reader.js';
+import { silentLogger } from '../lib/logger.js';
 import { IpsetModel, IptablesModel } from '../test/support/tracer.js';
 import type { Packet } from '../test/support/tracer.js';
 import { BENCH_SCALE, UNALLOWED_PORT, syntheticCluster } from './synthetic-cluster.js';
@@ -68,6 +70,7 @@ const IO_TIMEOUT_MS = 1000;
 /** A bound on connections per measurement, whatever the machine. */
 const MAX_CONNECTIONS = 2_000_000;
 const GOAL_CONN_RATIO = 0.9;
+const DROP_LOG_GROUP = DEFAULT_DROP_LOG.group;
 const GOAL_THROUGHPUT_RATIO = 0.95;
 /** The baseline's only rule: connection tracking active, no policy. */
 /** The built-in chains of the mangle table, where palisade's rules live. */
@@ -314,7 +317,15 @@ interface Window {
 async function benchBackend(report: Report, backend: Backend, binaries: Binaries, pair: Pair, dataplane: Dataplane): Promise<void> {
   const node = await PodNode.create(PREFIX);
   let server: ChildProcess | undefined;
+  // The drop log as the daemon runs it: log rules before every drop (compiled in), ulogd on the group.
+  let reader: UlogdReader | null = null;
+  let logged = 0;
+  const readerDir = await mkdtemp(path.join(tmpdir(), 'palbench-ul-'));
   try {
+    if (dataplane.endpoints.some((e) => e.ingressLog !== null)) {
+      reader = new UlogdReader({ group: DROP_LOG_GROUP, runner: node.netns, workDir: readerDir, logger: silentLogger, events: { packet: () => { logged++; }, lost: () => {} } });
+      await reader.start();
+    }
     const spec = (e: EndpointInfo) => ({ namespace: e.namespace, name: e.name, ip: e.ip });
     const client = await node.addPod(spec(pair.client));
     const serverPod = await node.addPod(spec(pair.server));
@@ -420,9 +431,12 @@ async function benchBackend(report: Report, backend: Backend, binaries: Binaries
     report.note(`${backend}: ${ROUNDS} rounds, each a ${WINDOW_SECONDS} s window per state and test, ${measuredSeconds.toFixed(0)} s in all; a ratio is the median of the per-round ratios (quartiles: conn/s ${quartiles('connPerSecond')}, Gbit/s ${quartiles('gbitPerSecond')})`);
     report.note(`${backend}: other processes kept ${othersCores.toFixed(2)} of ${availableParallelism()} cores busy during the measurement; wall-clock rates depend on the CPU they leave, CPU per connection or per byte much less`);
     report.note(`${backend}: filter rules in the node: baseline ${countRules(baselineText)}, palisade ${countRules(palisadeText)} (applyAndCheck from empty ${applyMs.toFixed(0)} ms); port ${DENIED_PORT}: baseline refused ${openBaseline.refused} of ${openBaseline.refused + openBaseline.timeouts}, palisade dropped ${closedPalisade.timeouts} of ${closedPalisade.timeouts + closedPalisade.refused + closedPalisade.connections}`);
+    report.note(`${backend}: drop log ${reader === null ? 'off' : `on: ulogd reading NFLOG group ${DROP_LOG_GROUP}, ${logged} records of the refused checks`}`);
   } finally {
     if (server !== undefined) stopServer(server);
+    await reader?.stop();
     await node.destroy();
+    await rm(readerDir, { recursive: true, force: true });
   }
 }
 

@@ -37,6 +37,7 @@ const BENCHMARKS: readonly Benchmark[] = [
   { name: 'packet-path', load: () => import('./packet-path.bench.js') },
   { name: 'policy-size', load: () => import('./policy-size.bench.js') },
   { name: 'nflog-reader', load: () => import('./nflog-reader.bench.js') },
+  { name: 'drop-log', load: () => import('./drop-log.bench.js') },
 ];
 
 const LABEL_WIDTH = 62;

@@ -122,7 +122,7 @@ function compilerPods(compiler: DataplaneCompiler): RecordStore {
 
 /** Isolates every pod of the namespace in both directions and grants nothing: the closed side of not knowing. */
 function closedPolicy(namespace: string, name: string): PolicyRecord {
-  return { namespace, name, podSelector: MATCH_ALL, affectsIngress: true, affectsEgress: true, ingress: [], egress: [], failed: true, cost: null, overBudget: false };
+  return { namespace, name, podSelector: MATCH_ALL, affectsIngress: true, affectsEgress: true, ingress: [], egress: [], failed: true, cost: null, overBudget: false, audit: false };
 }
 
 /** The identity of a raw object, read defensively: needed to delete even an object that no longer parses. */

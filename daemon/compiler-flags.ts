@@ -1,7 +1,7 @@
 import { UsageError } from '../lib/errors.js';
-import { makeSettings, DEFAULT_SETTINGS } from '../rules/settings.js';
+import { makeSettings, DEFAULT_DROP_LOG, DEFAULT_SETTINGS, MAX_DROP_LOG_RATE } from '../rules/settings.js';
 import { budgetOf, DEFAULT_POLICY_BUDGET } from '../rules/policy-budget.js';
-import type { CompilerSettings } from '../rules/settings.js';
+import type { CompilerSettings, DropLogSettings } from '../rules/settings.js';
 
 /** The flags every command that compiles shares, parsed into validated compiler settings. */
 export const COMPILER_FLAGS = {
@@ -14,6 +14,9 @@ export const COMPILER_FLAGS = {
   'policy-max-sets': { type: 'string' },
   'policy-max-set-entries': { type: 'string' },
   'policy-max-selector-pods': { type: 'string' },
+  'drop-log': { type: 'string' },
+  'drop-log-rate': { type: 'string' },
+  'drop-log-group': { type: 'string' },
 } as const;
 
 export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth prefixes, comma separated (default ${DEFAULT_SETTINGS.interfacePrefixes.join(',')})
@@ -23,7 +26,10 @@ export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth pre
   --policy-max-rules N    iptables rules one policy may need before it fails closed (default ${DEFAULT_POLICY_BUDGET.rules})
   --policy-max-sets N     ipsets one policy may need (default ${DEFAULT_POLICY_BUDGET.sets})
   --policy-max-set-entries N  ipBlock set entries one policy may need (default ${DEFAULT_POLICY_BUDGET.setEntries})
-  --policy-max-selector-pods N  pods palisade may look at for one policy's selector sets (default ${DEFAULT_POLICY_BUDGET.selectorPods})`;
+  --policy-max-selector-pods N  pods palisade may look at for one policy's selector sets (default ${DEFAULT_POLICY_BUDGET.selectorPods})
+  --drop-log on|off       log rules ahead of each drop (default on)
+  --drop-log-rate N       drop-log records per second per node (default ${DEFAULT_DROP_LOG.rate})
+  --drop-log-group N      NFLOG group of the drop log (default ${DEFAULT_DROP_LOG.group})`;
 
 export interface CompilerFlagValues {
   readonly 'node-name'?: string | undefined;
@@ -35,6 +41,36 @@ export interface CompilerFlagValues {
   readonly 'policy-max-sets'?: string | undefined;
   readonly 'policy-max-set-entries'?: string | undefined;
   readonly 'policy-max-selector-pods'?: string | undefined;
+  readonly 'drop-log'?: string | undefined;
+  readonly 'drop-log-rate'?: string | undefined;
+  readonly 'drop-log-group'?: string | undefined;
+}
+
+interface GivenFlag {
+  readonly value: string;
+  /** Where it came from, for the error: "--drop-log-rate", "PALISADE_DROP_LOG_RATE". */
+  readonly name: string;
+}
+
+/**
+ * The drop log's settings from its flags: off, or on with a rate (burst: twice the rate) and an NFLOG
+ * group. Problems go to `errors`; what is valid is range-checked again by makeSettings.
+ */
+export function parseDropLogFlags(given: { mode?: GivenFlag | undefined; rate?: GivenFlag | undefined; group?: GivenFlag | undefined }, errors: string[]): DropLogSettings | null {
+  const mode = given.mode?.value ?? 'on';
+  if (mode !== 'on' && mode !== 'off') errors.push(`${given.mode!.name} "${mode}": must be on or off`);
+  const whole = (flag: GivenFlag | undefined, fallback: number): number => {
+    if (flag === undefined) return fallback;
+    if (!/^[0-9]+$/.test(flag.value)) {
+      errors.push(`${flag.name} "${flag.value}": must be a whole number`);
+      return fallback;
+    }
+    return Number(flag.value);
+  };
+  const rate = whole(given.rate, DEFAULT_DROP_LOG.rate);
+  const group = whole(given.group, DEFAULT_DROP_LOG.group);
+  // The kernel's limit matches take a burst of at most 10,000.
+  return mode === 'off' ? null : { group, rate, burst: Math.min(rate * 2, MAX_DROP_LOG_RATE) };
 }
 
 export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNodeName?: string): CompilerSettings {
@@ -54,6 +90,8 @@ export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNod
   };
   const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries'), selectorPods: limit('policy-max-selector-pods') });
   const prefixes = values['interface-prefix']?.split(',').map((s) => s.trim());
+  const flag = (name: 'drop-log' | 'drop-log-rate' | 'drop-log-group'): GivenFlag | undefined => (values[name] === undefined ? undefined : { value: values[name], name: `--${name}` });
+  const dropLog = parseDropLogFlags({ mode: flag('drop-log'), rate: flag('drop-log-rate'), group: flag('drop-log-group') }, errors);
   if (errors.length === 0) {
     const result = makeSettings({
       nodeName: nodeName!,
@@ -62,6 +100,7 @@ export function compilerSettingsFromFlags(values: CompilerFlagValues, defaultNod
       ...(allowMark === undefined ? {} : { allowMark }),
       ...(unknown === undefined ? {} : { unknownEndpoint: unknown as 'drop' | 'allow' }),
       policyBudget,
+      dropLog,
     });
     if (result.ok) return result.settings;
     errors.push(...result.errors);

@@ -1,7 +1,8 @@
 import { parseArgs } from 'node:util';
 import { UsageError } from '../lib/errors.js';
 import type { BackendChoice } from '../lib/iptables/backend.js';
-import { makeSettings, DEFAULT_SETTINGS } from '../rules/settings.js';
+import { makeSettings, DEFAULT_DROP_LOG, DEFAULT_SETTINGS } from '../rules/settings.js';
+import { parseDropLogFlags } from './compiler-flags.js';
 import { budgetOf, DEFAULT_POLICY_BUDGET } from '../rules/policy-budget.js';
 import type { CompilerSettings } from '../rules/settings.js';
 
@@ -29,7 +30,12 @@ export interface DaemonConfig {
   /** How long changes are gathered before one compile and apply: bursts coalesce, nothing stalls. */
   readonly syncDelayMs: number;
   readonly logLevel: LogLevel;
+  /** Records of denied connections /drops keeps (the drop log's own settings are in compiler.dropLog). */
+  readonly dropLogBuffer: number;
 }
+
+export const DEFAULT_DROP_LOG_BUFFER = 1000;
+const MAX_DROP_LOG_BUFFER = 1_000_000;
 
 /** Each flag, its environment variable, and its default. The table is the documentation too. */
 export const DAEMON_FLAGS = [
@@ -48,6 +54,10 @@ export const DAEMON_FLAGS = [
   { flag: 'policy-max-rules', env: ['PALISADE_POLICY_MAX_RULES'], default: String(DEFAULT_POLICY_BUDGET.rules), help: 'iptables rules one NetworkPolicy may need before it fails closed' },
   { flag: 'policy-max-sets', env: ['PALISADE_POLICY_MAX_SETS'], default: String(DEFAULT_POLICY_BUDGET.sets), help: 'ipsets one NetworkPolicy may need before it fails closed' },
   { flag: 'policy-max-set-entries', env: ['PALISADE_POLICY_MAX_SET_ENTRIES'], default: String(DEFAULT_POLICY_BUDGET.setEntries), help: 'ipBlock set entries one NetworkPolicy may need before it fails closed' },
+  { flag: 'drop-log', env: ['PALISADE_DROP_LOG'], default: 'on', help: 'on or off: log denied new connections, serve them at /drops' },
+  { flag: 'drop-log-rate', env: ['PALISADE_DROP_LOG_RATE'], default: String(DEFAULT_DROP_LOG.rate), help: 'drop-log records per second per node (burst: twice that; one pod: a tenth)' },
+  { flag: 'drop-log-buffer', env: ['PALISADE_DROP_LOG_BUFFER'], default: String(DEFAULT_DROP_LOG_BUFFER), help: 'records of denied connections /drops keeps' },
+  { flag: 'drop-log-group', env: ['PALISADE_DROP_LOG_GROUP'], default: String(DEFAULT_DROP_LOG.group), help: 'NFLOG group the drop log uses (one no other program on the node binds)' },
   { flag: 'policy-max-selector-pods', env: ['PALISADE_POLICY_MAX_SELECTOR_PODS'], default: String(DEFAULT_POLICY_BUDGET.selectorPods), help: 'pods palisade may look at to fill the selector sets of one NetworkPolicy before it fails closed' },
 ] as const;
 
@@ -128,6 +138,14 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
   const policyBudget = budgetOf({ rules: limit('policy-max-rules'), sets: limit('policy-max-sets'), setEntries: limit('policy-max-set-entries'), selectorPods: limit('policy-max-selector-pods') });
   const prefixes = read('interface-prefix')?.value.split(',').map((s) => s.trim());
   const chainPrefix = read('chain-prefix')?.value;
+  const named = (flag: FlagName) => {
+    const given = read(flag);
+    return given === undefined ? undefined : { value: given.value, name: given.from };
+  };
+  const dropLog = parseDropLogFlags({ mode: named('drop-log'), rate: named('drop-log-rate'), group: named('drop-log-group') }, errors);
+  const buffer = withDefault('drop-log-buffer');
+  const dropLogBuffer = /^[0-9]+$/.test(buffer.value) ? Number(buffer.value) : NaN;
+  if (!(dropLogBuffer >= 1 && dropLogBuffer <= MAX_DROP_LOG_BUFFER)) errors.push(`${buffer.from} "${buffer.value}": must be a whole number of records from 1 to ${MAX_DROP_LOG_BUFFER}`);
   const settings = makeSettings({
     nodeName: nodeName?.value ?? 'unset',
     ...(prefixes === undefined ? {} : { interfacePrefixes: prefixes }),
@@ -135,6 +153,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     ...(allowMark === undefined || Number.isNaN(allowMark) ? {} : { allowMark }),
     ...(unknown === undefined || (unknown.value !== 'drop' && unknown.value !== 'allow') ? {} : { unknownEndpoint: unknown.value }),
     policyBudget,
+    dropLog,
   });
   if (!settings.ok) errors.push(...settings.errors);
   const kubeconfig = read('kubeconfig')?.value ?? null;
@@ -147,6 +166,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     refreshIntervalMs: duration('refresh-interval', 1000),
     syncDelayMs: duration('sync-delay', 0),
     logLevel: level.value as LogLevel,
+    dropLogBuffer: Number.isNaN(dropLogBuffer) ? DEFAULT_DROP_LOG_BUFFER : dropLogBuffer,
   };
   if (errors.length > 0) throw new UsageError(errors.join('\n'));
   return Object.freeze(config);

@@ -27,6 +27,13 @@ import { NodeNetworkWatcher, routesByInterface } from '../lib/node-network.js';
 import type { NodeNetwork } from '../lib/node-network.js';
 import { checkNodeNetwork } from './node-checks.js';
 import type { NodeFindings } from './node-checks.js';
+import { DropLog } from './drop-log.js';
+import type { LogCounter } from './drop-log.js';
+import type { NflogReader, NflogReaderEvents } from '../lib/drop-log/nflog-packet.js';
+import { UlogdReader } from '../lib/drop-log/ulogd-reader.js';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 /**
  * The daemon, wired. Data flows one way:
@@ -56,7 +63,21 @@ export interface DaemonDeps {
   readonly runner: CommandRunner;
   readonly logger: Logger;
   readonly clock?: Clock;
+  /** Makes the drop log's NFLOG reader; by default ulogd, run in the node's network namespace through `runner`. */
+  readonly nflogReader?: (group: number, events: NflogReaderEvents) => NflogReader;
 }
+
+/**
+ * Where ulogd keeps its configuration, socket and pid file: the same for every process of palisade on
+ * a node (so a restarted daemon finds, and stops, a reader its predecessor left behind), different
+ * between nodes that share a filesystem (the lab).
+ */
+function readerDirectory(nodeName: string, group: number): string {
+  return join(tmpdir(), `palisade-nflog-${createHash('sha256').update(nodeName).digest('hex').slice(0, 10)}-${group}`);
+}
+
+/** How long after a failed start the drop log's reader is tried again. */
+const READER_RETRY_MS = 30_000;
 
 export class Daemon {
   readonly metrics = new DaemonMetrics();
@@ -77,6 +98,11 @@ export class Daemon {
   private readonly network: NodeNetworkWatcher;
   private findings: NodeFindings = { refusal: null, unenforced: [] };
   private refreshes = 0;
+  readonly dropLog: DropLog;
+  private reader: NflogReader | null = null;
+  private readerError: string | null = null;
+  private readerRetry: NodeJS.Timeout | null = null;
+  private stopping = false;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
   private sync: SyncState = { lastAttemptAt: null, lastSuccessAt: null, lastDurationMs: null, lastError: null, consecutiveFailures: 0, pendingChanges: false };
@@ -100,6 +126,8 @@ export class Daemon {
       },
     }));
     this.flows = new FlowForgetter(new Conntrack(deps.runner), deps.logger);
+    this.dropLog = new DropLog({ capacity: config.dropLogBuffer, logger: deps.logger, metrics: this.metrics.dropLog, now: () => this.clock.now() });
+    this.dropLog.setPodLookup((address) => this.cache.compiler.podAt(address));
     this.network = new NodeNetworkWatcher({
       runner: deps.runner,
       logger: deps.logger,
@@ -134,6 +162,8 @@ export class Daemon {
       status: () => this.status(),
       dataplane: () => this.dataplane,
       snapshot: () => this.cache.snapshot(),
+      drops: (query) => this.dropLog.query(query),
+      dropLogCapacity: this.config.dropLogBuffer,
       evaluatorOptions: () => ({
         selectorPods: this.config.compiler.policyBudget.selectorPods,
         ...(this.network.current === null ? {} : { localNode: { name: this.config.compiler.nodeName, addresses: new Set(this.network.current.localAddresses) } }),
@@ -149,12 +179,16 @@ export class Daemon {
     this.addresses = { status, metrics };
     this.loop.start();
     this.network.start();
+    if (this.config.compiler.dropLog !== null) void this.startReader(this.config.compiler.dropLog.group);
     for (const reflector of this.reflectors) reflector.start();
     this.deps.logger.info({ node: this.config.compiler.nodeName, status: `${status.host}:${status.port}`, metrics: `${metrics.host}:${metrics.port}` }, 'palisade started');
   }
 
   /** Stops watching and serving; the rules stay in the kernel, enforcing, for the next process to take over. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.readerRetry !== null) clearTimeout(this.readerRetry);
+    await this.reader?.stop().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'stopping the drop log reader failed'));
     await Promise.all(this.reflectors.map((r) => r.stop()));
     await this.network.stop();
     await this.loop.stop();
@@ -162,6 +196,41 @@ export class Daemon {
     await Promise.all([this.statusServer?.close(), this.metricsServer?.close()]);
     // Its keep-alive connections would hold the process open.
     this.deps.client.close();
+  }
+
+  /**
+   * The drop log's reader runs beside enforcement, never in its way: when it cannot start (its program
+   * missing, its NFLOG group taken) the rules are installed all the same, /status says why, and it is
+   * tried again. Packets the kernel logs meanwhile are discarded by the kernel, never queued.
+   */
+  private async startReader(group: number): Promise<void> {
+    this.readerRetry = null;
+    if (this.stopping) return;
+    const events: NflogReaderEvents = {
+      packet: (p) => this.dropLog.packet(p),
+      lost: (count, why) => {
+        this.dropLog.lost(count);
+        this.deps.logger.warn({ count, why }, 'drop log records lost between the kernel and palisade');
+      },
+    };
+    const reader = this.deps.nflogReader?.(group, events)
+      ?? new UlogdReader({ group, runner: this.deps.runner, workDir: readerDirectory(this.config.compiler.nodeName, group), logger: this.deps.logger, events });
+    try {
+      await reader.start();
+      if (this.stopping) {
+        await reader.stop();
+        return;
+      }
+      this.reader = reader;
+      this.readerError = null;
+      this.metrics.dropLogReaderUp.set(1);
+      this.deps.logger.info({ group }, 'drop log reading NFLOG');
+    } catch (error) {
+      this.readerError = error instanceof Error ? error.message : String(error);
+      this.metrics.dropLogReaderUp.set(0);
+      this.deps.logger.error({ err: this.readerError, group, retryInMs: READER_RETRY_MS }, 'the drop log cannot read NFLOG; enforcement goes on without records');
+      if (!this.stopping) this.readerRetry = setTimeout(() => void this.startReader(group), READER_RETRY_MS);
+    }
   }
 
   private allSynced(): boolean {
@@ -220,9 +289,13 @@ export class Daemon {
     this.pendingSince = new Map();
     this.sync = { ...this.sync, lastAttemptAt: started };
     const dataplane = this.cache.compiler.build();
+    // Known before the kernel has them, so the first packet the new rules log is attributed.
+    this.dropLog.install(dataplane.endpoints);
     try {
       await this.applier.apply(dataplane);
     } catch (error) {
+      // What the kernel still holds is the last good state: its prefixes stay current.
+      if (this.dataplane !== null) this.dropLog.install(this.dataplane.endpoints);
       // Changes not yet enforced keep their original arrival time.
       for (const [kind, since] of pending) if (!this.pendingSince.has(kind) || this.pendingSince.get(kind)! > since) this.pendingSince.set(kind, since);
       this.metrics.applyFailures.inc();
@@ -272,6 +345,11 @@ export class Daemon {
     this.countRepairs(report.repaired);
     this.drops = await this.applier.readDropCounters();
     this.metrics.observeDrops(this.drops);
+    const logCounters: LogCounter[] = this.drops.flatMap((d) => [
+      ...(d.ingressLog === null ? [] : [{ ...d.ingressLog, direction: 'ingress' as const }]),
+      ...(d.egressLog === null ? [] : [{ ...d.egressLog, direction: 'egress' as const }]),
+    ]);
+    this.dropLog.observeCounters(logCounters);
   }
 
   private countRepairs(findings: readonly { kind: string }[]): void {
@@ -316,6 +394,14 @@ export class Daemon {
       repairs: this.applier?.repairCounts() ?? new Map(),
       nodeNetwork: this.network.current,
       findings: this.findings,
+      dropLog: {
+        enabled: this.config.compiler.dropLog !== null,
+        settings: this.config.compiler.dropLog,
+        readerRunning: this.reader?.running ?? false,
+        readerError: this.readerError,
+        buffer: this.config.dropLogBuffer,
+        lost: this.dropLog.query({ limit: 0 }).lost,
+      },
     });
   }
 

@@ -17,6 +17,9 @@ ClusterIP: policy applies to the pod a Service sends the connection to.
 Offline, a node's own addresses are what its Node object (InternalIP) and its hostNetwork pods say;
 on the node, the daemon's /explain also knows every local address (node-local DNS, for one).
 
+Audit policies (annotated palisade.io/audit: "true") never decide; an "audit" line under a direction
+says whether they would deny the packet were they enforced.
+
 Options:
   --from NS/POD|IP        source pod (namespace/name) or IPv4 address
   --to NS/POD|IP          destination pod or address
@@ -64,7 +67,11 @@ function describe(endpoint: Endpoint): string {
 }
 
 function directionLine(v: DirectionVerdict): string {
-  return `  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${printable(v.reason)}`;
+  const line = `  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${printable(v.reason)}`;
+  if (v.audit === null) return line;
+  // Audit policies decide nothing; their line says what they would do, under the verdict they left alone.
+  const audit = `  ${''.padEnd(7)} ${v.audit.wouldDeny ? 'audit: would deny' : 'audit'}  ${printable(`${v.audit.reason} (audit, not enforced: ${v.audit.policies.join(', ')})`)}`;
+  return `${line}\n${audit}`;
 }
 
 export async function explainCommand(argv: readonly string[], io: CommandIO): Promise<number> {

@@ -2,6 +2,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { Dataplane } from '../rules/dataplane.js';
 import { POLICY_TABLE } from '../rules/dataplane.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
+import type { DropLogMetrics } from './drop-log.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
 import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
@@ -36,6 +37,12 @@ export class DaemonMetrics {
   readonly lastSync: Gauge;
   readonly enforcementRefused: Gauge<'reason'>;
   readonly unenforcedPodRoutes: Gauge;
+  readonly deniedConnections: Counter<'direction' | 'verdict'>;
+  readonly policyDeniedConnections: Counter<'policy_namespace' | 'policy' | 'verdict'>;
+  readonly dropLogLost: Counter<'reason'>;
+  readonly dropLogReaderUp: Gauge;
+  /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
+  private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
   private lastUnauthorized: UnauthorizedCounts = { recovered: 0, refused: 0 };
   /** Last counter values read per pod and direction, to publish increases even across chain rewrites. */
@@ -72,6 +79,12 @@ export class DaemonMetrics {
     this.enforcementRefused = new Gauge({ name: 'palisade_enforcement_refused', help: '1 while palisade programs nothing on this node because it could not enforce all of policy, by reason (kube-proxy-ipvs)', labelNames: ['reason'], registers });
     this.unenforcedPodRoutes = new Gauge({ name: 'palisade_unenforced_pod_routes', help: 'routes to this node\'s pods through interfaces no --interface-prefix matches: those pods are not enforced', registers });
     this.enforcementRefused.set({ reason: 'kube-proxy-ipvs' }, 0);
+    this.deniedConnections = new Counter({ name: 'palisade_denied_connections_total', help: 'new connections the drop log recorded, by the side whose isolation refused them and verdict (denied, or would-deny for audit policies)', labelNames: ['direction', 'verdict'], registers });
+    for (const direction of ['ingress', 'egress']) for (const verdict of ['denied', 'would-deny']) this.deniedConnections.inc({ direction, verdict }, 0);
+    this.policyDeniedConnections = new Counter({ name: 'palisade_policy_denied_connections_total', help: 'new connections the drop log recorded, per policy isolating the refusing pod (series of policies no local pod uses are removed)', labelNames: ['policy_namespace', 'policy', 'verdict'], registers });
+    this.dropLogLost = new Counter({ name: 'palisade_drop_log_lost_total', help: 'denied connections that got no record: held back by the rate limits, or missed by the reader', labelNames: ['reason'], registers });
+    for (const reason of ['rate-limit', 'reader']) this.dropLogLost.inc({ reason }, 0);
+    this.dropLogReaderUp = new Gauge({ name: 'palisade_drop_log_reader_up', help: '1 while the drop log\'s NFLOG reader runs (0 when it failed or the drop log is off)', registers });
     collectDefaultMetrics({ register: this.registry });
   }
 
@@ -131,6 +144,27 @@ export class DaemonMetrics {
       }
     }
   }
+
+  /** The drop log's counting, as daemon/drop-log.ts calls it. */
+  readonly dropLog: DropLogMetrics = {
+    denied: (record) => {
+      this.deniedConnections.inc({ direction: record.direction, verdict: record.verdict });
+      for (const key of record.policies) {
+        const slash = key.indexOf('/');
+        const labels = { policy_namespace: key.slice(0, slash), policy: key.slice(slash + 1), verdict: record.verdict };
+        this.policySeries.set(`${key}|${record.verdict}`, labels);
+        this.policyDeniedConnections.inc(labels);
+      }
+    },
+    lost: (reason, count) => this.dropLogLost.inc({ reason }, count),
+    policiesInUse: (policies) => {
+      for (const [key, labels] of this.policySeries) {
+        if (policies.has(`${labels.policy_namespace}/${labels.policy}`)) continue;
+        this.policyDeniedConnections.remove(labels);
+        this.policySeries.delete(key);
+      }
+    },
+  };
 
   /** Publishes what the API client counted since the last read (it counts; the registry is here). */
   observeUnauthorized(counts: Readonly<UnauthorizedCounts>): void {

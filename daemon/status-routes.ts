@@ -1,3 +1,4 @@
+import type { DropQuery, DropRecord } from './drop-log.js';
 import { Evaluator } from '../rules/evaluator.js';
 import type { EvaluatorOptions, PacketProtocol } from '../rules/evaluator.js';
 import type { Snapshot } from '../rules/snapshot.js';
@@ -16,6 +17,29 @@ export interface StatusSource {
   snapshot(): Snapshot;
   /** Read per request: the node's live addresses change. */
   evaluatorOptions?(): EvaluatorOptions;
+  /** Records of denied connections, newest first; absent where there is no drop log. */
+  drops?(query: DropQuery): { drops: readonly DropRecord[]; lost: number };
+  readonly dropLogCapacity?: number;
+}
+
+const POD_PARAM = /^([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([^/]+)$/;
+
+/** GET /drops?pod=NS/POD&limit=N: the drop log's records, newest first, and how many were lost. */
+export function drops(url: URL, source: StatusSource): Reply {
+  if (source.drops === undefined) return json(404, { error: 'no drop log here' });
+  const errors: string[] = [];
+  const pod = url.searchParams.get('pod');
+  if (pod !== null && !POD_PARAM.test(pod)) errors.push(`pod=${pod}: expected NAMESPACE/POD`);
+  const limitText = url.searchParams.get('limit');
+  const capacity = source.dropLogCapacity ?? Number.MAX_SAFE_INTEGER;
+  let limit: number | undefined;
+  if (limitText !== null) {
+    if (!/^[0-9]+$/.test(limitText) || Number(limitText) < 1) errors.push(`limit=${limitText}: must be a whole number of at least 1`);
+    else limit = Math.min(Number(limitText), capacity);
+  }
+  for (const key of url.searchParams.keys()) if (key !== 'pod' && key !== 'limit') errors.push(`${key}: unknown parameter (pod and limit are known)`);
+  if (errors.length > 0) return json(400, { error: errors.join('; ') });
+  return json(200, source.drops({ ...(pod === null ? {} : { pod }), ...(limit === undefined ? {} : { limit }) }));
 }
 
 const PROTOCOLS: readonly PacketProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
@@ -69,5 +93,6 @@ export function statusRoutes(source: StatusSource): Map<string, Route> {
       return text(200, `# ipset restore\n${renderIpsets(dataplane.ipsets.values())}# iptables-restore --noflush\n${renderIptables(dataplane)}`);
     }],
     ['/explain', (url) => explain(url, source.snapshot(), source.evaluatorOptions?.() ?? {})],
+    ['/drops', (url) => drops(url, source)],
   ]);
 }

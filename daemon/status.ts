@@ -6,6 +6,7 @@ import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { ReflectorStats } from '../lib/kube/reflector.js';
 import type { NodeNetwork } from '../lib/node-network.js';
 import type { NodeFindings } from './node-checks.js';
+import type { DropLogSettings } from '../rules/settings.js';
 
 /**
  * The status document served at /status, built by a pure function from the daemon's state so it can
@@ -41,6 +42,14 @@ export interface DaemonState {
   /** The node's network as last read; null before the first read. */
   readonly nodeNetwork: NodeNetwork | null;
   readonly findings: NodeFindings;
+  readonly dropLog: {
+    readonly enabled: boolean;
+    readonly settings: DropLogSettings | null;
+    readonly readerRunning: boolean;
+    readonly readerError: string | null;
+    readonly buffer: number;
+    readonly lost: number;
+  };
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -54,6 +63,11 @@ function endpointStatus(endpoint: EndpointInfo, drops: DropCounters | undefined)
     ...(endpoint.extraInterfaces.length === 0 ? {} : { extraInterfaces: endpoint.extraInterfaces }),
     isolated: { ingress: endpoint.isolatedIngress, egress: endpoint.isolatedEgress },
     policies: { ingress: endpoint.ingressPolicies, egress: endpoint.egressPolicies },
+    ...(endpoint.ingressAudit.length + endpoint.egressAudit.length === 0 ? {} : {
+      // Audit policies isolate nothing; "wouldDeny" says where they are logging would-deny records now.
+      auditPolicies: { ingress: endpoint.ingressAudit, egress: endpoint.egressAudit },
+      wouldDeny: { ingress: endpoint.ingressLog?.verdict === 'would-deny', egress: endpoint.egressLog?.verdict === 'would-deny' },
+    }),
     chains: { ingress: endpoint.toChain, egress: endpoint.fromChain },
     dropped: { ingress: drops?.ingress ?? null, egress: drops?.egress ?? null },
   };
@@ -97,6 +111,14 @@ export function buildStatus(state: DaemonState) {
       refusal: state.findings.refusal,
       unenforcedPodRoutes: state.findings.unenforced,
     },
+    dropLog: {
+      enabled: state.dropLog.enabled,
+      ...(state.dropLog.settings === null ? {} : { nflogGroup: state.dropLog.settings.group, ratePerSecond: state.dropLog.settings.rate, burst: state.dropLog.settings.burst }),
+      reader: { running: state.dropLog.readerRunning, error: state.dropLog.readerError },
+      buffer: state.dropLog.buffer,
+      lost: state.dropLog.lost,
+    },
+    auditPolicies: state.policies.filter((p) => p.audit).map((p) => `${p.namespace}/${p.name}`),
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),
     failedPolicies: state.policies.filter((p) => p.failed || state.selectorPodsOverBudget.has(`${p.namespace}/${p.name}`)).map((p) => ({
       policy: `${p.namespace}/${p.name}`,

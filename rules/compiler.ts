@@ -14,7 +14,9 @@ import { buildDispatch, buildEntryChains } from './dispatch.js';
 import type { DispatchEntry } from './dispatch.js';
 import { AddressClaims } from './address-claims.js';
 import { claimKey, claimPod, InterfaceOwners } from './interface-owners.js';
-import type { ExtraInterface } from './endpoint-chains.js';
+import type { DirectionPolicies, ExtraInterface } from './endpoint-chains.js';
+import { dropLogSource } from './drop-log.js';
+import type { DropLogSource } from './drop-log.js';
 import type { Problem } from './problems.js';
 import { claimProblems } from './claim-problems.js';
 import { PodIndexes } from './pod-indexes.js';
@@ -58,8 +60,12 @@ export interface CompilerOptions {
 
 interface EndpointState {
   readonly pod: PodRecord & { readonly ip: string };
+  /** Enforced policies selecting the pod, per direction. */
   readonly ingress: readonly string[];
   readonly egress: readonly string[];
+  /** Audit policies selecting it, per direction. */
+  readonly ingressAudit: readonly string[];
+  readonly egressAudit: readonly string[];
   /** Further interfaces the pod owns (multi-NIC). */
   readonly extra: readonly ExtraInterface[];
   /** Derived once per change of the endpoint: names cost hashes, and build() runs on every sync. */
@@ -313,16 +319,22 @@ export class DataplaneCompiler {
       .map((k) => this.policies.record(k)!)
       .filter((policy) => selectorMatches(policy.podSelector, pod.labels))
       .sort((a, b) => (policyKey(a) < policyKey(b) ? -1 : 1));
-    const ingress = selecting.filter((p) => p.affectsIngress).map(policyKey);
-    const egress = selecting.filter((p) => p.affectsEgress).map(policyKey);
+    const enforced = selecting.filter((p) => !p.audit);
+    const staged = selecting.filter((p) => p.audit);
+    const ingress = enforced.filter((p) => p.affectsIngress).map(policyKey);
+    const egress = enforced.filter((p) => p.affectsEgress).map(policyKey);
+    const ingressAudit = staged.filter((p) => p.affectsIngress).map(policyKey);
+    const egressAudit = staged.filter((p) => p.affectsEgress).map(policyKey);
     const extra = (this.extras.get(key) ?? []).filter((claim) => this.interfaces.owner(claim.suffix) === claimKey(key, claim.index))
       .map(({ iface, address }): ExtraInterface => ({ iface, address }));
     const sameExtra = before !== undefined && sameExtras(before.extra, extra);
-    if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress) && sameExtra) {
+    if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress)
+      && sameList(before.ingressAudit, ingressAudit) && sameList(before.egressAudit, egressAudit) && sameExtra) {
       this.endpoints.set(key, { ...before, pod });
       return;
     }
-    const next: EndpointState = { pod, ingress, egress, extra, info: this.endpointInfo(pod, ingress, egress, extra) };
+    const selection = { ingress, egress, ingressAudit, egressAudit };
+    const next: EndpointState = { pod, ...selection, extra, info: this.endpointInfo(pod, selection, extra) };
     if (before === undefined || !sameExtra) this.dispatchDirty = true;
     this.setUsers(key, before, next);
     this.endpoints.set(key, next);
@@ -330,22 +342,35 @@ export class DataplaneCompiler {
     this.sortedEndpoints = null;
   }
 
+  /**
+   * The policies whose chains a pod's direction runs: the enforced ones; else, with the drop log on,
+   * the audit ones (which can only add would-deny records where nothing enforced isolates the pod:
+   * where something does, its verdict stands, and an audit policy could only ever allow more).
+   */
+  private chainPolicies(state: Pick<EndpointState, 'ingress' | 'egress' | 'ingressAudit' | 'egressAudit'>, direction: Direction): { policies: readonly string[]; audit: boolean } {
+    const enforced = state[direction];
+    if (enforced.length > 0 || this.settings.dropLog === null) return { policies: enforced, audit: false };
+    const audit = direction === 'ingress' ? state.ingressAudit : state.egressAudit;
+    return { policies: audit, audit: audit.length > 0 };
+  }
+
   private setUsers(endpoint: string, before: EndpointState | undefined, after: EndpointState | undefined): void {
-    const old = new Set([...(before?.ingress ?? []), ...(before?.egress ?? [])]);
-    const now = new Set([...(after?.ingress ?? []), ...(after?.egress ?? [])]);
-    for (const policy of old) {
-      if (now.has(policy)) continue;
-      this.policies.removeUser(policy, endpoint);
-    }
-    for (const policy of now) {
-      if (old.has(policy)) continue;
-      this.policies.addUser(policy, endpoint);
+    for (const direction of ['ingress', 'egress'] as const) {
+      const old = new Set(before === undefined ? [] : this.chainPolicies(before, direction).policies);
+      const now = new Set(after === undefined ? [] : this.chainPolicies(after, direction).policies);
+      for (const policy of old) if (!now.has(policy)) this.policies.removeUser(policy, endpoint, direction);
+      for (const policy of now) if (!old.has(policy)) this.policies.addUser(policy, endpoint, direction);
     }
   }
 
   /** A pod's record as parsed. */
   pod(key: string): PodRecord | undefined {
     return this.rawPods.get(key);
+  }
+
+  /** The pod that owns an address now (claims settled), as "namespace/name", or null. */
+  podAt(address: string): string | null {
+    return this.claims.owner(address);
   }
 
   /** Every pod's record as parsed (the compiler keeps the cluster's pods; nothing else need). */
@@ -434,14 +459,18 @@ export class DataplaneCompiler {
       const record = this.policies.record(policy)!;
       return { policy, chain: this.names.policy(direction, record.namespace, record.name) };
     });
+    const direction = (d: Direction): DirectionPolicies => {
+      const { policies, audit } = this.chainPolicies(state, d);
+      return { isolated: state[d].length > 0, audit, chains: refs(d, policies), log: d === 'ingress' ? state.info.ingressLog : state.info.egressLog };
+    };
     const chains = buildEndpointChains({
       namespace: state.pod.namespace,
       name: state.pod.name,
       ip: state.pod.ip,
       interfaces: state.info.interfaces.slice(0, this.settings.interfacePrefixes.length),
       extraInterfaces: state.extra,
-      ingress: { isolated: state.ingress.length > 0, chains: refs('ingress', state.ingress) },
-      egress: { isolated: state.egress.length > 0, chains: refs('egress', state.egress) },
+      ingress: direction('ingress'),
+      egress: direction('egress'),
     }, this.names, this.settings);
     this.chains.set(chains.from.name, chains.from);
     this.chains.set(chains.to.name, chains.to);
@@ -465,8 +494,14 @@ export class DataplaneCompiler {
     this.dispatchDirty = false;
   }
 
-  private endpointInfo(pod: PodRecord & { readonly ip: string }, ingress: readonly string[], egress: readonly string[], extra: readonly ExtraInterface[]): EndpointInfo {
+  private endpointInfo(pod: PodRecord & { readonly ip: string }, selection: Pick<EndpointState, 'ingress' | 'egress' | 'ingressAudit' | 'egressAudit'>, extra: readonly ExtraInterface[]): EndpointInfo {
     const suffix = this.vethSuffix(pod.namespace, pod.name);
+    const { ingress, egress } = selection;
+    const log = (direction: Direction): DropLogSource | null => {
+      const { policies, audit } = this.chainPolicies(selection, direction);
+      if (this.settings.dropLog === null || policies.length === 0) return null;
+      return dropLogSource(this.names, audit ? 'would-deny' : 'denied', direction, pod.namespace, pod.name, policies);
+    };
     return {
       namespace: pod.namespace,
       name: pod.name,
@@ -477,6 +512,10 @@ export class DataplaneCompiler {
       isolatedEgress: egress.length > 0,
       ingressPolicies: ingress,
       egressPolicies: egress,
+      ingressAudit: selection.ingressAudit,
+      egressAudit: selection.egressAudit,
+      ingressLog: log('ingress'),
+      egressLog: log('egress'),
       toChain: this.names.endpoint('to', pod.namespace, pod.name),
       fromChain: this.names.endpoint('from', pod.namespace, pod.name),
     };

@@ -1,3 +1,5 @@
+import type { DropLogSource } from './drop-log.js';
+
 /**
  * The compiler's output: the desired dataplane as plain data. Rendering to restore text (render.ts)
  * and applying it to the kernel (lib/) are separate steps that only read this.
@@ -61,9 +63,15 @@ export interface EndpointInfo {
   readonly extraInterfaces: readonly { readonly iface: string; readonly address: string }[];
   readonly isolatedIngress: boolean;
   readonly isolatedEgress: boolean;
-  /** "namespace/name" of the policies that select the pod and isolate it in that direction. */
+  /** "namespace/name" of the (enforced) policies that select the pod and isolate it in that direction. */
   readonly ingressPolicies: readonly string[];
   readonly egressPolicies: readonly string[];
+  /** "namespace/name" of the audit policies that select it in that direction: they isolate nothing. */
+  readonly ingressAudit: readonly string[];
+  readonly egressAudit: readonly string[];
+  /** What the drop-log rule of each direction stands for (denied, or would-deny); null: none. */
+  readonly ingressLog: DropLogSource | null;
+  readonly egressLog: DropLogSource | null;
   /** The pod's own chains: `to` holds its ingress checks, `from` its egress checks and anti-spoofing. */
   readonly toChain: string;
   readonly fromChain: string;

@@ -2,6 +2,8 @@ import type { Chain, Rule } from './dataplane.js';
 import type { Names } from './names.js';
 import { sanitizeComment } from './names.js';
 import type { CompilerSettings } from './settings.js';
+import type { DropLogSource } from './drop-log.js';
+import { dropLogRule, WOULD_DENY_COMMENT } from './drop-log.js';
 
 /**
  * Each local pod gets two chains. The `from` chain sees what the pod sends: anti-spoofing first
@@ -18,6 +20,10 @@ import type { CompilerSettings } from './settings.js';
  * A pod with further interfaces (multi-NIC) has one small chain per further interface that checks
  * that interface's own address and then continues in the pod's `from` chain; the pod's first check
  * then names the interfaces its main address may come from.
+ *
+ * With the drop log on, a rate-limited NFLOG rule comes just before each drop (drop-log.ts). A
+ * direction that only audit policies select runs their chains the same way, but ends in that log rule
+ * and a counted RETURN instead of a drop: it is never isolated.
  */
 
 /** An interface beyond a pod's first, and the address the node routes to it. */
@@ -34,8 +40,19 @@ export interface EndpointPolicies {
   readonly interfaces: readonly string[];
   readonly extraInterfaces: readonly ExtraInterface[];
   /** Policy chains in evaluation order; empty with isolated=false means "not isolated". */
-  readonly ingress: { readonly isolated: boolean; readonly chains: readonly { chain: string; policy: string }[] };
-  readonly egress: { readonly isolated: boolean; readonly chains: readonly { chain: string; policy: string }[] };
+  readonly ingress: DirectionPolicies;
+  readonly egress: DirectionPolicies;
+}
+
+export interface DirectionPolicies {
+  /** Enforced policies select the pod: the chain ends in a drop. */
+  readonly isolated: boolean;
+  /** Only audit policies select it (and the drop log is on): the chain ends in a would-deny log, never a drop. */
+  readonly audit: boolean;
+  /** Policy chains in evaluation order: the enforced ones when isolated, else the audit ones. */
+  readonly chains: readonly { chain: string; policy: string }[];
+  /** The drop-log prefix for this direction; null when the log is off or nothing selects the pod. */
+  readonly log: DropLogSource | null;
 }
 
 export const DROP_COMMENT = { ingress: 'drop ingress', egress: 'drop egress' } as const;
@@ -44,7 +61,7 @@ function markHex(mark: number): string {
   return `0x${mark.toString(16)}`;
 }
 
-function policyRules(chains: EndpointPolicies['ingress']['chains'], mark: number): Rule[] {
+function policyRules(chains: DirectionPolicies['chains'], mark: number): Rule[] {
   const bit = markHex(mark);
   const rules: Rule[] = [{ match: [], target: ['-j', 'MARK', '--set-xmark', `0x0/${bit}`], comment: 'clear allow mark' }];
   for (const { chain, policy } of chains) {
@@ -72,18 +89,26 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
     ...antiSpoof,
     { match: ['-m', 'addrtype', '--dst-type', 'LOCAL'], target: ['-j', 'RETURN'], comment: 'pod to its own node is always allowed' },
   ];
-  if (endpoint.egress.isolated) {
+  const ending = (direction: 'ingress' | 'egress'): Rule[] => {
+    const policies = endpoint[direction];
+    const log = policies.log !== null && settings.dropLog !== null ? [dropLogRule(policies.log, names, settings.dropLog)] : [];
+    // The last rule's packet counter is what the pod had denied (or would have) in that direction.
+    const last: Rule = policies.isolated
+      ? { match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT[direction]} ${who}`) }
+      : { match: [], target: ['-j', 'RETURN'], comment: sanitizeComment(`${WOULD_DENY_COMMENT[direction]} ${who}`) };
+    return [...policyRules(policies.chains, settings.allowMark), ...log, last];
+  };
+  const selected = (p: DirectionPolicies): boolean => p.isolated || p.audit;
+  if (selected(endpoint.egress)) {
     from.push({ match: ['-d', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
-    from.push(...policyRules(endpoint.egress.chains, settings.allowMark));
-    from.push({ match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT.egress} ${who}`) });
+    from.push(...ending('egress'));
   }
   const to: Rule[] = [];
-  if (endpoint.ingress.isolated) {
+  if (selected(endpoint.ingress)) {
     for (const iface of endpoint.interfaces) {
       to.push({ match: ['-i', iface, '-s', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
     }
-    to.push(...policyRules(endpoint.ingress.chains, settings.allowMark));
-    to.push({ match: [], target: ['-j', 'DROP'], comment: sanitizeComment(`${DROP_COMMENT.ingress} ${who}`) });
+    to.push(...ending('ingress'));
   }
   const extra = endpoint.extraInterfaces.map(({ iface, address }) => ({
     iface,

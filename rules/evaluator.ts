@@ -17,6 +17,10 @@ import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
  *   of the node where the daemon runs (EvaluatorOptions.localNode), and a Node object's InternalIP
  *   addresses elsewhere; an ExternalIP is never local to the node.
  * - Addresses that are not pods (external hosts, nodes, hostNetwork pods) have no policy of their own.
+ * - Audit policies (annotated palisade.io/audit: "true") decide nothing. Where no enforced policy
+ *   isolates a pod in a direction and audit ones select it, the packet "would be denied" when none of
+ *   their rules allows it. Where an enforced one does isolate it, its verdict stands: enforcing an audit
+ *   policy there could only allow more.
  */
 
 export type PacketProtocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
@@ -43,6 +47,17 @@ export interface DirectionVerdict {
   /** Policies that select the pod and isolate it in this direction. */
   readonly policies: readonly string[];
   /** Rules that allow the packet (empty when denied or not isolated). */
+  readonly allowedBy: readonly RuleRef[];
+  readonly reason: string;
+  /** Audit policies selecting the pod in this direction, and what they would do; null when there are none. */
+  readonly audit: AuditVerdict | null;
+}
+
+export interface AuditVerdict {
+  readonly policies: readonly string[];
+  /** The packet is allowed now, and would be denied were these policies enforced. */
+  readonly wouldDeny: boolean;
+  /** Audit rules that allow the packet. */
   readonly allowedBy: readonly RuleRef[];
   readonly reason: string;
 }
@@ -167,41 +182,59 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
     const reason = claimants === undefined
       ? `${ownAddress} is not a pod, so no policy applies`
       : `${ownAddress} is claimed by ${claimants.join(' and ')} with equal standing, so it belongs to no pod and no policy applies`;
-    return { direction, pod: null, isolated: false, allowed: true, policies: [], allowedBy: [], reason };
+    return { direction, pod: null, isolated: false, allowed: true, policies: [], allowedBy: [], reason, audit: null };
   }
   const who = `${pod.namespace}/${pod.name}`;
-  const policies = cluster.snapshot.policies.filter((p) =>
+  const selecting = cluster.snapshot.policies.filter((p) =>
     p.namespace === pod.namespace && (direction === 'ingress' ? p.affectsIngress : p.affectsEgress) && labelsMatch(p.podSelector, pod.labels));
+  const policies = selecting.filter((p) => !p.audit);
+  const staged = selecting.filter((p) => p.audit);
   const names = policies.map((p) => `${p.namespace}/${p.name}`);
+  const stagedNames = staged.map((p) => `${p.namespace}/${p.name}`);
   const base = { direction, pod: who, policies: names };
+  const notJudged = (reason: string): AuditVerdict | null => (staged.length === 0 ? null : { policies: stagedNames, wouldDeny: false, allowedBy: [], reason });
   if (cluster.podByIp.get(peerAddress) === pod) {
-    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason: `a pod is never blocked from itself` };
+    const reason = 'a pod is never blocked from itself';
+    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason, audit: notJudged(reason) };
   }
   if (pod.nodeName !== null && cluster.nodeAddresses.get(pod.nodeName)?.has(peerAddress) === true) {
     const known = pod.nodeName === cluster.liveNode ? 'a local address of the node' : 'as its Node object\'s InternalIP and its hostNetwork pods tell';
-    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason: `${peerAddress} is ${pod.nodeName}'s own (${known}), and traffic between ${who} and its own node is always allowed` };
-  }
-  if (policies.length === 0) {
-    return { ...base, isolated: false, allowed: true, allowedBy: [], reason: `no policy isolates ${who} for ${direction}` };
+    const reason = `${peerAddress} is ${pod.nodeName}'s own (${known}), and traffic between ${who} and its own node is always allowed`;
+    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason, audit: notJudged(reason) };
   }
   const destination = cluster.podByIp.get(packet.dst);
-  const allowedBy: RuleRef[] = [];
-  const closed: string[] = [];
-  for (const policy of policies) {
-    const why = refused(policy);
-    if (why !== null) closed.push(`${policy.namespace}/${policy.name} grants nothing (${why})`);
-    const rules = why !== null ? [] : direction === 'ingress' ? policy.ingress : policy.egress;
-    rules.forEach((rule, index) => {
-      if (peerMatches(cluster, policy, rule, peerAddress) && portMatches(rule, packet, destination)) {
-        allowedBy.push({ policy: `${policy.namespace}/${policy.name}`, rule: index });
-      }
-    });
+  const judge = (list: readonly PolicyRecord[]): { allowedBy: RuleRef[]; closed: string[] } => {
+    const allowedBy: RuleRef[] = [];
+    const closed: string[] = [];
+    for (const policy of list) {
+      const why = refused(policy);
+      if (why !== null) closed.push(`${policy.namespace}/${policy.name} grants nothing (${why})`);
+      const rules = why !== null ? [] : direction === 'ingress' ? policy.ingress : policy.egress;
+      rules.forEach((rule, index) => {
+        if (peerMatches(cluster, policy, rule, peerAddress) && portMatches(rule, packet, destination)) {
+          allowedBy.push({ policy: `${policy.namespace}/${policy.name}`, rule: index });
+        }
+      });
+    }
+    return { allowedBy, closed };
+  };
+  const rulesText = (refs: readonly RuleRef[]): string => refs.map((r) => `${r.policy} ${direction} rule ${r.rule}`).join(', ');
+  if (policies.length === 0) {
+    const reason = `no policy isolates ${who} for ${direction}`;
+    if (staged.length === 0) return { ...base, isolated: false, allowed: true, allowedBy: [], reason, audit: null };
+    const { allowedBy, closed } = judge(staged);
+    const wouldDeny = allowedBy.length === 0;
+    const auditReason = wouldDeny
+      ? `audit policies ${stagedNames.join(', ')} would deny this packet were they enforced${closed.length === 0 ? '' : `; ${closed.join('; ')}`}`
+      : `audit policies would allow it (${rulesText(allowedBy)})`;
+    return { ...base, isolated: false, allowed: true, allowedBy: [], reason, audit: { policies: stagedNames, wouldDeny, allowedBy, reason: auditReason } };
   }
+  const { allowedBy, closed } = judge(policies);
   const allowed = allowedBy.length > 0;
   const reason = allowed
-    ? `allowed by ${allowedBy.map((r) => `${r.policy} ${direction} rule ${r.rule}`).join(', ')}`
+    ? `allowed by ${rulesText(allowedBy)}`
     : `${who} is isolated for ${direction} by ${names.join(', ')} and no rule allows this packet${closed.length === 0 ? '' : `; ${closed.join('; ')}`}`;
-  return { ...base, isolated: true, allowed, allowedBy, reason };
+  return { ...base, isolated: true, allowed, allowedBy, reason, audit: notJudged(`enforced policies isolate ${who} for ${direction}, so audit policies cannot change the verdict`) };
 }
 
 /**

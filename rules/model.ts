@@ -135,7 +135,16 @@ export interface PolicyRecord {
   readonly cost: PolicyCost | null;
   /** Failed because its cost is over the budget (not because it is invalid). */
   readonly overBudget: boolean;
+  /**
+   * Annotated `palisade.io/audit: "true"`: compiled, but it isolates nothing and never drops; what it
+   * would deny, were it enforced, is logged as would-deny instead.
+   */
+  readonly audit: boolean;
 }
+
+/** The annotation that turns a NetworkPolicy into an audit (staged) policy, and the one value that does. */
+export const AUDIT_ANNOTATION = 'palisade.io/audit';
+export const AUDIT_VALUE = 'true';
 
 /** What one policy puts on a node that installs it: iptables rules, ipsets, and entries of the ipsets its ipBlocks fill. */
 export interface PolicyCost {

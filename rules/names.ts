@@ -109,6 +109,24 @@ export class Names {
   owns(name: string): boolean {
     return name.startsWith(`${this.prefix}-`);
   }
+
+  /**
+   * The xt_hashlimit table every drop-log rule shares: the node's budget of records. The kernel keeps
+   * a table's rate from the rule that created it, for as long as any rule names it, so the name carries
+   * the rate and burst: new settings get a new table. At most 8 + 3 + 4 of the kernel's 15 characters.
+   */
+  dropLogLimit(rate: number, burst: number): string {
+    return `${this.prefix}-dl${hash16(`${rate}/${burst}`).slice(0, 4)}`;
+  }
+
+  /**
+   * An NFLOG prefix for one pod, direction and verdict with the policies it names: readable at a
+   * glance, and a hash of the rest, which the daemon looks up in the dataplane it installed. At most
+   * 8 + 12 + 17 characters, inside NFLOG's 63.
+   */
+  dropLogPrefix(verdict: 'denied' | 'would-deny', direction: Direction, identity: string): string {
+    return `${this.prefix}:${verdict === 'denied' ? 'deny' : 'audit'}:${direction === 'ingress' ? 'in' : 'out'}:${hash16(identity)}`;
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import type { Chain } from './dataplane.js';
-import type { PolicyRecord } from './model.js';
+import type { Direction, PolicyRecord } from './model.js';
 import { affects } from './model.js';
 import type { Names } from './names.js';
 import type { Problem } from './problems.js';
@@ -24,10 +24,20 @@ interface PolicyBuild {
 
 interface PolicyState {
   readonly record: PolicyRecord;
-  /** Built on first use after each change; dropped while no local pod uses the policy. */
-  build: PolicyBuild | null;
-  /** Local endpoints the policy selects. */
+  /** Built on first use after each change, for the directions in use then; dropped while no local pod uses the policy. */
+  build: { readonly directions: string; readonly build: PolicyBuild } | null;
+  /**
+   * Local endpoints whose chains run the policy, with the direction ("<endpoint>\u0000ingress"). An
+   * enforced policy is used in every direction it affects; an audit policy only where no enforced one
+   * isolates the pod, so only the chains of directions in use are installed.
+   */
   readonly users: Set<string>;
+}
+
+function directionsInUse(users: ReadonlySet<string>): Set<Direction> {
+  const found = new Set<Direction>();
+  for (const user of users) found.add(user.endsWith('\u0000ingress') ? 'ingress' : 'egress');
+  return found;
 }
 
 /** The closed side of a policy: it keeps isolating what it selects and grants nothing. */
@@ -65,13 +75,13 @@ export class PolicyInstaller {
     return true;
   }
 
-  addUser(key: string, endpoint: string): void {
-    this.policies.get(key)!.users.add(endpoint);
+  addUser(key: string, endpoint: string, direction: Direction): void {
+    this.policies.get(key)!.users.add(`${endpoint}\u0000${direction}`);
     this.dirty.add(key);
   }
 
-  removeUser(key: string, endpoint: string): void {
-    this.policies.get(key)?.users.delete(endpoint);
+  removeUser(key: string, endpoint: string, direction: Direction): void {
+    this.policies.get(key)?.users.delete(`${endpoint}\u0000${direction}`);
     this.dirty.add(key);
   }
 
@@ -85,8 +95,12 @@ export class PolicyInstaller {
     const state = this.policies.get(key);
     const installed = this.installed.get(key);
     let wanted: PolicyBuild | undefined;
-    if (state !== undefined && state.users.size > 0) wanted = state.build ??= this.budgetedBuild(key, state.record);
-    else {
+    if (state !== undefined && state.users.size > 0) {
+      const directions = directionsInUse(state.users);
+      const label = [...directions].sort().join(',');
+      if (state.build?.directions !== label) state.build = { directions: label, build: this.budgetedBuild(key, state.record, directions) };
+      wanted = state.build.build;
+    } else {
       if (state !== undefined) state.build = null;
       this.overPods.delete(key);
     }
@@ -101,21 +115,21 @@ export class PolicyInstaller {
   }
 
   /** The policy's build, or its closed stand-in when its selector peers cost more than the budget allows. */
-  private budgetedBuild(key: string, record: PolicyRecord): PolicyBuild {
+  private budgetedBuild(key: string, record: PolicyRecord, directions: ReadonlySet<Direction>): PolicyBuild {
     const cost = this.selectorCost(record);
     if (cost > this.settings.policyBudget.selectorPods) {
       this.overPods.set(key, cost);
-      return this.build(closedPolicy(record));
+      return this.build(closedPolicy(record), directions);
     }
     this.overPods.delete(key);
-    return this.build(record);
+    return this.build(record, directions);
   }
 
-  private build(policy: PolicyRecord): PolicyBuild {
+  private build(policy: PolicyRecord, directions: ReadonlySet<Direction>): PolicyBuild {
     const chains: Chain[] = [];
     const sets = new Map<string, SetDefinition>();
     for (const direction of ['ingress', 'egress'] as const) {
-      if (!affects(policy, direction)) continue;
+      if (!affects(policy, direction) || !directions.has(direction)) continue;
       const built = buildPolicyChains(policy, direction, this.names, this.settings.allowMark);
       chains.push(...built.chains);
       for (const [name, definition] of built.sets) sets.set(name, definition);

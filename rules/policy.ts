@@ -1,6 +1,6 @@
 import type { Cidr, Direction, IpBlock, Peer, PolicyRecord, PolicyRule, PortSpec, Protocol } from './model.js';
-import { PROTOCOLS } from './model.js';
-import { isRecord, readMeta, refOf } from './object-fields.js';
+import { AUDIT_ANNOTATION, AUDIT_VALUE, PROTOCOLS } from './model.js';
+import { isRecord, readMeta, recordAt, refOf } from './object-fields.js';
 import type { Parsed } from './namespace.js';
 import { MATCH_ALL, parseSelector } from './selector.js';
 import { cidrStrictlyInside, looksLikeIPv6, parseCidr } from './ipv4.js';
@@ -21,10 +21,11 @@ export function parsePolicy(object: Record<string, unknown>, budget: TextBudget 
   const sink = refOf('NetworkPolicy', object, true);
   const meta = readMeta(object, sink, true);
   if (meta.name === '') return { record: null, problems: sink.problems };
+  const audit = parseAudit(object, sink);
   const spec = object['spec'];
   if (!isRecord(spec)) {
     sink.error('spec', 'a NetworkPolicy needs a spec object');
-    return { record: failedPolicy(meta.namespace, meta.name, true, true, null), problems: sink.problems };
+    return { record: failedPolicy(meta.namespace, meta.name, true, true, null, audit), problems: sink.problems };
   }
   for (const key of Object.keys(spec)) if (!SPEC_FIELDS.has(key)) sink.unknownField(`spec.${key}`, 'NetworkPolicy spec');
   const podSelector = parseSelector(spec['podSelector'], 'spec.podSelector', sink);
@@ -32,7 +33,7 @@ export function parsePolicy(object: Record<string, unknown>, budget: TextBudget 
   const ingress = parseRules(spec['ingress'], 'ingress', sink);
   const egress = parseRules(spec['egress'], 'egress', sink);
   if (sink.hasErrors) {
-    return { record: failedPolicy(meta.namespace, meta.name, types.ingress, types.egress, podSelector), problems: sink.problems };
+    return { record: failedPolicy(meta.namespace, meta.name, types.ingress, types.egress, podSelector, audit), problems: sink.problems };
   }
   const parsed: PolicyRecord = {
     namespace: meta.namespace,
@@ -45,12 +46,13 @@ export function parsePolicy(object: Record<string, unknown>, budget: TextBudget 
     failed: false,
     cost: null,
     overBudget: false,
+    audit,
   };
   const cost = policyCost(parsed);
   const over = overBudget(cost, budget);
   if (over.length > 0) {
     sink.error('spec', `over palisade's per-policy budget (${over.join('; ')}): the policy isolates what it selects and grants nothing; split it into smaller policies`);
-    return { record: { ...failedPolicy(meta.namespace, meta.name, types.ingress, types.egress, podSelector), cost, overBudget: true }, problems: sink.problems };
+    return { record: { ...failedPolicy(meta.namespace, meta.name, types.ingress, types.egress, podSelector, audit), cost, overBudget: true }, problems: sink.problems };
   }
   return { record: { ...parsed, cost }, problems: sink.problems };
 }
@@ -62,8 +64,21 @@ const SPEC_FIELDS: ReadonlySet<string> = new Set(['podSelector', 'policyTypes', 
  * A failed policy isolates in every direction it declared (or would default to), and when even its
  * podSelector is unreadable it isolates every pod of its namespace: the closed side of the failure.
  */
-function failedPolicy(namespace: string, name: string, ingress: boolean, egress: boolean, podSelector: PolicyRecord['podSelector'] | null): PolicyRecord {
-  return { namespace, name, podSelector: podSelector ?? MATCH_ALL, affectsIngress: ingress, affectsEgress: egress, ingress: [], egress: [], failed: true, cost: null, overBudget: false };
+function failedPolicy(namespace: string, name: string, ingress: boolean, egress: boolean, podSelector: PolicyRecord['podSelector'] | null, audit: boolean): PolicyRecord {
+  return { namespace, name, podSelector: podSelector ?? MATCH_ALL, affectsIngress: ingress, affectsEgress: egress, ingress: [], egress: [], failed: true, cost: null, overBudget: false, audit };
+}
+
+/**
+ * Only the exact value "true" stages a policy. Anything else leaves it enforced, with a warning: a
+ * typo must never turn an enforced policy into one that drops nothing. (A failed audit policy stays an
+ * audit policy: it fails closed as one, logging everything it selects as would-deny.)
+ */
+function parseAudit(object: Record<string, unknown>, sink: ProblemSink): boolean {
+  const value = recordAt(recordAt(object, 'metadata'), 'annotations')[AUDIT_ANNOTATION];
+  if (value === undefined) return false;
+  if (value === AUDIT_VALUE) return true;
+  sink.warn(`metadata.annotations.${AUDIT_ANNOTATION}`, `only "${AUDIT_VALUE}" makes this an audit policy; it is enforced`);
+  return false;
 }
 
 /**

@@ -24,7 +24,31 @@ export interface CompilerSettings {
   readonly unknownEndpoint: 'drop' | 'allow';
   /** What one policy may cost a node before it fails closed (policy-budget.ts). */
   readonly policyBudget: PolicyBudget;
+  /** Logging of denied (and, for audit policies, would-be-denied) new connections; null: off. */
+  readonly dropLog: DropLogSettings | null;
 }
+
+/**
+ * The drop log's kernel side: an NFLOG rule ahead of each isolation drop, limited per pod and
+ * direction and then per node, so one noisy pod uses at most a tenth of the node's records.
+ */
+export interface DropLogSettings {
+  /** The NFLOG group palisade's reader binds to. */
+  readonly group: number;
+  /** Records per second per node, and the burst above it. */
+  readonly rate: number;
+  readonly burst: number;
+}
+
+/** A pod's share of the node's drop-log rate and burst, per direction. */
+export function podDropLogLimit(settings: DropLogSettings): { rate: number; burst: number } {
+  return { rate: Math.max(1, Math.ceil(settings.rate / 10)), burst: Math.max(2, Math.ceil(settings.burst / 10)) };
+}
+
+export const DEFAULT_DROP_LOG: DropLogSettings = Object.freeze({ group: 29, rate: 100, burst: 200 });
+
+/** xt_limit and xt_hashlimit refuse rates above 10,000 per second. */
+export const MAX_DROP_LOG_RATE = 10_000;
 
 export const DEFAULT_SETTINGS = {
   interfacePrefixes: ['eni', 'vlan'],
@@ -32,6 +56,7 @@ export const DEFAULT_SETTINGS = {
   allowMark: 0x100000,
   unknownEndpoint: 'drop',
   policyBudget: DEFAULT_POLICY_BUDGET,
+  dropLog: DEFAULT_DROP_LOG,
 } as const satisfies Omit<CompilerSettings, 'nodeName'>;
 
 /** Marks others on an EKS node already use: kube-proxy's masquerade and drop bits, the VPC CNI's connmark. */
@@ -56,6 +81,7 @@ export function makeSettings(input: SettingsInput): SettingsResult {
     allowMark: input.allowMark ?? DEFAULT_SETTINGS.allowMark,
     unknownEndpoint: input.unknownEndpoint ?? DEFAULT_SETTINGS.unknownEndpoint,
     policyBudget: Object.freeze({ ...DEFAULT_SETTINGS.policyBudget, ...input.policyBudget }),
+    dropLog: input.dropLog === undefined ? DEFAULT_SETTINGS.dropLog : input.dropLog === null ? null : Object.freeze({ ...input.dropLog }),
   });
   const errors: string[] = [];
   if (settings.nodeName === '') errors.push('node name: must not be empty');
@@ -75,6 +101,13 @@ export function makeSettings(input: SettingsInput): SettingsResult {
     errors.push(`allow mark ${String(mark)}: must be a single bit, e.g. 0x100000`);
   } else if (RESERVED_MARKS.has(mark)) {
     errors.push(`allow mark 0x${mark.toString(16)}: clashes with the ${RESERVED_MARKS.get(mark)!}`);
+  }
+  const log = settings.dropLog;
+  if (log !== null) {
+    // Group 0 is where the kernel's own conntrack messages and older loggers go.
+    if (!Number.isInteger(log.group) || log.group < 1 || log.group > 0xffff) errors.push(`drop log NFLOG group ${String(log.group)}: must be a whole number from 1 to 65535`);
+    if (!Number.isInteger(log.rate) || log.rate < 1 || log.rate > MAX_DROP_LOG_RATE) errors.push(`drop log rate ${String(log.rate)}: must be a whole number of records per second from 1 to ${MAX_DROP_LOG_RATE}`);
+    if (!Number.isInteger(log.burst) || log.burst < 1 || log.burst > MAX_DROP_LOG_RATE) errors.push(`drop log burst ${String(log.burst)}: must be a whole number from 1 to ${MAX_DROP_LOG_RATE}`);
   }
   for (const [what, limit] of Object.entries(settings.policyBudget)) {
     if (!Number.isInteger(limit) || limit < 1) errors.push(`policy budget ${what} ${String(limit)}: must be a whole number of at least 1`);

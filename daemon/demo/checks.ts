@@ -1,10 +1,10 @@
 /** What one polling round observed, judged against a step's expectations: each check, ✔ or ✘, and its lines. */
 
 import { reach } from './format.js';
-import { explainQuery, STATUS_ADDRESS } from './node-status.js';
-import type { Counter, ExplainAnswer, StatusDocument } from './node-status.js';
+import { dropsQuery, explainQuery, STATUS_ADDRESS } from './node-status.js';
+import type { Counter, DropRecordView, ExplainAnswer, StatusDocument } from './node-status.js';
 import { DEMO_NAMESPACE, DEMO_NODE, ECHO_PORT } from './script.js';
-import type { EndpointExpectation, ExplainExpectation, ReachabilityExpectation } from './script.js';
+import type { DropExpectation, EndpointExpectation, ExplainExpectation, ReachabilityExpectation } from './script.js';
 
 export interface CheckResult {
   readonly ok: boolean;
@@ -37,6 +37,18 @@ export function explainCheck(question: ExplainExpectation, answer: ExplainAnswer
       `ingress: ${verdict(answer.ingress.allowed)}, ${answer.ingress.reason}`,
     ],
   };
+}
+
+/** The newest record of the expected refused connection, shown whole as /drops serves it. */
+export function dropCheck(expected: DropExpectation, records: readonly DropRecordView[]): CheckResult {
+  const refusing = expected.direction === 'egress' ? expected.from : expected.to;
+  const found = records.find((r) => r.verdict === 'denied' && r.direction === expected.direction
+    && r.source.namespace === DEMO_NAMESPACE && r.source.pod === expected.from
+    && r.destination.namespace === DEMO_NAMESPACE && r.destination.pod === expected.to
+    && [...r.policies].sort().join(',') === [...expected.policies].sort().join(','));
+  const command = `$ curl -s '${STATUS_ADDRESS}${dropsQuery(refusing)}'`;
+  if (found === undefined) return { ok: false, lines: [command, `no record yet of ${expected.from} → ${expected.to} denied by ${expected.from === refusing ? 'its' : `${expected.to}'s`} ${expected.direction} (${expected.policies.join(', ')})`] };
+  return { ok: true, lines: [command, JSON.stringify(found)] };
 }
 
 export function endpointCheck(expected: EndpointExpectation, status: StatusDocument, detailed: boolean): CheckResult {

@@ -38,6 +38,29 @@ export interface ExplainAnswer {
   readonly ingress: ExplainDirection;
 }
 
+export interface DropRecordView {
+  readonly time: string;
+  readonly verdict: string;
+  readonly direction: string;
+  readonly protocol: string;
+  readonly port: number | null;
+  readonly source: { readonly ip: string; readonly namespace?: string; readonly pod?: string };
+  readonly destination: { readonly ip: string; readonly namespace?: string; readonly pod?: string };
+  readonly policies: readonly string[];
+}
+
+/** The drop log's records for one demo pod, newest first. */
+export async function readDrops(lab: Lab, pod: string): Promise<readonly DropRecordView[]> {
+  const query = dropsQuery(pod);
+  const reply = await lab.status(DEMO_NODE.name, query);
+  if (reply.status !== 200) throw new PalisadeError('DEMO', `GET ${query} on ${DEMO_NODE.name}: ${reply.status === 0 ? reply.body : `HTTP ${reply.status}: ${reply.body}`}`);
+  return (JSON.parse(reply.body) as { drops: DropRecordView[] }).drops;
+}
+
+export function dropsQuery(pod: string): string {
+  return `/drops?pod=${DEMO_NAMESPACE}/${pod}&limit=5`;
+}
+
 export async function readStatus(lab: Lab): Promise<StatusDocument> {
   const reply = await lab.status(DEMO_NODE.name, '/status');
   if (reply.status !== 200) throw new PalisadeError('DEMO', `GET /status on ${DEMO_NODE.name}: ${reply.status === 0 ? reply.body : `HTTP ${reply.status}`}`);

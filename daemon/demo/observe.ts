@@ -1,8 +1,8 @@
-import { endpointCheck, explainCheck, reachabilityCheck, statusCommandCheck, syncCheck } from './checks.js';
+import { dropCheck, endpointCheck, explainCheck, reachabilityCheck, statusCommandCheck, syncCheck } from './checks.js';
 import type { CheckResult } from './checks.js';
 import type { Interruption } from './interrupt.js';
 import type { DemoLab } from './lab.js';
-import { readExplain, readStatus } from './node-status.js';
+import { readDrops, readExplain, readStatus } from './node-status.js';
 import type { DemoPods } from './pods.js';
 import type { DemoStep } from './script.js';
 
@@ -51,6 +51,8 @@ export class StepObserver {
   private async observe(step: DemoStep): Promise<Round> {
     const status = await readStatus(this.lab.requireLab());
     const answers = await Promise.all((step.explain ?? []).map((q) => readExplain(this.lab.requireLab(), q)));
+    // Records of the previous round's probes: the kernel hands them to the daemon a moment after the drop.
+    const records = await Promise.all((step.drops ?? []).map((d) => readDrops(this.lab.requireLab(), d.direction === 'egress' ? d.from : d.to)));
     this.interruption.checkpoint();
     const reachable = await Promise.all(step.reachability.map((r) => this.pods.reachable(r.from, r.to)));
     const checks: CheckResult[] = [];
@@ -58,6 +60,7 @@ export class StepObserver {
     if (step.showStatus === true) checks.push(statusCommandCheck());
     for (const expected of step.endpoints ?? []) checks.push(endpointCheck(expected, status, step.showStatus === true));
     (step.explain ?? []).forEach((question, i) => checks.push(explainCheck(question, answers[i]!)));
+    (step.drops ?? []).forEach((expected, i) => checks.push(dropCheck(expected, records[i]!)));
     // Always required, printed only when it does not hold.
     const sync = syncCheck(status);
     if (sync !== null) checks.push(sync);

@@ -60,6 +60,14 @@ export interface ExplainExpectation {
   readonly allowed: boolean;
 }
 
+/** A record /drops must hold: a connection between demo pods refused by one side's policies. */
+export interface DropExpectation {
+  readonly from: DemoPod;
+  readonly to: DemoPod;
+  readonly direction: 'ingress' | 'egress';
+  readonly policies: readonly string[];
+}
+
 export interface DemoStep {
   readonly number: number;
   readonly title: string;
@@ -69,6 +77,8 @@ export interface DemoStep {
   readonly reachability: readonly ReachabilityExpectation[];
   readonly endpoints?: readonly EndpointExpectation[];
   readonly explain?: readonly ExplainExpectation[];
+  /** Records of refused connections the node's drop log must show (/drops). */
+  readonly drops?: readonly DropExpectation[];
   /** Print the whole /status entry of each pod and the /explain answers in full. */
   readonly showStatus?: boolean;
 }
@@ -100,10 +110,12 @@ export const DEMO_STEPS: readonly DemoStep[] = [
   {
     number: 2,
     title: 'Deny all traffic in the namespace',
-    summary: 'deny-all: both directions are blocked',
+    summary: 'deny-all: both directions are blocked, and the node\'s drop log names the pods and the policy',
     commands: [{ kubectl: 'kubectl create -f deny-all.yaml', action: { kind: 'create', file: 'deny-all.yaml' } }],
     reachability: both(false, false),
     endpoints: [isolatedBy('busybox1', ['deny-all']), isolatedBy('busybox2', ['deny-all'])],
+    // Each ping is refused by the sender's own egress isolation, before the receiver's ingress is asked.
+    drops: [{ from: 'busybox2', to: 'busybox1', direction: 'egress', policies: [policy('deny-all')] }],
   },
   {
     number: 3,

@@ -43,6 +43,15 @@ export interface DropCounters {
   readonly name: string;
   readonly ingress: Counter | null;
   readonly egress: Counter | null;
+  /** Per direction with a drop-log rule: packets that reached the drop (or would-deny count), and those logged. */
+  readonly ingressLog: LogCounts | null;
+  readonly egressLog: LogCounts | null;
+}
+
+export interface LogCounts {
+  readonly chain: string;
+  readonly reached: number;
+  readonly logged: number;
 }
 
 export class DataplaneWriteError extends PalisadeError {
@@ -235,19 +244,30 @@ export class DataplaneApplier {
     const desired = this.desired;
     if (desired === null) return [];
     const table = await this.iptables.save({ counters: true });
-    const read = (chainName: string, isolated: boolean): Counter | null => {
+    // The chain's last rule is the drop (or the would-deny count); a drop-log rule comes just before it.
+    const lastRules = (chainName: string, count: number): { packets: number; bytes: number }[] | null => {
       const chain = desired.chains.get(chainName);
       const live = table.get(chainName);
-      if (!isolated || chain === undefined || live === undefined) return null;
-      const want = chainHashes(chain).at(-1);
-      const last = live.rules.at(-1);
-      return last !== undefined && last.hash === want ? { packets: last.packets, bytes: last.bytes } : null;
+      if (chain === undefined || live === undefined || live.rules.length < count) return null;
+      const want = chainHashes(chain).slice(-count);
+      const got = live.rules.slice(-count);
+      return want.length === count && got.every((r, i) => r.hash === want[i]) ? got : null;
+    };
+    const read = (chainName: string, isolated: boolean): Counter | null => {
+      const [last] = isolated ? lastRules(chainName, 1) ?? [] : [];
+      return last === undefined ? null : { packets: last.packets, bytes: last.bytes };
+    };
+    const readLog = (chainName: string, logged: boolean): LogCounts | null => {
+      const rules = logged ? lastRules(chainName, 2) : null;
+      return rules === null ? null : { chain: chainName, reached: rules[1]!.packets, logged: rules[0]!.packets };
     };
     return desired.endpoints.map((e) => ({
       namespace: e.namespace,
       name: e.name,
       ingress: read(e.toChain, e.isolatedIngress),
       egress: read(e.fromChain, e.isolatedEgress),
+      ingressLog: readLog(e.toChain, e.ingressLog !== null),
+      egressLog: readLog(e.fromChain, e.egressLog !== null),
     }));
   }
 

@@ -18,7 +18,7 @@ import { Iptables, IptablesError } from '../../lib/iptables/iptables.js';
 import type { Backend } from '../../lib/iptables/iptables.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
 import type { RetryPolicy } from '../../lib/retry.js';
-import type { Dataplane } from '../../rules/dataplane.js';
+import type { Dataplane, EndpointInfo } from '../../rules/dataplane.js';
 import { POLICY_TABLE } from '../../rules/dataplane.js';
 import { Names } from '../../rules/names.js';
 import { renderChainRules, renderIptables } from '../../rules/render.js';
@@ -778,22 +778,25 @@ for (const backend of ['nft', 'legacy'] as const) {
     });
 
     describe('drop counters', function () {
-      it('reads zero counters for isolated directions, null for the others, and the counters the kernel holds', async function () {
+      it('reads zero counters for isolated directions, null for the others, and the counters the kernel holds, drop-log rules included', async function () {
         const applier = await appliedBase(ns(), backend);
         const zero = { packets: 0, bytes: 0 };
+        const log = (e: EndpointInfo | undefined, side: 'to' | 'from', reached: number, logged: number) => ({ chain: side === 'to' ? e!.toChain : e!.fromChain, reached, logged });
+        const endpoints = new Map(dataplaneOf().endpoints.map((e) => [e.name, e]));
         assert.deepEqual(await applier.readDropCounters(), [
-          { namespace: 'ns1', name: 'batch', ingress: null, egress: null },
-          { namespace: 'ns1', name: 'db', ingress: zero, egress: null },
-          { namespace: 'ns1', name: 'web', ingress: zero, egress: zero },
+          { namespace: 'ns1', name: 'batch', ingress: null, egress: null, ingressLog: null, egressLog: null },
+          { namespace: 'ns1', name: 'db', ingress: zero, egress: null, ingressLog: log(endpoints.get('db'), 'to', 0, 0), egressLog: null },
+          { namespace: 'ns1', name: 'web', ingress: zero, egress: zero, ingressLog: log(endpoints.get('web'), 'to', 0, 0), egressLog: log(endpoints.get('web'), 'from', 0, 0) },
         ]);
 
-        // Reload web's ingress chain with counters on its drop rule, as if 7 packets had been dropped.
+        // Reload web's ingress chain with counters on its log and drop rules, as if 7 packets had been
+        // dropped and the rate limits had let 3 of them be logged.
         const chain = dataplaneOf().chains.get(CHAIN.webTo);
         assert.ok(chain !== undefined);
         const rules = renderChainRules(chain);
-        await iptablesRestore(ns(), backend, [`:${chain.name} - [0:0]`, ...rules.slice(0, -1), `[7:420] ${rules.at(-1)!}`], { counters: true });
+        await iptablesRestore(ns(), backend, [`:${chain.name} - [0:0]`, ...rules.slice(0, -2), `[3:180] ${rules.at(-2)!}`, `[7:420] ${rules.at(-1)!}`], { counters: true });
         const web = (await applier.readDropCounters()).find((c) => c.name === 'web');
-        assert.deepEqual(web, { namespace: 'ns1', name: 'web', ingress: { packets: 7, bytes: 420 }, egress: zero });
+        assert.deepEqual(web, { namespace: 'ns1', name: 'web', ingress: { packets: 7, bytes: 420 }, egress: zero, ingressLog: log(endpoints.get('web'), 'to', 7, 3), egressLog: log(endpoints.get('web'), 'from', 0, 0) });
         assertNothingDone(await applier.refresh(), 'the reloaded chain is the same chain');
       });
     });

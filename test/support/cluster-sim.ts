@@ -9,6 +9,7 @@ import type { VethSuffix } from '../../rules/names.js';
 import type { CompilerOptions } from '../../rules/compiler.js';
 import type { PodRecord } from '../../rules/model.js';
 import type { PacketProtocol } from '../../rules/evaluator.js';
+import type { DropLogSource } from '../../rules/drop-log.js';
 import { IpsetModel, IptablesModel } from './tracer.js';
 import type { Hook, Packet, TraceResult } from './tracer.js';
 
@@ -35,6 +36,11 @@ export interface Hop {
 export interface SimVerdict {
   readonly allowed: boolean;
   readonly hops: readonly Hop[];
+  /**
+   * What the drop-log rules the packet passed stand for, as the compiler described their prefixes
+   * (of the dataplanes compiled here: a node whose rules were overridden may log prefixes it cannot name).
+   */
+  logged(): readonly DropLogSource[];
   describe(): string;
 }
 
@@ -51,6 +57,7 @@ const UPLINK = 'eth0';
 export class SimulatedCluster {
   private readonly nodes = new Map<string, NodeState>();
   private readonly podByIp = new Map<string, PodRecord>();
+  private readonly dropLogSources = new Map<string, DropLogSource>();
 
   private readonly vethSuffix: VethSuffix;
 
@@ -60,6 +67,9 @@ export class SimulatedCluster {
       const result = makeSettings({ ...overrides, nodeName: name });
       if (!result.ok) throw new Error(result.errors.join('; '));
       const dataplane = compile(snapshot, result.settings, options);
+      for (const e of dataplane.endpoints) {
+        for (const log of [e.ingressLog, e.egressLog]) if (log !== null) this.dropLogSources.set(log.prefix, log);
+      }
       const addresses = snapshot.nodes.find((n) => n.name === name)?.addresses ?? [];
       this.nodes.set(name, {
         settings: result.settings,
@@ -142,9 +152,18 @@ export class SimulatedCluster {
       else hops.push(this.walk(dst.node, 'INPUT', packet, UPLINK, undefined, extra));
     }
     const allowed = hops.every((h) => h.trace.verdict === 'ACCEPT');
+    // A packet dropped on one hop never reaches the next, nor its log rules.
+    const dropped = hops.findIndex((h) => h.trace.verdict === 'DROP');
+    const reached = dropped < 0 ? hops : hops.slice(0, dropped + 1);
+    const logged = (): DropLogSource[] => reached.flatMap((h) => h.trace.logged).map((l) => {
+      const source = this.dropLogSources.get(l.prefix);
+      if (source === undefined) throw new Error(`NFLOG prefix ${l.prefix} stands for no endpoint's drop log`);
+      return source;
+    });
     return {
       allowed,
       hops,
+      logged,
       describe: () => hops.map((h) => `--- ${h.node} ${h.hook}: ${h.trace.verdict}\n${h.trace.describe()}`).join('\n'),
     };
   }

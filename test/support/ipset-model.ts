@@ -24,6 +24,8 @@ export interface Packet {
   mark?: number;
   /** Addresses of the node itself, for `-m addrtype --dst-type LOCAL`. */
   localAddresses?: readonly string[];
+  /** Whether `limit`/`hashlimit` token buckets are empty as this packet arrives (default: they are not). */
+  overLimit?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ export interface Env {
   readonly local: ReadonlySet<number>;
   readonly sets: IpsetModel;
   readonly mark: number;
+  /** Whether `limit` and `hashlimit` matches have run out of tokens (default: they have not). */
+  readonly overLimit?: boolean;
 }
 
 export type MatchFn = (env: Env) => boolean;
@@ -40,7 +42,7 @@ export type MatchFn = (env: Env) => boolean;
 export type Target =
   | { readonly kind: 'ACCEPT' | 'RETURN' }
   | { readonly kind: 'DROP'; readonly via: 'DROP' | 'REJECT' }
-  | { readonly kind: 'LOG'; readonly prefix: string }
+  | { readonly kind: 'LOG'; readonly via: 'LOG' | 'NFLOG'; readonly prefix: string; readonly group: number | null }
   /** Every MARK variant reduces to the kernel's xmark: mark = (mark & ~mask) ^ value. */
   | { readonly kind: 'MARK'; readonly value: number; readonly mask: number }
   | { readonly kind: 'jump' | 'goto'; readonly chain: string };
@@ -246,6 +248,8 @@ function loadModule(name: string, args: Args): MatchModule {
     case 'state': return stateModule('--state');
     case 'addrtype': return addrtypeModule();
     case 'comment': return commentModule();
+    case 'limit': return limitModule();
+    case 'hashlimit': return hashlimitModule();
     default: throw args.fail(`unsupported match module ${JSON.stringify(name)}`);
   }
 }
@@ -418,6 +422,63 @@ function addrtypeModule(): MatchModule {
   };
 }
 
+/** `5/sec`, `100/second`, `3/min`...: xt_limit and xt_hashlimit refuse more than 10,000 a second. */
+function parseRate(s: string, args: Args): number {
+  const match = /^([1-9][0-9]*)\/(s|sec|second|m|min|minute|h|hour|d|day)$/.exec(s);
+  if (match === null) throw args.fail(`bad rate ${JSON.stringify(s)}`);
+  const perSecond = Number(match[1]) / { s: 1, sec: 1, second: 1, m: 60, min: 60, minute: 60, h: 3600, hour: 3600, d: 86400, day: 86400 }[match[2] as 's'];
+  if (perSecond > 10_000) throw args.fail(`rate ${s} too fast`);
+  return perSecond;
+}
+
+function parseBurst(s: string, args: Args): number {
+  if (!/^[1-9][0-9]*$/.test(s) || Number(s) > 10_000) throw args.fail(`bad burst ${JSON.stringify(s)}`);
+  return Number(s);
+}
+
+/**
+ * Token buckets are not modelled as time: a trace is one packet, which the limits let through unless
+ * the walk says they have run out (Env.overLimit).
+ */
+function limitModule(): MatchModule {
+  const seen = new Set<string>();
+  return {
+    accepts: (o) => o === '--limit' || o === '--limit-burst',
+    option(o, negated, args) {
+      if (negated) throw args.fail(`${o} cannot be negated`);
+      if (seen.has(o)) throw args.fail(`${o} given twice`);
+      seen.add(o);
+      if (o === '--limit') parseRate(args.value(o), args);
+      else parseBurst(args.value(o), args);
+    },
+    build: () => (env) => env.overLimit !== true,
+  };
+}
+
+function hashlimitModule(): MatchModule {
+  const MODES = new Set(['srcip', 'srcport', 'dstip', 'dstport']);
+  const options = new Map<string, string>();
+  return {
+    accepts: (o) => ['--hashlimit-upto', '--hashlimit-above', '--hashlimit-burst', '--hashlimit-name', '--hashlimit-mode'].includes(o),
+    option(o, negated, args) {
+      if (negated) throw args.fail(`${o} cannot be negated`);
+      if (options.has(o)) throw args.fail(`${o} given twice`);
+      const value = args.value(o);
+      options.set(o, value);
+      if (o === '--hashlimit-upto' || o === '--hashlimit-above') parseRate(value, args);
+      else if (o === '--hashlimit-burst') parseBurst(value, args);
+      else if (o === '--hashlimit-name' && !/^[A-Za-z0-9_.-]{1,15}$/.test(value)) throw args.fail(`bad --hashlimit-name ${JSON.stringify(value)} (at most 15 characters)`);
+      else if (o === '--hashlimit-mode' && !value.split(',').every((m) => MODES.has(m))) throw args.fail(`bad --hashlimit-mode ${value}`);
+    },
+    build(ctx) {
+      if (!options.has('--hashlimit-name')) throw ctx.args.fail('-m hashlimit needs --hashlimit-name');
+      if (options.has('--hashlimit-upto') === options.has('--hashlimit-above')) throw ctx.args.fail('-m hashlimit needs one of --hashlimit-upto and --hashlimit-above');
+      const above = options.has('--hashlimit-above');
+      return (env) => (env.overLimit === true) === above;
+    },
+  };
+}
+
 function commentModule(): MatchModule {
   let text: string | undefined;
   return {
@@ -439,14 +500,14 @@ function commentModule(): MatchModule {
 /** Targets that exist in iptables but are not modelled: refusing them beats treating them as chain names. */
 const UNMODELLED_TARGETS = new Set([
   'AUDIT', 'CHECKSUM', 'CLASSIFY', 'CLUSTERIP', 'CONNMARK', 'CONNSECMARK', 'CT', 'DNAT', 'DSCP', 'ECN', 'HL', 'HMARK',
-  'IDLETIMER', 'LED', 'MASQUERADE', 'NETMAP', 'NFLOG', 'NFQUEUE', 'NOTRACK', 'QUEUE', 'RATEEST', 'REDIRECT', 'SECMARK',
+  'IDLETIMER', 'LED', 'MASQUERADE', 'NETMAP', 'NFQUEUE', 'NOTRACK', 'QUEUE', 'RATEEST', 'REDIRECT', 'SECMARK',
   'SET', 'SNAT', 'SYNPROXY', 'TCPMSS', 'TCPOPTSTRIP', 'TEE', 'TOS', 'TPROXY', 'TRACE', 'TTL', 'ULOG',
 ]);
 
 const noOptions = (target: Target): TargetBuilder => ({ accepts: () => false, option: () => undefined, build: () => target });
 
 function loadTarget(name: string, how: 'jump' | 'goto', args: Args, table: TableName): TargetBuilder {
-  const builtinTarget = ['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'LOG', 'MARK'].includes(name);
+  const builtinTarget = ['ACCEPT', 'DROP', 'RETURN', 'REJECT', 'LOG', 'NFLOG', 'MARK'].includes(name);
   if (how === 'goto' && builtinTarget) throw args.fail(`-g needs a user chain, not ${name}`);
   if (UNMODELLED_TARGETS.has(name)) throw args.fail(`unsupported target ${name}`);
   // The kernel never lets a rule jump into a builtin chain.
@@ -456,6 +517,7 @@ function loadTarget(name: string, how: 'jump' | 'goto', args: Args, table: Table
     case 'DROP': return noOptions({ kind: 'DROP', via: 'DROP' });
     case 'REJECT': return rejectTarget(args, table);
     case 'LOG': return logTarget();
+    case 'NFLOG': return nflogTarget();
     case 'MARK': return markTarget();
     default:
       if (name === '' || name.startsWith('-')) throw args.fail(`bad target ${JSON.stringify(name)}`);
@@ -499,7 +561,26 @@ function logTarget(): TargetBuilder {
         if (!/^[0-7]$|^(emerg|alert|crit|error|warning|notice|info|debug)$/.test(level)) throw args.fail(`bad --log-level ${level}`);
       }
     },
-    build: () => ({ kind: 'LOG', prefix }),
+    build: () => ({ kind: 'LOG', via: 'LOG', prefix, group: null }),
+  };
+}
+
+function nflogTarget(): TargetBuilder {
+  const options = new Map<string, string>();
+  return {
+    accepts: (o) => ['--nflog-prefix', '--nflog-group', '--nflog-size', '--nflog-range', '--nflog-threshold'].includes(o),
+    option(o, args) {
+      if (options.has(o)) throw args.fail(`${o} given twice`);
+      const value = args.value(o);
+      options.set(o, value);
+      if (o === '--nflog-prefix') {
+        // The kernel keeps 64 bytes with the NUL.
+        if (Buffer.byteLength(value) > 63) throw args.fail('--nflog-prefix longer than 63 bytes');
+      } else if (!/^(0|[1-9][0-9]*)$/.test(value) || (o === '--nflog-group' && Number(value) > 65535)) {
+        throw args.fail(`bad ${o} ${JSON.stringify(value)}`);
+      }
+    },
+    build: () => ({ kind: 'LOG', via: 'NFLOG', prefix: options.get('--nflog-prefix') ?? '', group: Number(options.get('--nflog-group') ?? '0') }),
   };
 }
 

@@ -95,7 +95,7 @@ export interface RandomCluster {
 export const randomCluster: fc.Arbitrary<RandomCluster> = fc.record({
   namespaces: fc.tuple(...NAMESPACES.map(() => labels(NS_LABELS))),
   pods: fc.array(podSpec, { minLength: 1, maxLength: 9 }),
-  policies: fc.array(fc.record({ ns: fc.constantFrom(...NAMESPACES), spec: policySpec }), { maxLength: 5 }),
+  policies: fc.array(fc.record({ ns: fc.constantFrom(...NAMESPACES), spec: policySpec, audit: fc.constantFrom(false, false, false, true) }), { maxLength: 5 }),
 }).map(({ namespaces, pods, policies }) => {
   const objects: Obj[] = NODES.map((n) => node(n.name, n.address));
   NAMESPACES.forEach((name, i) => objects.push(namespace(name, namespaces[i])));
@@ -112,7 +112,12 @@ export const randomCluster: fc.Arbitrary<RandomCluster> = fc.record({
       ...(p.kind === 'finished' ? { phase: 'Failed' } : {}),
     }));
   });
-  policies.forEach((p, i) => objects.push(policy(p.ns, `pol${i}`, p.spec)));
+  policies.forEach((p, i) => {
+    const object = policy(p.ns, `pol${i}`, p.spec);
+    // Some are audit policies: they isolate nothing, and log what they would deny.
+    if (p.audit) (object['metadata'] as Obj)['annotations'] = { 'palisade.io/audit': 'true' };
+    objects.push(object);
+  });
   return { objects, addresses };
 });
 

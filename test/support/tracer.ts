@@ -38,6 +38,8 @@ export interface TraceResult {
   steps: TraceStep[];
   /** What decided the verdict, e.g. `filter/pal-x rule 2` or `policy of filter/FORWARD`. */
   reason: string;
+  /** LOG and NFLOG rules the packet matched on its way, in order. */
+  logged: { readonly via: 'LOG' | 'NFLOG'; readonly prefix: string; readonly group: number | null }[];
   describe(): string;
 }
 
@@ -277,7 +279,7 @@ function makeEnv(packet: Packet, sets: IpsetModel): Env {
   );
   const ctstate = packet.ctstate ?? 'NEW';
   if (!['NEW', 'ESTABLISHED', 'RELATED', 'INVALID'].includes(ctstate)) throw new Error(`bad packet ctstate ${ctstate}`);
-  return { packet, src: packetAddress(packet, 'src'), dst: packetAddress(packet, 'dst'), ctstate, local, sets, mark };
+  return { packet, src: packetAddress(packet, 'src'), dst: packetAddress(packet, 'dst'), ctstate, local, sets, mark, overLimit: packet.overLimit === true };
 }
 
 /**
@@ -312,6 +314,7 @@ class Walker {
   private walked = 0;
   private readonly steps: TraceStep[] = [];
   private readonly stack: Frame[] = [];
+  private readonly logged: TraceResult['logged'] = [];
 
   constructor(
     private readonly chains: Table,
@@ -333,8 +336,11 @@ class Walker {
         pos++;
       }
       switch (target?.kind) {
-        case undefined: case 'LOG':
-          break; // counter-only or non-terminating
+        case undefined:
+          break; // counter-only
+        case 'LOG':
+          this.logged.push({ via: target.via, prefix: target.prefix, group: target.group });
+          break; // non-terminating
         case 'MARK':
           this.mark = (((this.mark & ~target.mask) >>> 0) ^ target.value) >>> 0;
           break;
@@ -371,9 +377,9 @@ class Walker {
   }
 
   private result(verdict: 'ACCEPT' | 'DROP', reason: string): TraceResult {
-    const { steps, walked: rulesWalked, mark } = this;
+    const { steps, walked: rulesWalked, mark, logged } = this;
     return {
-      verdict, rulesWalked, mark, steps, reason,
+      verdict, rulesWalked, mark, steps, reason, logged,
       describe: () =>
         [
           `${verdict} by ${reason}; ${rulesWalked} rule(s) walked; mark 0x${mark.toString(16)}`,

@@ -121,6 +121,26 @@ describe('palisade explain', () => {
     assert.deepEqual(result.egress.allowedBy, [{ policy: 'default/allow-out-to-in', rule: 0 }]);
   });
 
+  it('shows what an audit policy would do under the verdict it leaves alone', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'palisade-cli-'));
+    try {
+      const audit = path.join(dir, 'audit.yaml');
+      const denyAll = await readFile(example('deny-all'), 'utf8');
+      await writeFile(audit, denyAll.replace(/name: deny-all\n/, 'name: deny-all\n  annotations:\n    palisade.io/audit: "true"\n'));
+      const { code, stdout } = await run('explain', '--from', 'default/busybox1', '--to', 'default/busybox2', '--port', '80', seed, audit);
+      assert.equal(code, 0);
+      assert.deepEqual(stdout.split('\n').slice(0, 5), [
+        'default/busybox1 (192.168.48.252) -> default/busybox2 (192.168.48.17) TCP/80: ALLOWED',
+        '  egress  allowed  no policy isolates default/busybox1 for egress',
+        '          audit: would deny  audit policies default/deny-all would deny this packet were they enforced (audit, not enforced: default/deny-all)',
+        '  ingress allowed  no policy isolates default/busybox2 for ingress',
+        '          audit: would deny  audit policies default/deny-all would deny this packet were they enforced (audit, not enforced: default/deny-all)',
+      ]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('treats an address that is no pod as outside policy', async () => {
     const { stdout } = await run('explain', '--from', '203.0.113.9', '--to', 'default/busybox1', '--port', '443', seed, example('deny-all'));
     assert.match(stdout, /egress  allowed  203\.0\.113\.9 is not a pod, so no policy applies/);

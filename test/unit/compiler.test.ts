@@ -125,8 +125,8 @@ describe('the incremental compiler', () => {
     assert.equal(large.chains.size, small.chains.size);
     // Pinned: entry chains 9 (FORWARD 5 and INPUT 3 with prefixes eni and vlan, allow 1), dispatch 18
     // (each way: 2 node-link rules, 3 pods under 2 prefixes, unknown), three ingress-isolated endpoints
-    // 8 each (from: anti-spoof, own node; to: itself under 2 names, clear, jump, mark test, drop), the
-    // pg policy's one rule and the deny policy's empty chain.
-    assert.equal(count(small), 9 + 18 + 3 * 8 + 1);
+    // 9 each (from: anti-spoof, own node; to: itself under 2 names, clear, jump, mark test, drop log,
+    // drop), the pg policy's one rule and the deny policy's empty chain.
+    assert.equal(count(small), 9 + 18 + 3 * 9 + 1);
   });
 });

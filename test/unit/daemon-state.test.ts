@@ -62,8 +62,8 @@ describe('the metrics', () => {
   it('removes the drop series of pods that left the node', async () => {
     const metrics = new DaemonMetrics();
     const counter = { packets: 3, bytes: 300 };
-    metrics.observeDrops([{ namespace: 'x', name: 'a', ingress: counter, egress: null }, { namespace: 'x', name: 'b', ingress: counter, egress: counter }]);
-    metrics.observeDrops([{ namespace: 'x', name: 'b', ingress: counter, egress: counter }]);
+    metrics.observeDrops([{ namespace: 'x', name: 'a', ingress: counter, egress: null, ingressLog: null, egressLog: null }, { namespace: 'x', name: 'b', ingress: counter, egress: counter, ingressLog: null, egressLog: null }]);
+    metrics.observeDrops([{ namespace: 'x', name: 'b', ingress: counter, egress: counter, ingressLog: null, egressLog: null }]);
     const text = await metrics.registry.metrics();
     assert.doesNotMatch(text, /pod="a"/);
     assert.match(text, /palisade_dropped_packets_total\{namespace="x",pod="b",direction="ingress"\} 3/);

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { Evaluator } from '../../rules/evaluator.js';
+import type { Verdict } from '../../rules/evaluator.js';
 import { compile, loadedCompiler, parseObjects } from '../../rules/snapshot.js';
 import type { Snapshot } from '../../rules/snapshot.js';
 import { makeSettings } from '../../rules/settings.js';
@@ -30,6 +31,22 @@ function text(snapshot: Snapshot, nodeName = 'node-a'): string {
   return renderIpsets(dataplane.ipsets.values()) + renderIptables(dataplane);
 }
 
+/**
+ * The records a new connection's first packet makes, as the evaluator sees it: the source's egress
+ * first (denied, or would-deny by audit policies); the destination's ingress only if egress let it go.
+ */
+function expectedLogs(verdict: Verdict): string[] {
+  const records: string[] = [];
+  for (const side of [verdict.egress, verdict.ingress]) {
+    if (!side.allowed) {
+      records.push(`denied ${side.direction} ${side.pod} by ${[...side.policies].sort().join(',')}`);
+      break;
+    }
+    if (side.audit?.wouldDeny === true) records.push(`would-deny ${side.direction} ${side.pod} by ${[...side.audit.policies].sort().join(',')}`);
+  }
+  return records;
+}
+
 const seed = Number(process.env['PALISADE_PROPERTY_SEED'] ?? 20261126);
 
 describe('compiled rules against the evaluator (property-based)', function () {
@@ -37,6 +54,7 @@ describe('compiled rules against the evaluator (property-based)', function () {
 
   it('agree on thousands of random packets through random clusters and policies', () => {
     let packets = 0;
+    const records = { denied: 0, wouldDeny: 0 };
     fc.assert(fc.property(randomCluster.chain((cluster) => fc.tuple(fc.constant(cluster), fc.array(randomPacket(cluster.addresses), { minLength: 20, maxLength: 20 }))), ([cluster, probes]) => {
       const snapshot = snapshotOf(cluster.objects);
       const evaluator = new Evaluator(snapshot);
@@ -48,9 +66,16 @@ describe('compiled rules against the evaluator (property-based)', function () {
         if (traced.allowed !== expected.allowed) {
           assert.fail(`${JSON.stringify(packet)}: evaluator says ${expected.allowed ? 'allowed' : 'denied'} (${expected.egress.reason}; ${expected.ingress.reason}) but the rules say ${traced.allowed ? 'allowed' : 'denied'}\n${traced.describe()}\n${JSON.stringify(cluster.objects)}`);
         }
+        const logged = traced.logged().map((l) => `${l.verdict} ${l.direction} ${l.namespace}/${l.pod} by ${[...l.policies].sort().join(',')}`).sort();
+        const wanted = expectedLogs(expected).sort();
+        for (const record of wanted) records[record.startsWith('denied') ? 'denied' : 'wouldDeny']++;
+        if (JSON.stringify(logged) !== JSON.stringify(wanted)) {
+          assert.fail(`${JSON.stringify(packet)}: the evaluator expects drop-log records ${JSON.stringify(wanted)} but the rules logged ${JSON.stringify(logged)}\n${traced.describe()}\n${JSON.stringify(cluster.objects)}`);
+        }
       }
     }), { numRuns: 1000, seed });
     assert.ok(packets >= 20000, `only ${packets} packets were checked`);
+    assert.ok(records.denied >= 300 && records.wouldDeny >= 100, `too few drop-log records were checked: ${JSON.stringify(records)}`);
   });
 
   it('render structurally sound rulesets for any cluster', () => {
