@@ -1,9 +1,13 @@
 # palisade: Kubernetes NetworkPolicy enforcement with iptables and ipsets.
 #   docker build -t palisade:0.1.0 .
+# For x86 and Graviton nodes alike, one multi-arch image:
+#   docker buildx build --platform linux/amd64,linux/arm64 -t REGISTRY/palisade:0.1.0 --push .
 # Node.js 24 LTS, Debian slim: the build stage compiles with the dev dependencies, the runtime stage
 # carries only the compiled output, the production dependencies and the netfilter tools.
 
-FROM node:24-bookworm-slim AS build
+# The build stage runs on the builder's own platform (its output is JavaScript, the same for every
+# architecture); the runtime stage is the target's, with the target's iptables, ipset and ulogd.
+FROM --platform=$BUILDPLATFORM node:24-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # The image already has Node.js 24: skip the "node" devDependency's download of its own binary.

@@ -88,7 +88,7 @@ const NEWLINE = 0x0a;
  * A resumed watch the server ends sooner than this with nothing in it counts as a failure, as in
  * client-go: otherwise a server that ends every watch at once would be asked again at once, for ever.
  */
-const QUICK_WATCH_MS = 1000;
+export const QUICK_WATCH_MS = 1000;
 
 export { ApiRequestError };
 

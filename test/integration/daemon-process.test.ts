@@ -130,6 +130,44 @@ describe('palisade daemon, the process, in a network namespace', function () {
     assert.equal(writes.length, 1, `the second process wrote only for the new policy:\n${writes.join('\n')}`);
   });
 
+  /**
+   * The DaemonSet grants NET_ADMIN and NET_RAW and nothing else. Run as root with exactly a given
+   * capability set (setpriv's bounding set), the daemon must enforce and log drops with the
+   * manifest's set on both backends; NET_RAW is there because iptables-legacy (Amazon Linux 2) opens a
+   * raw socket: with NET_ADMIN alone, legacy fails and says so, while nft, ipset, conntrack and ulogd
+   * need nothing more.
+   */
+  const withCapabilities = (caps: readonly string[], argv: readonly string[]): string[] => ['setpriv', `--bounding-set=-all,${caps.map((c) => `+${c}`).join(',')}`, '--inh-caps=-all', '--', ...argv];
+  const manifestCaps = async (): Promise<string[]> => {
+    const manifest = await readFile(path.join(root, 'manifests/daemonset.yaml'), 'utf8');
+    const added = /add: \[([^\]]*)\]/.exec(manifest)?.[1] ?? '';
+    return added.split(',').map((c) => c.trim().replace(/"/g, '').toLowerCase()).filter((c) => c !== '');
+  };
+  for (const backend of ['nft', 'legacy'] as const) {
+    it(`enforces and logs drops with only the DaemonSet's capabilities on the ${backend} backend`, async () => {
+      const caps = await manifestCaps();
+      assert.deepEqual(caps, ['net_admin', 'net_raw']);
+      const { socket, kubeconfig } = await startApi();
+      const daemon = NetnsProcess.start(ns(), withCapabilities(caps, [process.execPath, MAIN, 'daemon', '--kubeconfig', kubeconfig, '--node-name', 'node-a', '--iptables-backend', backend, '--sync-delay', '20ms']));
+      processes.push(daemon);
+      await daemon.waitFor(/"msg":"ready: every watch has listed and the rules are in place"/);
+      await daemon.waitFor(/"msg":"drop log reading NFLOG"/);
+      await admin(socket, 'apply', policy('default', 'deny-all', { podSelector: {}, policyTypes: ['Ingress'] }));
+      await eventually('the deny-all chain', async () => assert.match(await ns().run([`iptables-${backend}-save`, '-t', 'mangle']), /policy default\/deny-all/));
+    });
+  }
+
+  it('fails on the legacy backend without NET_RAW, naming the permission, and enforces on nft with NET_ADMIN alone', async () => {
+    const { kubeconfig } = await startApi();
+    const legacy = NetnsProcess.start(ns(), withCapabilities(['net_admin'], [process.execPath, MAIN, 'daemon', '--kubeconfig', kubeconfig, '--node-name', 'node-a', '--iptables-backend', 'legacy', '--sync-delay', '20ms', '--status-addr', '127.0.0.1:9720', '--metrics-addr', '127.0.0.1:9721']));
+    processes.push(legacy);
+    await legacy.waitFor(/Permission denied|unable to initialize table/);
+    const nft = NetnsProcess.start(ns(), withCapabilities(['net_admin'], [process.execPath, MAIN, 'daemon', '--kubeconfig', kubeconfig, '--node-name', 'node-b', '--iptables-backend', 'nft', '--sync-delay', '20ms', '--drop-log-group', '30']));
+    processes.push(nft);
+    await nft.waitFor(/"msg":"ready: every watch has listed and the rules are in place"/);
+    await nft.waitFor(/"msg":"drop log reading NFLOG"/);
+  });
+
   // The package's bin (the file run through its shebang), `node dist/daemon/main.js`, and node with
   // flags of its own: each way the daemon ends up as one process, with its V8 settings.
   const launchers: readonly [string, (kubeconfig: string) => string[]][] = [

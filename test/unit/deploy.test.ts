@@ -91,7 +91,7 @@ describe('the shipped manifests', function () {
     });
   }
 
-  it('run the DaemonSet as a node agent: host network, critical priority, every taint tolerated, Linux and never Fargate', async () => {
+  it('run the DaemonSet as a node agent: host network, critical priority, every taint tolerated, Linux, never Fargate, Auto Mode or hybrid nodes, RuntimeDefault seccomp', async () => {
     const ds = await daemonSet();
     const pod = at(ds, 'spec', 'template', 'spec') as Obj;
     assert.equal(pod['hostNetwork'], true);
@@ -101,8 +101,9 @@ describe('the shipped manifests', function () {
     const terms = at(pod, 'affinity', 'nodeAffinity', 'requiredDuringSchedulingIgnoredDuringExecution', 'nodeSelectorTerms', 0, 'matchExpressions');
     assert.deepEqual(terms, [
       { key: 'kubernetes.io/os', operator: 'In', values: ['linux'] },
-      { key: 'eks.amazonaws.com/compute-type', operator: 'NotIn', values: ['fargate'] },
+      { key: 'eks.amazonaws.com/compute-type', operator: 'NotIn', values: ['fargate', 'auto', 'hybrid'] },
     ]);
+    assert.deepEqual(at(pod, 'securityContext', 'seccompProfile'), { type: 'RuntimeDefault' });
     assert.deepEqual(at(ds, 'spec', 'updateStrategy'), { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 1 } });
   });
 
@@ -125,9 +126,22 @@ describe('the shipped manifests', function () {
     assert.ok((container['env'] as Obj[]).some((e) => e['name'] === 'NODE_NAME' && at(e, 'valueFrom', 'fieldRef', 'fieldPath') === 'spec.nodeName'));
     assert.ok(at(container, 'resources', 'requests', 'memory') !== undefined && at(container, 'resources', 'limits', 'memory') !== undefined);
     assert.deepEqual(at(container, 'livenessProbe', 'httpGet'), { host: '127.0.0.1', path: '/healthz', port: 9710 });
+    // A startup probe on liveness's endpoint, never on readiness: a node whose API server is away keeps its rules.
+    assert.deepEqual(at(container, 'startupProbe', 'httpGet'), { host: '127.0.0.1', path: '/healthz', port: 9710 });
+    assert.equal(at(container, 'livenessProbe', 'initialDelaySeconds'), undefined, 'the startup probe covers the start');
     assert.deepEqual(at(container, 'readinessProbe', 'httpGet'), { host: '127.0.0.1', path: '/readyz', port: 9710 });
     const env = Object.fromEntries((container['env'] as Obj[]).map((e) => [e['name'], e['value']]));
     assert.equal(env['PALISADE_STATUS_ADDR'], '127.0.0.1:9710');
+  });
+
+  it('run the cleanup DaemonSet on the same nodes, with no service-account token, RuntimeDefault seccomp and the same capabilities', async () => {
+    const [cleanup] = await loadManifests([path.join(root, 'manifests/cleanup/daemonset.yaml')]);
+    const pod = at(cleanup!.object, 'spec', 'template', 'spec') as Obj;
+    const agent = at(await daemonSet(), 'spec', 'template', 'spec') as Obj;
+    assert.equal(pod['automountServiceAccountToken'], false);
+    assert.deepEqual(at(pod, 'securityContext', 'seccompProfile'), { type: 'RuntimeDefault' });
+    assert.deepEqual(pod['affinity'], agent['affinity']);
+    assert.deepEqual(at(pod, 'initContainers', 0, 'securityContext', 'capabilities'), { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
   });
 
   it('grant only get, list and watch on pods, namespaces, nodes and networkpolicies', async () => {
@@ -159,8 +173,11 @@ describe('the Dockerfile', () => {
   const dockerfile = () => readFile(path.join(root, 'Dockerfile'), 'utf8');
 
   it('builds on Node.js 24 LTS slim images pinned by major version, never latest', async () => {
-    const froms = [...(await dockerfile()).matchAll(/^FROM\s+(\S+)/gm)].map((m) => m[1]!);
+    const stages = [...(await dockerfile()).matchAll(/^FROM\s+(?:--platform=(\S+)\s+)?(\S+)/gm)];
+    const froms = stages.map((m) => m[2]!);
     assert.equal(froms.length, 2, 'a build stage and a runtime stage');
+    // Multi-arch: the JavaScript is built once on the builder's platform, the runtime per target.
+    assert.deepEqual(stages.map((m) => m[1]), ['$BUILDPLATFORM', undefined]);
     for (const image of froms) {
       assert.match(image, /^node:24-[a-z]+-slim$/);
       assert.doesNotMatch(image, /latest/);
