@@ -86,6 +86,7 @@ export class DropLog {
   private lostTotal = 0;
   private podAt: (address: string) => string | null = () => null;
   private readonly unknownPrefixes = new Set<string>();
+  private installedFrom: readonly EndpointInfo[] | null = null;
 
   constructor(private readonly options: DropLogOptions) {
     this.ring = new RingBuffer(options.capacity);
@@ -102,6 +103,9 @@ export class DropLog {
    * the moment it is, and the previous ones stay known for a while for what it logged before.
    */
   install(endpoints: readonly EndpointInfo[]): void {
+    // The compiler hands out the same list while no endpoint changed: nothing to learn then.
+    if (endpoints === this.installedFrom) return;
+    this.installedFrom = endpoints;
     const next = new Map<string, DropLogSource>();
     for (const e of endpoints) {
       if (e.ingressLog !== null) next.set(e.ingressLog.prefix, e.ingressLog);
@@ -109,7 +113,8 @@ export class DropLog {
     }
     const now = this.now();
     this.superseded = this.superseded.filter((s) => s.until > now);
-    if (this.sources.size > 0) this.superseded.push({ until: now + SUPERSEDED_GRACE_MS, sources: this.sources });
+    const gone = new Map([...this.sources].filter(([prefix]) => !next.has(prefix)));
+    if (gone.size > 0) this.superseded.push({ until: now + SUPERSEDED_GRACE_MS, sources: gone });
     this.sources = next;
     this.options.metrics.policiesInUse(new Set([...next.values()].flatMap((s) => s.policies)));
   }
