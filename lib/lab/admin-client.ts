@@ -41,6 +41,14 @@ export class LabApiClient {
     return (answer as { closedWatches: number }).closedWatches;
   }
 
+  /**
+   * The next Kubernetes API requests whose path and query match `path` (a regular expression's
+   * source) fail with `status`, `times` times or until cleared with null.
+   */
+  async setFailure(rule: { status: number; path?: string; times?: number } | null): Promise<void> {
+    await this.call('POST', 'failure', rule);
+  }
+
   /** Accepts `token` as `identity` from now on: a service account, and the node its pod runs on. */
   async bindToken(token: string, identity: BoundIdentity): Promise<void> {
     await this.call('POST', 'bind-token', { token, username: identity.username, nodeName: identity.nodeName });
