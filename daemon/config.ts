@@ -5,6 +5,8 @@ import { makeSettings, DEFAULT_DROP_LOG, DEFAULT_SETTINGS } from '../rules/setti
 import { parseDropLogFlags } from './compiler-flags.js';
 import { budgetOf, DEFAULT_POLICY_BUDGET } from '../rules/policy-budget.js';
 import type { CompilerSettings } from '../rules/settings.js';
+import { DEFAULT_STARTUP_TAINT, parseStartupTaint } from './startup-taint.js';
+import type { StartupTaint } from './startup-taint.js';
 
 /**
  * The daemon's configuration: parsed once at the edge from flags and environment variables, every
@@ -32,6 +34,8 @@ export interface DaemonConfig {
   readonly logLevel: LogLevel;
   /** Records of denied connections /drops keeps (the drop log's own settings are in compiler.dropLog). */
   readonly dropLogBuffer: number;
+  /** The taint palisade removes from its own node after its first apply; null: none (--startup-taint none). */
+  readonly startupTaint: StartupTaint | null;
 }
 
 export const DEFAULT_DROP_LOG_BUFFER = 1000;
@@ -58,6 +62,7 @@ export const DAEMON_FLAGS = [
   { flag: 'drop-log-rate', env: ['PALISADE_DROP_LOG_RATE'], default: String(DEFAULT_DROP_LOG.rate), help: 'drop-log records per second per node (burst: twice that; one pod: a tenth)' },
   { flag: 'drop-log-buffer', env: ['PALISADE_DROP_LOG_BUFFER'], default: String(DEFAULT_DROP_LOG_BUFFER), help: 'records of denied connections /drops keeps' },
   { flag: 'drop-log-group', env: ['PALISADE_DROP_LOG_GROUP'], default: String(DEFAULT_DROP_LOG.group), help: 'NFLOG group the drop log uses (one no other program on the node binds)' },
+  { flag: 'startup-taint', env: ['PALISADE_STARTUP_TAINT'], default: DEFAULT_STARTUP_TAINT, help: 'KEY[=VALUE]:EFFECT taint removed from this node once its rules are in place, or none' },
   { flag: 'policy-max-selector-pods', env: ['PALISADE_POLICY_MAX_SELECTOR_PODS'], default: String(DEFAULT_POLICY_BUDGET.selectorPods), help: 'pods palisade may look at to fill the selector sets of one NetworkPolicy before it fails closed' },
 ] as const;
 
@@ -146,6 +151,9 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
   const buffer = withDefault('drop-log-buffer');
   const dropLogBuffer = /^[0-9]+$/.test(buffer.value) ? Number(buffer.value) : NaN;
   if (!(dropLogBuffer >= 1 && dropLogBuffer <= MAX_DROP_LOG_BUFFER)) errors.push(`${buffer.from} "${buffer.value}": must be a whole number of records from 1 to ${MAX_DROP_LOG_BUFFER}`);
+  const taintFlag = withDefault('startup-taint');
+  const startupTaint = parseStartupTaint(taintFlag.value);
+  if (!startupTaint.ok) errors.push(`${taintFlag.from} "${taintFlag.value}": ${startupTaint.error}`);
   const settings = makeSettings({
     nodeName: nodeName?.value ?? 'unset',
     ...(prefixes === undefined ? {} : { interfacePrefixes: prefixes }),
@@ -167,6 +175,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     syncDelayMs: duration('sync-delay', 0),
     logLevel: level.value as LogLevel,
     dropLogBuffer: Number.isNaN(dropLogBuffer) ? DEFAULT_DROP_LOG_BUFFER : dropLogBuffer,
+    startupTaint: startupTaint.ok ? startupTaint.taint : null,
   };
   if (errors.length > 0) throw new UsageError(errors.join('\n'));
   return Object.freeze(config);

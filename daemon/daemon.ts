@@ -31,6 +31,7 @@ import { DropLog } from './drop-log.js';
 import type { LogCounter } from './drop-log.js';
 import type { NflogReader, NflogReaderEvents } from '../lib/drop-log/nflog-packet.js';
 import { UlogdReader } from '../lib/drop-log/ulogd-reader.js';
+import { TaintRemover, watchingNode } from './taint-remover.js';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -86,6 +87,8 @@ export class Daemon {
   private readonly clock: Clock;
   private readonly cache: ClusterCache;
   private readonly reflectors: Reflector[];
+  /** Removes the startup taint from this node once ready; null with --startup-taint none. */
+  private readonly taint: TaintRemover | null;
   private readonly loop: SyncLoop;
   private applier: DataplaneApplier | null = null;
   private backend: BackendDecision | null = null;
@@ -112,10 +115,20 @@ export class Daemon {
     this.deps = deps;
     this.clock = deps.clock ?? realClock;
     this.cache = new ClusterCache(config.compiler, (kind) => this.changed(kind), deps.logger);
+    this.taint = config.startupTaint === null ? null : new TaintRemover({
+      taint: config.startupTaint,
+      nodeName: config.compiler.nodeName,
+      client: deps.client,
+      clock: this.clock,
+      logger: deps.logger,
+      onPresent: (present) => this.metrics.startupTaintPresent.set(present ? 1 : 0),
+      onOutcome: (outcome) => this.metrics.startupTaintRemovals.inc({ outcome }),
+    });
+    const taint = this.taint;
     this.reflectors = RESOURCES.map(({ kind, path }) => new Reflector({
       client: deps.client,
       path,
-      handler: this.cache.handler(kind),
+      handler: kind === 'Node' && taint !== null ? watchingNode(config.compiler.nodeName, this.cache.handler(kind), (node) => taint.observe(node)) : this.cache.handler(kind),
       logger: deps.logger,
       onStats: (event) => {
         if (event === 'watch') this.metrics.watchRestarts.inc({ resource: kind });
@@ -188,6 +201,7 @@ export class Daemon {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.readerRetry !== null) clearTimeout(this.readerRetry);
+    await this.taint?.stop();
     await this.reader?.stop().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'stopping the drop log reader failed'));
     await Promise.all(this.reflectors.map((r) => r.stop()));
     await this.network.stop();
@@ -281,7 +295,7 @@ export class Daemon {
     if (!this.allSynced() || this.applier === null || this.network.current === null) return;
     // Half the policy is no policy: nothing more is programmed; what was is left as it is (never opened).
     if (this.findings.refusal !== null) {
-      this.metrics.ready.set(0);
+      this.publishReady(false);
       return;
     }
     const started = this.clock.now();
@@ -300,7 +314,7 @@ export class Daemon {
       for (const [kind, since] of pending) if (!this.pendingSince.has(kind) || this.pendingSince.get(kind)! > since) this.pendingSince.set(kind, since);
       this.metrics.applyFailures.inc();
       this.sync = { ...this.sync, lastError: error instanceof Error ? error.message : String(error), consecutiveFailures: this.loop.consecutiveFailures + 1 };
-      this.metrics.ready.set(0);
+      this.publishReady(false);
       throw error;
     }
     const enforced = this.clock.now();
@@ -315,7 +329,16 @@ export class Daemon {
     this.metrics.syncDuration.observe((enforced - started) / 1000);
     this.metrics.lastSync.set(enforced / 1000);
     this.sync = { ...this.sync, lastSuccessAt: enforced, lastDurationMs: enforced - started, lastError: null, consecutiveFailures: 0 };
-    this.metrics.ready.set(1);
+    this.publishReady(this.findings.refusal === null);
+  }
+
+  /**
+   * After every sync: the metric, and the startup taint's remover, which starts removing the taint
+   * after the first success (and never waits in the sync's way).
+   */
+  private publishReady(ready: boolean): void {
+    this.metrics.ready.set(ready ? 1 : 0);
+    this.taint?.setReady(ready);
   }
 
   /**
@@ -402,6 +425,7 @@ export class Daemon {
         buffer: this.config.dropLogBuffer,
         lost: this.dropLog.query({ limit: 0 }).lost,
       },
+      startupTaint: this.taint?.status() ?? null,
     });
   }
 
@@ -410,5 +434,6 @@ export class Daemon {
     await this.network.idle();
     await this.loop.idle();
     await this.flows.idle();
+    await this.taint?.idle();
   }
 }

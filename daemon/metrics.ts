@@ -41,6 +41,8 @@ export class DaemonMetrics {
   readonly policyDeniedConnections: Counter<'policy_namespace' | 'policy' | 'verdict'>;
   readonly dropLogLost: Counter<'reason'>;
   readonly dropLogReaderUp: Gauge;
+  readonly startupTaintPresent: Gauge;
+  readonly startupTaintRemovals: Counter<'outcome'>;
   /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
   private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
@@ -85,6 +87,9 @@ export class DaemonMetrics {
     this.dropLogLost = new Counter({ name: 'palisade_drop_log_lost_total', help: 'denied connections that got no record: held back by the rate limits, or missed by the reader', labelNames: ['reason'], registers });
     for (const reason of ['rate-limit', 'reader']) this.dropLogLost.inc({ reason }, 0);
     this.dropLogReaderUp = new Gauge({ name: 'palisade_drop_log_reader_up', help: '1 while the drop log\'s NFLOG reader runs (0 when it failed or the drop log is off)', registers });
+    this.startupTaintPresent = new Gauge({ name: 'palisade_startup_taint_present', help: '1 while this node carries the startup taint (--startup-taint): new pods without a toleration stay off it', registers });
+    this.startupTaintRemovals = new Counter({ name: 'palisade_startup_taint_removals_total', help: 'attempts to remove the startup taint from this node, by outcome: removed, conflict (the node changed meanwhile; read again) or error (retried with backoff)', labelNames: ['outcome'], registers });
+    for (const outcome of ['removed', 'conflict', 'error']) this.startupTaintRemovals.inc({ outcome }, 0);
     collectDefaultMetrics({ register: this.registry });
   }
 

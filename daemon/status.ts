@@ -7,6 +7,7 @@ import type { ReflectorStats } from '../lib/kube/reflector.js';
 import type { NodeNetwork } from '../lib/node-network.js';
 import type { NodeFindings } from './node-checks.js';
 import type { DropLogSettings } from '../rules/settings.js';
+import type { StartupTaintStatus } from './taint-remover.js';
 
 /**
  * The status document served at /status, built by a pure function from the daemon's state so it can
@@ -50,6 +51,8 @@ export interface DaemonState {
     readonly buffer: number;
     readonly lost: number;
   };
+  /** The startup taint's removal from this node; null with --startup-taint none. */
+  readonly startupTaint: StartupTaintStatus | null;
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -118,6 +121,7 @@ export function buildStatus(state: DaemonState) {
       buffer: state.dropLog.buffer,
       lost: state.dropLog.lost,
     },
+    startupTaint: state.startupTaint === null ? { enabled: false as const } : { enabled: true as const, ...state.startupTaint },
     auditPolicies: state.policies.filter((p) => p.audit).map((p) => `${p.namespace}/${p.name}`),
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),
     failedPolicies: state.policies.filter((p) => p.failed || state.selectorPodsOverBudget.has(`${p.namespace}/${p.name}`)).map((p) => ({

@@ -8,7 +8,8 @@ import type { ClientConfig } from './client-config.js';
 /**
  * GET requests to the Kubernetes API over node:https, with the response body left as a stream: lists
  * and watches are read as they arrive (list-reader.ts, reflector.ts), never buffered whole. One
- * keep-alive agent per client, so the four watches and their lists share a few connections.
+ * keep-alive agent per client, so the four watches and their lists share a few connections. The one
+ * write palisade makes, removing the startup taint from its own node, is a JSON patch (patchJson).
  */
 
 export class ApiRequestError extends PalisadeError {
@@ -17,8 +18,8 @@ export class ApiRequestError extends PalisadeError {
   readonly reason: string | null;
 
   /** `context` says what the status means here, e.g. which credentials were refused. */
-  constructor(path: string, status: number, body: string, context?: string) {
-    super('KUBE_API_ERROR', `GET ${path}: HTTP ${status}: ${context === undefined ? '' : `${context}: `}${body.slice(0, 300)}`);
+  constructor(path: string, status: number, body: string, context?: string, method = 'GET') {
+    super('KUBE_API_ERROR', `${method} ${path}: HTTP ${status}: ${context === undefined ? '' : `${context}: `}${body.slice(0, 300)}`);
     this.name = 'ApiRequestError';
     this.status = status;
     let reason: string | null = null;
@@ -33,6 +34,13 @@ export class ApiRequestError extends PalisadeError {
 }
 
 const USER_AGENT = 'palisade/0.1.0';
+
+interface Call {
+  readonly method: 'GET' | 'PATCH';
+  readonly pathAndQuery: string;
+  readonly body?: string;
+  readonly contentType?: string;
+}
 
 export interface ApiClientOptions {
   readonly logger?: Logger;
@@ -79,26 +87,41 @@ export class ApiClient {
    * follows, so a token the server will not take costs one or two requests per attempt, never a loop.
    */
   async get(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    return this.send({ method: 'GET', pathAndQuery }, signal);
+  }
+
+  /**
+   * PATCH `path` with an RFC 6902 JSON patch (application/json-patch+json) and resolve with the object
+   * the server returns. The same 401 handling as get(); any other status than 200 is an
+   * ApiRequestError carrying it (409 conflict, 422 for a failed `test` operation, 403 refused).
+   */
+  async patchJson(path: string, patch: readonly unknown[], signal?: AbortSignal): Promise<unknown> {
+    const response = await this.send({ method: 'PATCH', pathAndQuery: path, body: JSON.stringify(patch), contentType: 'application/json-patch+json' }, signal);
+    return JSON.parse(await readBody(response));
+  }
+
+  private async send(call: Call, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const { method, pathAndQuery } = call;
     const credentials = this.config.credentials;
     const refused = await credentials.token();
-    const first = await this.request(pathAndQuery, refused, signal);
-    if (first.statusCode !== 401) return this.checked(pathAndQuery, first);
+    const first = await this.request(call, refused, signal);
+    if (first.statusCode !== 401) return this.checked(call, first);
     const firstBody = await readBody(first).catch(() => '');
     credentials.invalidate(refused);
     const fresh = await credentials.token();
     const who = `${credentials.description} (${this.config.source})`;
     if (fresh === refused) {
       this.unauthorized.refused++;
-      throw new ApiRequestError(pathAndQuery, 401, firstBody, `the API server refused the token from ${who}, and fetching it afresh gave the same token`);
+      throw new ApiRequestError(pathAndQuery, 401, firstBody, `the API server refused the token from ${who}, and fetching it afresh gave the same token`, method);
     }
-    const second = await this.request(pathAndQuery, fresh, signal);
+    const second = await this.request(call, fresh, signal);
     if (second.statusCode === 401) {
       this.unauthorized.refused++;
-      throw new ApiRequestError(pathAndQuery, 401, await readBody(second).catch(() => ''), `the API server refused the token from ${who}, and again after fetching it afresh`);
+      throw new ApiRequestError(pathAndQuery, 401, await readBody(second).catch(() => ''), `the API server refused the token from ${who}, and again after fetching it afresh`, method);
     }
     this.unauthorized.recovered++;
     this.logger.info({ path: pathAndQuery.split('?')[0], credentials: who }, 'the API server refused the token; fetched afresh, the new one was accepted');
-    return this.checked(pathAndQuery, second);
+    return this.checked(call, second);
   }
 
   /** GET and parse a small JSON body (e.g. /version). */
@@ -129,20 +152,24 @@ export class ApiClient {
     this.agent.destroy();
   }
 
-  private async checked(pathAndQuery: string, response: http.IncomingMessage): Promise<http.IncomingMessage> {
+  private async checked(call: Call, response: http.IncomingMessage): Promise<http.IncomingMessage> {
     if (response.statusCode === 200) return response;
-    throw new ApiRequestError(pathAndQuery, response.statusCode ?? 0, await readBody(response).catch(() => ''));
+    throw new ApiRequestError(call.pathAndQuery, response.statusCode ?? 0, await readBody(response).catch(() => ''), undefined, call.method);
   }
 
-  private request(pathAndQuery: string, token: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {
-    const url = new URL(pathAndQuery, this.config.server);
+  private request(call: Call, token: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    const url = new URL(call.pathAndQuery, this.config.server);
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': USER_AGENT };
     if (token !== null) headers['authorization'] = `Bearer ${token}`;
+    if (call.body !== undefined) {
+      headers['content-type'] = call.contentType ?? 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(call.body));
+    }
     const module = url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
-      const req = module.request(url, { method: 'GET', headers, agent: this.agent, ...(signal === undefined ? {} : { signal }) }, resolve);
-      req.on('error', (error) => reject(new PalisadeError('KUBE_API_UNREACHABLE', `GET ${url.pathname}${url.search} on ${this.config.server.origin}: ${error.message}`, { cause: error })));
-      req.end();
+      const req = module.request(url, { method: call.method, headers, agent: this.agent, ...(signal === undefined ? {} : { signal }) }, resolve);
+      req.on('error', (error) => reject(new PalisadeError('KUBE_API_UNREACHABLE', `${call.method} ${url.pathname}${url.search} on ${this.config.server.origin}: ${error.message}`, { cause: error })));
+      req.end(call.body);
     });
   }
 }

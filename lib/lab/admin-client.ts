@@ -1,6 +1,7 @@
 import { request } from 'node:http';
 import { PalisadeError } from '../errors.js';
 import type { FakeApiStats } from './api-server.js';
+import type { BoundIdentity } from './node-admission.js';
 
 /**
  * The lab API server's admin API, reached over its unix socket: a socket file works across network
@@ -38,6 +39,38 @@ export class LabApiClient {
   async setTokens(tokens: readonly string[] | null, options: { closeRefusedWatches?: boolean } = {}): Promise<number> {
     const answer = await this.call('POST', 'tokens', { tokens, closeRefusedWatches: options.closeRefusedWatches === true });
     return (answer as { closedWatches: number }).closedWatches;
+  }
+
+  /**
+   * The next Kubernetes API requests whose path and query match `path` (a regular expression's
+   * source) fail with `status`, `times` times or until cleared with null.
+   */
+  async setFailure(rule: { status: number; path?: string; times?: number } | null): Promise<void> {
+    await this.call('POST', 'failure', rule);
+  }
+
+  /** Accepts `token` as `identity` from now on: a service account, and the node its pod runs on. */
+  async bindToken(token: string, identity: BoundIdentity): Promise<void> {
+    await this.call('POST', 'bind-token', { token, username: identity.username, nodeName: identity.nodeName });
+  }
+
+  /**
+   * A Kubernetes API request over the socket, with `token` as its bearer token, as a client holding
+   * that token would send it: for checking what the API server lets a token do.
+   */
+  kube(method: 'GET' | 'PATCH', pathAndQuery: string, token: string | null, body?: { text: string; contentType: string }): Promise<{ status: number; body: string }> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { accept: 'application/json' };
+      if (token !== null) headers['authorization'] = `Bearer ${token}`;
+      if (body !== undefined) headers['content-type'] = body.contentType;
+      const req = request({ socketPath: this.socketPath, path: pathAndQuery, method, headers }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      });
+      req.on('error', (error) => reject(new PalisadeError('LAB_API', `${method} ${pathAndQuery} over ${this.socketPath}: ${error.message}`, { cause: error })));
+      req.end(body?.text);
+    });
   }
 
   stats(): Promise<FakeApiStats> {

@@ -12,9 +12,12 @@
  *
  * Kinds: Pod, Namespace, Node, NetworkPolicy (RESOURCES). One global resourceVersion like etcd's.
  * Paths: {prefix}/{plural}[/{name}], {prefix}/namespaces/{ns}/{plural}[/{name}], the legacy
- * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET only (else 405), Bearer token
- * required when options.token is set (the default; kubeconfig() carries it), or one of options.tokens;
- * anything else gets 401 with an Unauthorized Status, as from a real API server. setTokens() rotates
+ * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET, and PATCH of a Node with a JSON
+ * patch (else 405); Bearer token required when options.token is set (the default; kubeconfig()
+ * carries it), or one of options.tokens, or a token bound to an identity (bindToken: a service
+ * account and the node its pod runs on, as bound service-account tokens carry); anything else gets
+ * 401 with an Unauthorized Status, as from a real API server. A node PATCH by palisade's service
+ * account passes the lab's stand-in for its ValidatingAdmissionPolicy (node-admission.ts) or gets 403. setTokens() rotates
  * the accepted set (see there for what happens to open watches). labelSelector and
  * fieldSelector are refused with 400 rather than silently ignored. Lists page with limit/continue.
  * Watches (?watch=true|1): resourceVersion '' or '0' (or sendInitialEvents=true) first sends ADDED
@@ -29,6 +32,9 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, ListenOptions } from 'node:net';
 import { AcceptedTokens, bearerToken } from './bearer-tokens.js';
+import { applyJsonPatch, JsonPatchError } from './json-patch.js';
+import { admitNodeUpdate, PALISADE_NODE_TAINT_POLICY } from './node-admission.js';
+import type { BoundIdentity, NodeTaintPolicy } from './node-admission.js';
 
 export interface ObjectMeta {
   name?: string;
@@ -77,6 +83,8 @@ export interface FakeApiServerOptions {
    * caches of servers before 1.33 do. Default true.
    */
   pageCachedLists?: boolean;
+  /** The admission policy node PATCHes pass; default palisade's (PALISADE_NODE_TAINT_POLICY); null: none. */
+  nodeTaintPolicy?: NodeTaintPolicy | null;
 }
 export interface FailureRule {
   /** Tested against pathname + query string; absent matches every kube API request. */
@@ -103,6 +111,10 @@ export interface FakeApiStats {
   failures: number;
   /** Bytes of kube API response bodies sent (lists, watch events, single objects), admin API left out. */
   bytesSent: number;
+  /** PATCH requests per plural and name ('nodes/node-a'), whatever their answer. */
+  patches: Record<string, number>;
+  /** PATCH requests the admission policy refused (403). */
+  forbidden: number;
 }
 
 export interface Resource { kind: string; apiVersion: string; plural: string; prefix: string; namespaced: boolean }
@@ -144,6 +156,18 @@ export function resourceFor(kindOrPlural: string): Resource {
 }
 
 const clone = <T>(value: T): T => structuredClone(value);
+
+/** A kubeconfig (YAML) for the lab API server at `serverUrl`, authenticating with a token, a token file, or nothing. */
+export function labKubeconfig(serverUrl: string, user: { token?: string | null; tokenFile?: string }): string {
+  const token = user.token ?? null;
+  const userYaml = user.tokenFile !== undefined ? `  user:\n    tokenFile: ${JSON.stringify(user.tokenFile)}` : token === null ? '  user: {}' : `  user:\n    token: ${JSON.stringify(token)}`;
+  return [
+    'apiVersion: v1', 'kind: Config', 'preferences: {}', 'current-context: fake',
+    'clusters:', '- name: fake', '  cluster:', `    server: ${JSON.stringify(serverUrl)}`, '    insecure-skip-tls-verify: true',
+    'users:', '- name: fake', userYaml,
+    'contexts:', '- name: fake', '  context:', '    cluster: fake', '    user: fake', '',
+  ].join('\n');
+}
 const nowTimestamp = (): string => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 export class FakeApiServer {
@@ -159,8 +183,10 @@ export class FakeApiServer {
   private readonly watchers = new Set<Watcher>();
   private servers: http.Server[] = [];
   private failure: (FailureRule & { left: number }) | null = null;
-  private counts: FakeApiStats = { lists: {}, watches: {}, streamingLists: {}, unauthorized: {}, openWatches: 0, failures: 0, bytesSent: 0 };
+  private counts: FakeApiStats = { lists: {}, watches: {}, streamingLists: {}, unauthorized: {}, openWatches: 0, failures: 0, bytesSent: 0, patches: {}, forbidden: 0 };
   private readonly accepted: AcceptedTokens;
+  /** Tokens bound to an identity (bindToken): accepted, and judged by the admission policy. */
+  private readonly identities = new Map<string, BoundIdentity>();
   private readonly log: string[] = [];
   private bookmarkTimer: NodeJS.Timeout | undefined;
   private host: string;
@@ -282,6 +308,14 @@ export class FakeApiServer {
     return refused.length;
   }
 
+  /**
+   * Accepts `token` from now on as `identity`, as the API server accepts a bound service-account
+   * token for the pod's service account and node; setTokens() leaves it alone.
+   */
+  bindToken(token: string, identity: BoundIdentity): void {
+    this.identities.set(token, identity);
+  }
+
   stats(): FakeApiStats {
     return {
       lists: { ...this.counts.lists },
@@ -291,6 +325,8 @@ export class FakeApiServer {
       openWatches: this.watchers.size,
       failures: this.counts.failures,
       bytesSent: this.counts.bytesSent,
+      patches: { ...this.counts.patches },
+      forbidden: this.counts.forbidden,
     };
   }
 
@@ -304,14 +340,7 @@ export class FakeApiServer {
    * the first accepted token, or with `tokenFile` when given (a file the caller keeps the token in).
    */
   kubeconfig(serverUrl: string = this.url, user: { tokenFile?: string } = {}): string {
-    const token = this.accepted.first();
-    const userYaml = user.tokenFile !== undefined ? `  user:\n    tokenFile: ${JSON.stringify(user.tokenFile)}` : token === null ? '  user: {}' : `  user:\n    token: ${JSON.stringify(token)}`;
-    return [
-      'apiVersion: v1', 'kind: Config', 'preferences: {}', 'current-context: fake',
-      'clusters:', '- name: fake', '  cluster:', `    server: ${JSON.stringify(serverUrl)}`, '    insecure-skip-tls-verify: true',
-      'users:', '- name: fake', userYaml,
-      'contexts:', '- name: fake', '  context:', '    cluster: fake', '    user: fake', '',
-    ].join('\n');
+    return labKubeconfig(serverUrl, user.tokenFile !== undefined ? { tokenFile: user.tokenFile } : { token: this.accepted.first() });
   }
 
   /** Kills the listeners and every connection (new connections are refused); the data stays. */
@@ -479,11 +508,12 @@ export class FakeApiServer {
       return void res.end('ok');
     }
     const presented = bearerToken(req.headers.authorization);
-    if (!this.accepted.accepts(presented)) {
+    if (!this.accepted.accepts(presented) && !(presented !== null && this.identities.has(presented))) {
       const plural = this.route(url.pathname)?.resource.plural ?? url.pathname;
       this.counts.unauthorized[plural] = (this.counts.unauthorized[plural] ?? 0) + 1;
       return this.sendJson(res, 401, statusObject(401, 'Unauthorized'));
     }
+    if (req.method === 'PATCH') return this.patch(req, res, url.pathname, presented);
     if (req.method !== 'GET') return this.sendJson(res, 405, statusObject(405, `the server does not allow this method on the requested resource (${req.method} ${url.pathname})`));
     if (url.pathname === '/version') return this.sendJson(res, 200, { major: '1', minor: '33', gitVersion: 'v1.33.0-fake', platform: 'linux/amd64' });
     const route = this.route(url.pathname);
@@ -502,6 +532,50 @@ export class FakeApiServer {
     if (rvParam !== '' && !/^\d+$/.test(rvParam)) return this.sendJson(res, 400, statusObject(400, `Invalid value: "${rvParam}": strconv.ParseUint: parsing "${rvParam}": invalid syntax`));
     if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q, presented);
     this.sendList(res, resource, namespace, q);
+  }
+
+  /**
+   * PATCH of a Node with a JSON patch (application/json-patch+json), as the API server does it: the
+   * patch is applied to the stored object in one step (a `test` that fails, 422, writes nothing), a
+   * resourceVersion the patch sets must be the stored one (else 409), status is kept (the main
+   * resource never writes it), and the admission policy judges requests of bound tokens.
+   */
+  private async patch(req: http.IncomingMessage, res: http.ServerResponse, pathname: string, token: string | null): Promise<void> {
+    const route = this.route(pathname);
+    if (route === null || route.watch || route.resource.kind !== 'Node' || route.name === null) {
+      return this.sendJson(res, 405, statusObject(405, `fake apiserver: PATCH is supported on a node only (${pathname})`));
+    }
+    const key = `${route.resource.plural}/${route.name}`;
+    this.counts.patches[key] = (this.counts.patches[key] ?? 0) + 1;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    if (contentType !== 'application/json-patch+json') {
+      return this.sendJson(res, 415, { ...statusObject(400, `fake apiserver: only application/json-patch+json patches are supported, not "${contentType}"`), code: 415, reason: 'UnsupportedMediaType' });
+    }
+    const stored = this.objects.get(this.key(route.resource, null, route.name));
+    if (stored === undefined) return this.sendJson(res, 404, statusObject(404, `nodes "${route.name}" not found`));
+    let patched: StoredObject;
+    try {
+      patched = applyJsonPatch(stored, JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown);
+    } catch (error) {
+      const status = error instanceof JsonPatchError ? error.status : 400;
+      return this.sendJson(res, status, statusObject(status, error instanceof Error ? error.message : String(error)));
+    }
+    const meta = patched.metadata as ObjectMeta | undefined;
+    if (meta?.name !== stored.metadata.name) return this.sendJson(res, 400, statusObject(400, 'the name of the object cannot be changed'));
+    if (meta.resourceVersion !== stored.metadata.resourceVersion) {
+      return this.sendJson(res, 409, statusObject(409, `Operation cannot be fulfilled on nodes "${route.name}": the object has been modified; please apply your changes to the latest version and try again`));
+    }
+    patched.status = stored.status;
+    const identity = token === null ? undefined : this.identities.get(token);
+    const policy = this.options.nodeTaintPolicy === undefined ? PALISADE_NODE_TAINT_POLICY : this.options.nodeTaintPolicy;
+    const denied = identity === undefined || policy === null ? null : admitNodeUpdate(policy, identity, stored, patched);
+    if (denied !== null) {
+      this.counts.forbidden += 1;
+      return this.sendJson(res, 403, statusObject(403, `nodes "${route.name}" is forbidden: ValidatingAdmissionPolicy '${policy!.name}' with binding '${policy!.name}' denied request: ${denied}`));
+    }
+    this.sendJson(res, 200, this.apply(patched));
   }
 
   /**
@@ -586,7 +660,7 @@ export class FakeApiServer {
     if (endAfterMs !== null) w.timer = setTimeout(() => this.endWatch(w), endAfterMs);
   }
 
-  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens}; GET /fake/{stats,kubeconfig}. */
+  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens,bind-token}; GET /fake/{stats,kubeconfig}. */
   private async admin(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const op = `${req.method ?? 'GET'} ${url.pathname.slice('/fake/'.length)}`;
     const chunks: Buffer[] = [];
@@ -615,6 +689,11 @@ export class FakeApiServer {
           if (tokens !== null && !(Array.isArray(tokens) && tokens.every((t) => typeof t === 'string' && t !== ''))) throw new Error('tokens must be null or a list of non-empty strings');
           const closedWatches = this.setTokens(tokens as readonly string[] | null, { closeRefusedWatches: b.closeRefusedWatches === true });
           return this.sendJson(res, 200, { ok: true, closedWatches }, {}, true);
+        }
+        case 'POST bind-token': {
+          if (typeof b.token !== 'string' || b.token === '' || typeof b.username !== 'string') throw new Error('bind-token wants token, username and nodeName (a string or null)');
+          this.bindToken(b.token, { username: b.username, nodeName: typeof b.nodeName === 'string' ? b.nodeName : null });
+          break;
         }
         case 'GET stats': return this.sendJson(res, 200, this.stats(), {}, true);
         case 'GET kubeconfig':

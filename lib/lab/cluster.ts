@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +13,8 @@ import type { LabKubeProxyOptions } from './kube-proxy.js';
 import { SERVICE_CIDR } from './services.js';
 import { LabProcess } from './process.js';
 import { ProjectedTokenVolume } from './projected-token.js';
+import { labKubeconfig } from './api-server.js';
+import { PALISADE_NODE_TAINT_POLICY } from './node-admission.js';
 
 /**
  * A cluster made of network namespaces on one machine, wired as EKS nodes with the AWS VPC CNI:
@@ -32,6 +34,11 @@ import { ProjectedTokenVolume } from './projected-token.js';
  * get names a token file (`tokenFile`) in a volume the lab writes as kubelet writes a projected token,
  * and the API server accepts only the tokens the lab has issued and not yet expired (rotateToken,
  * expireOldTokens).
+ *
+ * With `nodeTokens`, each node's daemon gets a token of its own, bound to palisade's service account
+ * and to that node, as a bound service-account token is (Kubernetes 1.30 and later), in a kubeconfig
+ * of its own: the API server then judges the daemon's node PATCHes by palisade's admission policy,
+ * so a daemon can take the startup taint off its own node and nothing else.
  */
 
 export interface LabNodeSpec {
@@ -52,6 +59,8 @@ export interface LabOptions {
   readonly daemonArgs?: readonly string[];
   /** Authenticate with a rotatable token file rather than a fixed token (see above). */
   readonly rotatingToken?: boolean;
+  /** A token per node, bound to palisade's service account and the node (see above); not with rotatingToken. */
+  readonly nodeTokens?: boolean;
   /** kube-proxy on every node, programmed (with no Services yet) before create() returns. */
   readonly kubeProxy?: LabKubeProxyOptions;
 }
@@ -95,6 +104,8 @@ export class Lab {
   private readonly options: LabOptions;
   /** Tokens issued and not yet expired, oldest first; the last one is in the token volume. */
   private tokens: string[];
+  /** Each node's own token and kubeconfig, when the lab was made with `nodeTokens`. */
+  private readonly nodeCredentials = new Map<string, { token: string; kubeconfig: string }>();
 
   private constructor(options: LabOptions, nodes: LabNode[], external: NetworkNamespace | null, proxy: LabKubeProxy | null, apiProcess: LabProcess, dir: string, auth: { volume: ProjectedTokenVolume | null; tokens: string[] }) {
     this.options = options;
@@ -132,7 +143,9 @@ export class Lab {
       if (volume !== null) await volume.write(tokens[0]!);
       api = LabProcess.start(nodes[0]!.netns, [process.execPath, API_MAIN_JS, '--host', nodes[0]!.spec.address, '--port', String(API_PORT), '--socket', path.join(dir, 'api.sock'), '--kubeconfig-out', path.join(dir, 'kubeconfig'), '--bookmark-ms', '1000', ...authArgs]);
       await api.waitFor(/^ready /);
-      return new Lab(options, nodes, external, proxy, api, dir, { volume, tokens });
+      const lab = new Lab(options, nodes, external, proxy, api, dir, { volume, tokens });
+      if (options.nodeTokens === true) await lab.issueNodeTokens(`http://${nodes[0]!.spec.address}:${API_PORT}`);
+      return lab;
     } catch (error) {
       await api?.stop('SIGKILL');
       for (const node of nodes) await node.pods.destroy().catch(() => undefined);
@@ -140,6 +153,24 @@ export class Lab {
       await rm(dir, { recursive: true, force: true });
       throw error;
     }
+  }
+
+  private async issueNodeTokens(serverUrl: string): Promise<void> {
+    if (this.tokenVolume !== null) throw new PalisadeError('LAB', 'nodeTokens and rotatingToken do not go together');
+    for (const node of this.nodes) {
+      const token = newToken();
+      await this.api.bindToken(token, { username: PALISADE_NODE_TAINT_POLICY.username, nodeName: node.spec.name });
+      const kubeconfig = path.join(this.dir, `kubeconfig-${node.spec.name}`);
+      await writeFile(kubeconfig, labKubeconfig(serverUrl, { token }), { mode: 0o600 });
+      this.nodeCredentials.set(node.spec.name, { token, kubeconfig });
+    }
+  }
+
+  /** The token bound to palisade's service account and `nodeName`; only for a lab made with `nodeTokens`. */
+  nodeToken(nodeName: string): string {
+    const credentials = this.nodeCredentials.get(nodeName);
+    if (credentials === undefined) throw new PalisadeError('LAB', `no token of ${nodeName}'s own: make the lab with nodeTokens`);
+    return credentials.token;
   }
 
   node(name: string): LabNode {
@@ -212,7 +243,8 @@ export class Lab {
   async startDaemon(nodeName: string, extraArgs: readonly string[] = []): Promise<LabProcess> {
     const node = this.node(nodeName);
     if (node.daemon?.running === true) throw new PalisadeError('LAB', `the daemon on ${nodeName} is already running`);
-    node.daemon = LabProcess.start(node.netns, [process.execPath, MAIN_JS, 'daemon', '--kubeconfig', this.kubeconfigPath, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs]);
+    const kubeconfig = this.nodeCredentials.get(nodeName)?.kubeconfig ?? this.kubeconfigPath;
+    node.daemon = LabProcess.start(node.netns, [process.execPath, MAIN_JS, 'daemon', '--kubeconfig', kubeconfig, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs]);
     await node.daemon.waitFor(/"msg":"palisade started"/);
     return node.daemon;
   }

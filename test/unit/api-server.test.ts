@@ -458,7 +458,7 @@ describe('fake API server', function () {
       await until('5 events', () => w.events.length === 5);
       assert.deepEqual(w.events.map((e) => e.type), ['ADDED', 'ADDED', 'ADDED', 'DELETED', 'BOOKMARK']);
       const { bytesSent, ...stats } = (await admin(socketPath, 'GET', 'stats')).body as { bytesSent: number };
-      assert.deepEqual(stats, { lists: {}, watches: { pods: 1 }, streamingLists: {}, unauthorized: {}, openWatches: 1, failures: 0 });
+      assert.deepEqual(stats, { lists: {}, watches: { pods: 1 }, streamingLists: {}, unauthorized: {}, openWatches: 1, failures: 0, patches: {}, forbidden: 0 });
       assert.ok(bytesSent > 0);
       await admin(socketPath, 'POST', 'close-watches');
       await until('done', w.done);

@@ -10,12 +10,18 @@ import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
+import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
+import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
+import { evaluate } from '@marcbachmann/cel-js';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy';
 import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PodMonitor';
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { commandAvailable } from '../../lib/exec.js';
 import { DaemonMetrics } from '../../daemon/metrics.js';
 import { loadManifests } from '../../lib/manifests.js';
+import { DEFAULT_STARTUP_TAINT, parseStartupTaint } from '../../daemon/startup-taint.js';
+import { NODE_TAINT_POLICY_MESSAGES, PALISADE_NODE_TAINT_POLICY } from '../../lib/lab/node-admission.js';
+import { NODE_NAME_EXTRA, NODE_UPDATE_CASES, PALISADE_USER } from '../support/node-taint-cases.js';
 
 /**
  * What ships: every manifest valid against the Kubernetes (and Prometheus Operator) schemas, offline;
@@ -34,6 +40,8 @@ const MODELS: Readonly<Record<string, new (data: never) => Validating>> = {
   'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole as never,
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding as never,
   'apps/v1/DaemonSet': DaemonSet as never,
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': ValidatingAdmissionPolicy as never,
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': ValidatingAdmissionPolicyBinding as never,
   'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy as never,
   'monitoring.coreos.com/v1/PodMonitor': PodMonitor as never,
   'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule as never,
@@ -144,11 +152,66 @@ describe('the shipped manifests', function () {
     assert.deepEqual(at(pod, 'initContainers', 0, 'securityContext', 'capabilities'), { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
   });
 
-  it('grant only get, list and watch on pods, namespaces, nodes and networkpolicies', async () => {
+  it('grant get, list and watch on pods, namespaces, nodes and networkpolicies, and patch on nodes alone (for the startup taint)', async () => {
     const [role] = await loadManifests([path.join(root, 'manifests/clusterrole.yaml')]);
     const rules = at(role!.object, 'rules') as Obj[];
-    assert.deepEqual(new Set(rules.flatMap((r) => r['verbs'] as string[])), new Set(['get', 'list', 'watch']));
-    assert.deepEqual(new Set(rules.flatMap((r) => r['resources'] as string[])), new Set(['pods', 'namespaces', 'nodes', 'networkpolicies']));
+    const grants = new Set(rules.flatMap((r) => (r['resources'] as string[]).flatMap((res) => (r['verbs'] as string[]).map((v) => `${String((r['apiGroups'] as string[])[0])}/${res}:${v}`))));
+    const expected = new Set([...['pods', 'namespaces', 'nodes'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `/${r}:${v}`)), ...['get', 'list', 'watch'].map((v) => `networking.k8s.io/networkpolicies:${v}`), '/nodes:patch']);
+    assert.deepEqual(grants, expected);
+    assert.ok(rules.every((r) => r['resourceNames'] === undefined && !(r['resources'] as string[]).some((res) => res.includes('/'))), 'no subresources (nodes/status) and nothing by name');
+  });
+
+  it('tolerate the startup taint in the DaemonSet, and set it as the daemon\'s default', async () => {
+    const ds = await daemonSet();
+    const tolerations = at(ds, 'spec', 'template', 'spec', 'tolerations') as Obj[];
+    const parsed = parseStartupTaint(DEFAULT_STARTUP_TAINT);
+    assert.ok(parsed.ok && parsed.taint !== null);
+    const taint = parsed.taint;
+    // A toleration matches as the scheduler matches it: Exists with no key matches every taint.
+    const tolerates = (t: Obj) => (t['effect'] === undefined || t['effect'] === taint.effect)
+      && ((t['operator'] === 'Exists' && (t['key'] === undefined || t['key'] === taint.key)) || (t['key'] === taint.key && (t['value'] ?? '') === (taint.value ?? '')));
+    assert.ok(tolerations.some(tolerates), JSON.stringify(tolerations));
+    const env = Object.fromEntries((at(ds, 'spec', 'template', 'spec', 'containers', 0, 'env') as Obj[]).map((e) => [e['name'], e['value']]));
+    assert.equal(env['PALISADE_STARTUP_TAINT'], DEFAULT_STARTUP_TAINT);
+  });
+
+  it('ship a ValidatingAdmissionPolicy, bound with Deny, that judges palisade\'s updates of nodes and names the startup taint\'s key', async () => {
+    const loaded = await loadManifests([path.join(root, 'manifests/node-taint-policy.yaml')]);
+    const [policy, binding] = loaded.map(({ object }) => object as Obj);
+    assert.deepEqual([policy?.['kind'], binding?.['kind']], ['ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
+    assert.equal(policy!['apiVersion'], 'admissionregistration.k8s.io/v1');
+    assert.equal(at(binding, 'spec', 'policyName'), at(policy, 'metadata', 'name'));
+    assert.equal(at(policy, 'metadata', 'name'), PALISADE_NODE_TAINT_POLICY.name);
+    assert.deepEqual(at(binding, 'spec', 'validationActions'), ['Deny']);
+    assert.equal(at(policy, 'spec', 'failurePolicy'), 'Fail');
+    assert.deepEqual(at(policy, 'spec', 'matchConstraints', 'resourceRules'), [{ apiGroups: [''], apiVersions: ['v1'], operations: ['UPDATE'], resources: ['nodes'] }]);
+    assert.deepEqual(at(policy, 'spec', 'matchConditions'), [{ name: 'palisade-service-account', expression: `request.userInfo.username == '${PALISADE_USER}'` }]);
+    const key = (at(policy, 'spec', 'variables') as Obj[]).find((v) => v['name'] === 'startupTaintKey')?.['expression'];
+    const parsed = parseStartupTaint(DEFAULT_STARTUP_TAINT);
+    assert.equal(key, `'${parsed.ok ? parsed.taint?.key : ''}'`);
+    assert.equal(PALISADE_NODE_TAINT_POLICY.username, PALISADE_USER);
+    assert.deepEqual((at(policy, 'spec', 'validations') as Obj[]).map((v) => v['message']), Object.values(NODE_TAINT_POLICY_MESSAGES), 'the lab\'s stand-in gives the same messages');
+    const kustomization = await readFile(path.join(root, 'manifests/kustomization.yaml'), 'utf8');
+    assert.match(kustomization, /^- node-taint-policy\.yaml$/m);
+  });
+
+  describe('the ValidatingAdmissionPolicy\'s CEL, evaluated', () => {
+    for (const c of NODE_UPDATE_CASES) {
+      it(`${c.denied === null ? 'admits' : `denies (${c.denied})`}: ${c.name}`, async () => {
+        const [policy] = await loadManifests([path.join(root, 'manifests/node-taint-policy.yaml')]);
+        const spec = at(policy!.object, 'spec') as { matchConditions: Obj[]; variables: Obj[]; validations: Obj[] };
+        const extra = c.user.nodeName === null ? {} : { [NODE_NAME_EXTRA]: [c.user.nodeName] };
+        const context: Obj = { request: { operation: 'UPDATE', userInfo: { username: c.user.username, extra } }, oldObject: c.oldObject, object: c.object };
+        const matched = spec.matchConditions.every((m) => evaluate(String(m['expression']), context) === true);
+        let denied: string | null = null;
+        if (matched) {
+          const variables: Obj = {};
+          for (const v of spec.variables) variables[String(v['name'])] = evaluate(String(v['expression']), { ...context, variables });
+          denied = (spec.validations.find((v) => evaluate(String(v['expression']), { ...context, variables }) !== true)?.['message'] as string | undefined) ?? null;
+        }
+        assert.equal(denied, c.denied === null ? null : NODE_TAINT_POLICY_MESSAGES[c.denied]);
+      });
+    }
   });
 
   it('alert and chart only on metrics palisade exports', async () => {
