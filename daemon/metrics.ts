@@ -10,6 +10,13 @@ import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
  * bounded: namespace and pod only for this node's own pods, never addresses.
+ *
+ * `namespace` and `pod` name the pod the series is about (the pod whose traffic was dropped), as in
+ * kube-state-metrics and cAdvisor, so they join with those on (namespace, pod). Prometheus attaches
+ * target labels of the same names (palisade's own pod, in kube-system); the PodMonitor scrapes with
+ * `honorLabels: true` so these win over those (manifests/monitoring/podmonitor.yaml says why). No
+ * other label may be a target label (job, instance, node, container, endpoint): test/unit/monitoring
+ * checks.
  */
 export class DaemonMetrics {
   readonly registry: Registry;
@@ -41,6 +48,7 @@ export class DaemonMetrics {
   readonly policyDeniedConnections: Counter<'policy_namespace' | 'policy' | 'verdict'>;
   readonly dropLogLost: Counter<'reason'>;
   readonly dropLogReaderUp: Gauge;
+  readonly dropLogEnabled: Gauge;
   /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
   private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
@@ -85,6 +93,7 @@ export class DaemonMetrics {
     this.dropLogLost = new Counter({ name: 'palisade_drop_log_lost_total', help: 'denied connections that got no record: held back by the rate limits, or missed by the reader', labelNames: ['reason'], registers });
     for (const reason of ['rate-limit', 'reader']) this.dropLogLost.inc({ reason }, 0);
     this.dropLogReaderUp = new Gauge({ name: 'palisade_drop_log_reader_up', help: '1 while the drop log\'s NFLOG reader runs (0 when it failed or the drop log is off)', registers });
+    this.dropLogEnabled = new Gauge({ name: 'palisade_drop_log_enabled', help: '1 when the drop log is on (--drop-log on), so a reader that is down can be told from one that is off', registers });
     collectDefaultMetrics({ register: this.registry });
   }
 
