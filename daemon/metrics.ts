@@ -6,6 +6,9 @@ import type { DropLogMetrics } from './drop-log.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
 import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
+import type { ResourceKind } from './cluster-cache.js';
+
+const CHANGE_RESOURCES: readonly ResourceKind[] = ['Pod', 'Namespace', 'NetworkPolicy', 'Node'];
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
@@ -73,6 +76,9 @@ export class DaemonMetrics {
     this.droppedBytes = new Counter({ name: 'palisade_dropped_bytes_total', help: 'bytes dropped by policy, per local pod and direction', labelNames: ['namespace', 'pod', 'direction'], registers });
     this.syncDuration = new Histogram({ name: 'palisade_sync_duration_seconds', help: 'time to compile and apply one sync', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers });
     this.changeToEnforced = new Histogram({ name: 'palisade_change_to_enforced_seconds', help: 'time from a watched change arriving to its rules being in the kernel', labelNames: ['resource'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10], registers });
+    // Every resource's buckets from the start: a series born at its first observation hides that
+    // observation from rate(), and a node's first policy change would never reach the p99.
+    for (const resource of CHANGE_RESOURCES) this.changeToEnforced.zero({ resource });
     this.applyFailures = new Counter({ name: 'palisade_apply_failures_total', help: 'dataplane writes that failed (the previous rules stayed in force)', registers });
     this.driftRepairs = new Counter({ name: 'palisade_drift_repairs_total', help: 'differences between the desired and the live rules that were repaired', labelNames: ['kind'], registers });
     this.watchRestarts = new Counter({ name: 'palisade_watch_restarts_total', help: 'watches (re)started against the API server', labelNames: ['resource'], registers });
@@ -126,7 +132,8 @@ export class DaemonMetrics {
 
   /**
    * Adds what the drop rules counted since the last read; a lower reading means the chain was rewritten.
-   * Series of pods that left the node are removed, so pod churn cannot grow the metrics without bound.
+   * Every local pod has its series from the start, isolated or not. Series of pods that left the node
+   * are removed, so pod churn cannot grow the metrics without bound.
    */
   observeDrops(counters: readonly DropCounters[]): void {
     const present = new Set<string>();
@@ -141,12 +148,20 @@ export class DaemonMetrics {
     for (const pod of counters) {
       for (const direction of ['ingress', 'egress'] as const) {
         const now = pod[direction];
-        if (now === null) continue;
         const key = `${pod.namespace}/${pod.name}/${direction}`;
-        const before = this.lastDrops.get(key);
-        const reset = before === undefined || now.packets < before.packets || now.bytes < before.bytes;
         const labels = { namespace: pod.namespace, pod: pod.name, direction };
         this.dropLabels.set(key, labels);
+        if (now === null) {
+          // Not isolated (no drop rule): the series is there at 0 all the same, so the first drops once
+          // a policy isolates the pod are an increase rate() sees, not the value a new series starts
+          // with. A drop rule made later starts counting from 0.
+          this.droppedPackets.inc(labels, 0);
+          this.droppedBytes.inc(labels, 0);
+          this.lastDrops.delete(key);
+          continue;
+        }
+        const before = this.lastDrops.get(key);
+        const reset = before === undefined || now.packets < before.packets || now.bytes < before.bytes;
         this.droppedPackets.inc(labels, reset ? now.packets : now.packets - before.packets);
         this.droppedBytes.inc(labels, reset ? now.bytes : now.bytes - before.bytes);
         this.lastDrops.set(key, now);
