@@ -187,6 +187,8 @@ export class Daemon {
       this.metrics.observeUnauthorized(this.deps.client.unauthorized);
       return text(200, await this.metrics.registry.metrics(), this.metrics.registry.contentType);
     }]]));
+    // Set before the first scrape: a reader that is down must never pass for a drop log that is off.
+    this.metrics.dropLogEnabled.set(this.config.compiler.dropLog === null ? 0 : 1);
     const status = await this.statusServer.listen(this.config.statusAddr);
     const metrics = await this.metricsServer.listen(this.config.metricsAddr);
     this.addresses = { status, metrics };

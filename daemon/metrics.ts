@@ -6,10 +6,20 @@ import type { DropLogMetrics } from './drop-log.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
 import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
+import type { ResourceKind } from './cluster-cache.js';
+
+const CHANGE_RESOURCES: readonly ResourceKind[] = ['Pod', 'Namespace', 'NetworkPolicy', 'Node'];
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
  * bounded: namespace and pod only for this node's own pods, never addresses.
+ *
+ * `namespace` and `pod` name the pod the series is about (the pod whose traffic was dropped), as in
+ * kube-state-metrics and cAdvisor, so they join with those on (namespace, pod). Prometheus attaches
+ * target labels of the same names (palisade's own pod, in kube-system); the PodMonitor scrapes with
+ * `honorLabels: true` so these win over those (manifests/monitoring/podmonitor.yaml says why). No
+ * other label may be a target label (job, instance, node, container, endpoint): test/unit/monitoring
+ * checks.
  */
 export class DaemonMetrics {
   readonly registry: Registry;
@@ -43,6 +53,7 @@ export class DaemonMetrics {
   readonly dropLogReaderUp: Gauge;
   readonly startupTaintPresent: Gauge;
   readonly startupTaintRemovals: Counter<'outcome'>;
+  readonly dropLogEnabled: Gauge;
   /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
   private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
@@ -67,6 +78,9 @@ export class DaemonMetrics {
     this.droppedBytes = new Counter({ name: 'palisade_dropped_bytes_total', help: 'bytes dropped by policy, per local pod and direction', labelNames: ['namespace', 'pod', 'direction'], registers });
     this.syncDuration = new Histogram({ name: 'palisade_sync_duration_seconds', help: 'time to compile and apply one sync', buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers });
     this.changeToEnforced = new Histogram({ name: 'palisade_change_to_enforced_seconds', help: 'time from a watched change arriving to its rules being in the kernel', labelNames: ['resource'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10], registers });
+    // Every resource's buckets from the start: a series born at its first observation hides that
+    // observation from rate(), and a node's first policy change would never reach the p99.
+    for (const resource of CHANGE_RESOURCES) this.changeToEnforced.zero({ resource });
     this.applyFailures = new Counter({ name: 'palisade_apply_failures_total', help: 'dataplane writes that failed (the previous rules stayed in force)', registers });
     this.driftRepairs = new Counter({ name: 'palisade_drift_repairs_total', help: 'differences between the desired and the live rules that were repaired', labelNames: ['kind'], registers });
     this.watchRestarts = new Counter({ name: 'palisade_watch_restarts_total', help: 'watches (re)started against the API server', labelNames: ['resource'], registers });
@@ -90,6 +104,7 @@ export class DaemonMetrics {
     this.startupTaintPresent = new Gauge({ name: 'palisade_startup_taint_present', help: '1 while this node carries the startup taint (--startup-taint): new pods without a toleration stay off it', registers });
     this.startupTaintRemovals = new Counter({ name: 'palisade_startup_taint_removals_total', help: 'attempts to remove the startup taint from this node, by outcome: removed, conflict (the node changed meanwhile; read again) or error (retried with backoff)', labelNames: ['outcome'], registers });
     for (const outcome of ['removed', 'conflict', 'error']) this.startupTaintRemovals.inc({ outcome }, 0);
+    this.dropLogEnabled = new Gauge({ name: 'palisade_drop_log_enabled', help: '1 when the drop log is on (--drop-log on), so a reader that is down can be told from one that is off', registers });
     collectDefaultMetrics({ register: this.registry });
   }
 
@@ -122,7 +137,8 @@ export class DaemonMetrics {
 
   /**
    * Adds what the drop rules counted since the last read; a lower reading means the chain was rewritten.
-   * Series of pods that left the node are removed, so pod churn cannot grow the metrics without bound.
+   * Every local pod has its series from the start, isolated or not. Series of pods that left the node
+   * are removed, so pod churn cannot grow the metrics without bound.
    */
   observeDrops(counters: readonly DropCounters[]): void {
     const present = new Set<string>();
@@ -137,12 +153,20 @@ export class DaemonMetrics {
     for (const pod of counters) {
       for (const direction of ['ingress', 'egress'] as const) {
         const now = pod[direction];
-        if (now === null) continue;
         const key = `${pod.namespace}/${pod.name}/${direction}`;
-        const before = this.lastDrops.get(key);
-        const reset = before === undefined || now.packets < before.packets || now.bytes < before.bytes;
         const labels = { namespace: pod.namespace, pod: pod.name, direction };
         this.dropLabels.set(key, labels);
+        if (now === null) {
+          // Not isolated (no drop rule): the series is there at 0 all the same, so the first drops once
+          // a policy isolates the pod are an increase rate() sees, not the value a new series starts
+          // with. A drop rule made later starts counting from 0.
+          this.droppedPackets.inc(labels, 0);
+          this.droppedBytes.inc(labels, 0);
+          this.lastDrops.delete(key);
+          continue;
+        }
+        const before = this.lastDrops.get(key);
+        const reset = before === undefined || now.packets < before.packets || now.bytes < before.bytes;
         this.droppedPackets.inc(labels, reset ? now.packets : now.packets - before.packets);
         this.droppedBytes.inc(labels, reset ? now.bytes : now.bytes - before.bytes);
         this.lastDrops.set(key, now);

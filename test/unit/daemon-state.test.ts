@@ -69,6 +69,19 @@ describe('the metrics', () => {
     assert.match(text, /palisade_dropped_packets_total\{namespace="x",pod="b",direction="ingress"\} 3/);
   });
 
+  it('publishes a pod\'s drop series at 0 before a policy isolates it, so its first drops are an increase', async () => {
+    const metrics = new DaemonMetrics();
+    metrics.observeDrops([{ namespace: 'x', name: 'a', ingress: null, egress: null, ingressLog: null, egressLog: null }]);
+    assert.match(await metrics.registry.metrics(), /palisade_dropped_packets_total\{namespace="x",pod="a",direction="ingress"\} 0/);
+    metrics.observeDrops([{ namespace: 'x', name: 'a', ingress: { packets: 8, bytes: 480 }, egress: null, ingressLog: null, egressLog: null }]);
+    metrics.observeDrops([{ namespace: 'x', name: 'a', ingress: null, egress: null, ingressLog: null, egressLog: null }]);
+    // Isolated again: the new drop rule counts from 0, and all of it is added.
+    metrics.observeDrops([{ namespace: 'x', name: 'a', ingress: { packets: 20, bytes: 1200 }, egress: null, ingressLog: null, egressLog: null }]);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /palisade_dropped_packets_total\{namespace="x",pod="a",direction="ingress"\} 28/);
+    assert.match(text, /palisade_dropped_packets_total\{namespace="x",pod="a",direction="egress"\} 0/);
+  });
+
   it('names each policy over budget, and forgets it once it is fixed', async () => {
     const metrics = new DaemonMetrics();
     const record = { namespace: 'evil', name: 'huge', overBudget: true } as Parameters<DaemonMetrics['observeOverBudget']>[0][number];

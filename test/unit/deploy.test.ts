@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -22,6 +23,7 @@ import { loadManifests } from '../../lib/manifests.js';
 import { DEFAULT_STARTUP_TAINT, parseStartupTaint } from '../../daemon/startup-taint.js';
 import { NODE_TAINT_POLICY_MESSAGES, PALISADE_NODE_TAINT_POLICY } from '../../lib/lab/node-admission.js';
 import { NODE_NAME_EXTRA, NODE_UPDATE_CASES, PALISADE_USER } from '../support/node-taint-cases.js';
+import { ruleGroups } from '../support/prometheus.js';
 
 /**
  * What ships: every manifest valid against the Kubernetes (and Prometheus Operator) schemas, offline;
@@ -80,7 +82,7 @@ describe('the shipped manifests', function () {
   it('are all valid against the Kubernetes and Prometheus Operator schemas', async () => {
     const files = (await readdir(path.join(root, 'manifests'), { recursive: true })).filter((f) => f.endsWith('.yaml')).map((f) => path.join(root, 'manifests', f));
     const loaded = await loadManifests(files);
-    const objects = loaded.filter(({ object }) => object['kind'] !== 'Kustomization');
+    const objects = loaded.filter(({ object }) => object['kind'] !== 'Kustomization' && object['kind'] !== 'Component');
     assert.ok(objects.length >= 11, `found ${objects.length} objects`);
     for (const { object, source } of objects) validate(object as Obj, `${source.file}:${source.line}`);
   });
@@ -98,6 +100,35 @@ describe('the shipped manifests', function () {
       for (const object of objects) validate(object, `kubectl kustomize ${dir}`);
     });
   }
+
+  it('label the PodMonitor and the PrometheusRule release: kube-prometheus-stack, and no selector, through the kube-prometheus-stack component', async function () {
+    if (!(await commandAvailable('kubectl'))) this.skip();
+    // An overlay as an operator writes one: the monitoring kustomization plus the component.
+    const overlay = await mkdtemp(path.join(tmpdir(), 'paltest-overlay-'));
+    try {
+      const monitoring = path.relative(overlay, path.join(root, 'manifests/monitoring'));
+      await writeFile(path.join(overlay, 'kustomization.yaml'), [
+        'apiVersion: kustomize.config.k8s.io/v1beta1',
+        'kind: Kustomization',
+        'resources:',
+        `- ${monitoring}`,
+        'components:',
+        `- ${monitoring}/components/kube-prometheus-stack`,
+        '',
+      ].join('\n'));
+      const { stdout } = await promisify(execFile)('kubectl', ['kustomize', overlay]);
+      const objects = parseAllDocuments(stdout).map((d) => d.toJS() as Obj);
+      for (const kind of ['PodMonitor', 'PrometheusRule']) {
+        const object = objects.find((o) => o['kind'] === kind);
+        assert.equal(at(object, 'metadata', 'labels', 'release'), 'kube-prometheus-stack', kind);
+        validate(object!, `the overlay's ${kind}`);
+      }
+      const monitor = objects.find((o) => o['kind'] === 'PodMonitor');
+      assert.deepEqual(at(monitor, 'spec', 'selector'), { matchLabels: { 'app.kubernetes.io/name': 'palisade' } });
+    } finally {
+      await rm(overlay, { recursive: true, force: true });
+    }
+  });
 
   it('run the DaemonSet as a node agent: host network, critical priority, every taint tolerated, Linux, never Fargate, Auto Mode or hybrid nodes, RuntimeDefault seccomp', async () => {
     const ds = await daemonSet();
@@ -219,8 +250,8 @@ describe('the shipped manifests', function () {
     const histogramSeries = (name: string) => name.replace(/_(bucket|sum|count)$/, '');
     const used = new Set<string>();
     const dashboard = JSON.parse(await readFile(path.join(root, 'manifests/monitoring/grafana-dashboard.json'), 'utf8')) as { panels: { targets: { expr: string }[] }[] };
-    const rule = await readFile(path.join(root, 'manifests/monitoring/prometheusrule.yaml'), 'utf8');
-    const exprs = [...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)), ...[...rule.matchAll(/expr: (.*)/g)].map((m) => m[1]!)];
+    const rules = (await ruleGroups()).flatMap((g) => g.rules.map((r) => r.expr));
+    const exprs = [...dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr)), ...rules];
     for (const expr of exprs) for (const m of expr.matchAll(/\b(palisade_[a-z_]+)/g)) used.add(histogramSeries(m[1]!));
     assert.ok(used.size >= 8, [...used].join(', '));
     for (const name of used) assert.ok(exported.has(name), `${name} is used but not exported`);
