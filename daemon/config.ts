@@ -32,7 +32,21 @@ export interface DaemonConfig {
   readonly logLevel: LogLevel;
   /** Records of denied connections /drops keeps (the drop log's own settings are in compiler.dropLog). */
   readonly dropLogBuffer: number;
+  /** Events on NetworkPolicies palisade cannot fully enforce, from the holder of one Lease; null when off. */
+  readonly policyEvents: PolicyEventsConfig | null;
 }
+
+export interface PolicyEventsConfig {
+  /** Where the Lease is: the daemon's own namespace (POD_NAMESPACE, from the downward API). */
+  readonly leaseNamespace: string;
+  readonly leaseName: string;
+  /** holderIdentity and the Events' reportingInstance: "<pod>_<node>", or the node's name without a pod name. */
+  readonly identity: string;
+}
+
+/** The one Lease the reporters elect their leader on; the Role's resourceNames name it too. */
+export const POLICY_REPORTER_LEASE = 'palisade-policy-reporter';
+export const DEFAULT_LEASE_NAMESPACE = 'kube-system';
 
 export const DEFAULT_DROP_LOG_BUFFER = 1000;
 const MAX_DROP_LOG_BUFFER = 1_000_000;
@@ -58,6 +72,9 @@ export const DAEMON_FLAGS = [
   { flag: 'drop-log-rate', env: ['PALISADE_DROP_LOG_RATE'], default: String(DEFAULT_DROP_LOG.rate), help: 'drop-log records per second per node (burst: twice that; one pod: a tenth)' },
   { flag: 'drop-log-buffer', env: ['PALISADE_DROP_LOG_BUFFER'], default: String(DEFAULT_DROP_LOG_BUFFER), help: 'records of denied connections /drops keeps' },
   { flag: 'drop-log-group', env: ['PALISADE_DROP_LOG_GROUP'], default: String(DEFAULT_DROP_LOG.group), help: 'NFLOG group the drop log uses (one no other program on the node binds)' },
+  { flag: 'policy-events', env: ['PALISADE_POLICY_EVENTS'], default: 'on', help: 'on or off: report NetworkPolicies palisade cannot fully enforce as Events (one daemon, elected on a Lease, writes them)' },
+  { flag: 'lease-namespace', env: ['PALISADE_LEASE_NAMESPACE', 'POD_NAMESPACE'], default: DEFAULT_LEASE_NAMESPACE, help: `namespace of the Lease ${POLICY_REPORTER_LEASE} (the DaemonSet sets POD_NAMESPACE from the downward API)` },
+  { flag: 'pod-name', env: ['PALISADE_POD_NAME', 'POD_NAME'], default: '(none: the node name)', help: 'this pod, for the Lease holder and the Events\' reportingInstance (the DaemonSet sets POD_NAME from the downward API)' },
   { flag: 'policy-max-selector-pods', env: ['PALISADE_POLICY_MAX_SELECTOR_PODS'], default: String(DEFAULT_POLICY_BUDGET.selectorPods), help: 'pods palisade may look at to fill the selector sets of one NetworkPolicy before it fails closed' },
 ] as const;
 
@@ -146,6 +163,18 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
   const buffer = withDefault('drop-log-buffer');
   const dropLogBuffer = /^[0-9]+$/.test(buffer.value) ? Number(buffer.value) : NaN;
   if (!(dropLogBuffer >= 1 && dropLogBuffer <= MAX_DROP_LOG_BUFFER)) errors.push(`${buffer.from} "${buffer.value}": must be a whole number of records from 1 to ${MAX_DROP_LOG_BUFFER}`);
+  const policyEventsMode = withDefault('policy-events');
+  if (policyEventsMode.value !== 'on' && policyEventsMode.value !== 'off') errors.push(`${policyEventsMode.from} "${policyEventsMode.value}": must be on or off`);
+  const leaseNamespace = withDefault('lease-namespace');
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(leaseNamespace.value)) errors.push(`${leaseNamespace.from} "${leaseNamespace.value}": must be a namespace name (a DNS label)`);
+  const podName = read('pod-name');
+  if (podName !== undefined && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(podName.value)) errors.push(`${podName.from} "${podName.value}": must be a pod name (a DNS subdomain)`);
+  const node = nodeName?.value ?? 'unset';
+  const policyEvents: PolicyEventsConfig | null = policyEventsMode.value === 'off' ? null : {
+    leaseNamespace: leaseNamespace.value,
+    leaseName: POLICY_REPORTER_LEASE,
+    identity: podName === undefined ? node : `${podName.value}_${node}`,
+  };
   const settings = makeSettings({
     nodeName: nodeName?.value ?? 'unset',
     ...(prefixes === undefined ? {} : { interfacePrefixes: prefixes }),
@@ -167,6 +196,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     syncDelayMs: duration('sync-delay', 0),
     logLevel: level.value as LogLevel,
     dropLogBuffer: Number.isNaN(dropLogBuffer) ? DEFAULT_DROP_LOG_BUFFER : dropLogBuffer,
+    policyEvents: policyEvents === null ? null : Object.freeze(policyEvents),
   };
   if (errors.length > 0) throw new UsageError(errors.join('\n'));
   return Object.freeze(config);

@@ -31,6 +31,11 @@ import { DropLog } from './drop-log.js';
 import type { LogCounter } from './drop-log.js';
 import type { NflogReader, NflogReaderEvents } from '../lib/drop-log/nflog-packet.js';
 import { UlogdReader } from '../lib/drop-log/ulogd-reader.js';
+import { KubeLeaseStore } from '../lib/kube/leases.js';
+import { KubeEventSink } from '../lib/kube/events.js';
+import { LeaderElector } from './leader-election.js';
+import { PolicyReporter } from './policy-reporter.js';
+import { policyReports } from './policy-events.js';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,6 +46,7 @@ import { join } from 'node:path';
  *   Reflectors (list+watch) ─► ClusterCache (records) ─► DataplaneCompiler ─► SyncLoop ─► DataplaneApplier ─► kernel
  *   NodeNetworkWatcher (links, addresses, routes) ──────────┘  (further pod interfaces)  └─ refresh: read back, repair, count drops
  *   Status and metrics servers read the state; they never write.
+ *   ClusterCache's problems with NetworkPolicies ─► PolicyReporter ─► Events, from the one daemon the Lease elects (LeaderElector)
  *
  * Nothing is programmed before every watch has listed once and the node's network has been read, so a
  * half-known cluster never replaces rules a previous process left. While the API server is away, the
@@ -103,6 +109,8 @@ export class Daemon {
   private readerError: string | null = null;
   private readerRetry: NodeJS.Timeout | null = null;
   private stopping = false;
+  private readonly elector: LeaderElector | null = null;
+  private readonly reporter: PolicyReporter | null = null;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
   private sync: SyncState = { lastAttemptAt: null, lastSuccessAt: null, lastDurationMs: null, lastError: null, consecutiveFailures: 0, pendingChanges: false };
@@ -134,6 +142,29 @@ export class Daemon {
       onChange: (network) => this.networkChanged(network),
       onError: (error) => deps.logger.error({ err: error }, 'cannot read the node\'s network (links, addresses, routes); retrying'),
     });
+    const events = config.policyEvents;
+    if (events !== null) {
+      const reporterRef: { current: PolicyReporter | null } = { current: null };
+      this.elector = new LeaderElector({
+        store: new KubeLeaseStore(deps.client, events.leaseNamespace, events.leaseName),
+        identity: events.identity,
+        clock: this.clock,
+        logger: deps.logger,
+        onChange: (leader) => {
+          this.metrics.policyReporterLeader.set(leader ? 1 : 0);
+          reporterRef.current?.leadershipChanged();
+        },
+      });
+      this.reporter = new PolicyReporter({
+        election: this.elector,
+        sink: new KubeEventSink(deps.client),
+        reporter: { instance: events.identity, node: config.compiler.nodeName },
+        clock: this.clock,
+        logger: deps.logger,
+        metrics: { eventCreated: (reason) => this.metrics.policyEvents.inc({ reason }) },
+      });
+      reporterRef.current = this.reporter;
+    }
     this.loop = new SyncLoop({
       delayMs: config.syncDelayMs,
       refreshIntervalMs: config.refreshIntervalMs,
@@ -188,6 +219,9 @@ export class Daemon {
   async stop(): Promise<void> {
     this.stopping = true;
     if (this.readerRetry !== null) clearTimeout(this.readerRetry);
+    // Released before the watches stop, so another daemon reports from now on, without waiting for the Lease to expire.
+    await this.reporter?.stop();
+    await this.elector?.stop();
     await this.reader?.stop().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'stopping the drop log reader failed'));
     await Promise.all(this.reflectors.map((r) => r.stop()));
     await this.network.stop();
@@ -289,6 +323,7 @@ export class Daemon {
     this.pendingSince = new Map();
     this.sync = { ...this.sync, lastAttemptAt: started };
     const dataplane = this.cache.compiler.build();
+    this.report();
     // Known before the kernel has them, so the first packet the new rules log is attributed.
     this.dropLog.install(dataplane.endpoints);
     try {
@@ -316,6 +351,16 @@ export class Daemon {
     this.metrics.lastSync.set(enforced / 1000);
     this.sync = { ...this.sync, lastSuccessAt: enforced, lastDurationMs: enforced - started, lastError: null, consecutiveFailures: 0 };
     this.metrics.ready.set(1);
+  }
+
+  /**
+   * Hands the policy reporter what it should say now; every daemon keeps it, so any can take over.
+   * The election starts once this daemon knows the cluster: a daemon still listing never leads.
+   */
+  private report(): void {
+    if (this.reporter === null || this.elector === null) return;
+    this.reporter.observe(policyReports(this.cache.allProblems(), this.cache.policyVersions()));
+    this.elector.start();
   }
 
   /**
@@ -402,6 +447,7 @@ export class Daemon {
         buffer: this.config.dropLogBuffer,
         lost: this.dropLog.query({ limit: 0 }).lost,
       },
+      policyReporter: this.reporter?.status() ?? null,
     });
   }
 

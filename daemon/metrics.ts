@@ -6,6 +6,7 @@ import type { DropLogMetrics } from './drop-log.js';
 import type { PolicyRecord } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
 import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
+import { POLICY_EVENT_REASONS } from './policy-events.js';
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
@@ -41,6 +42,8 @@ export class DaemonMetrics {
   readonly policyDeniedConnections: Counter<'policy_namespace' | 'policy' | 'verdict'>;
   readonly dropLogLost: Counter<'reason'>;
   readonly dropLogReaderUp: Gauge;
+  readonly policyReporterLeader: Gauge;
+  readonly policyEvents: Counter<'reason'>;
   /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
   private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
@@ -85,6 +88,9 @@ export class DaemonMetrics {
     this.dropLogLost = new Counter({ name: 'palisade_drop_log_lost_total', help: 'denied connections that got no record: held back by the rate limits, or missed by the reader', labelNames: ['reason'], registers });
     for (const reason of ['rate-limit', 'reader']) this.dropLogLost.inc({ reason }, 0);
     this.dropLogReaderUp = new Gauge({ name: 'palisade_drop_log_reader_up', help: '1 while the drop log\'s NFLOG reader runs (0 when it failed or the drop log is off)', registers });
+    this.policyReporterLeader = new Gauge({ name: 'palisade_policy_reporter_leader', help: '1 while this daemon holds the policy reporter Lease and reports NetworkPolicies palisade cannot fully enforce as Events', registers });
+    this.policyEvents = new Counter({ name: 'palisade_policy_events_total', help: 'Events this daemon created about NetworkPolicies it cannot fully enforce, by reason', labelNames: ['reason'], registers });
+    for (const reason of POLICY_EVENT_REASONS) this.policyEvents.inc({ reason }, 0);
     collectDefaultMetrics({ register: this.registry });
   }
 

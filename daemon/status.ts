@@ -7,6 +7,7 @@ import type { ReflectorStats } from '../lib/kube/reflector.js';
 import type { NodeNetwork } from '../lib/node-network.js';
 import type { NodeFindings } from './node-checks.js';
 import type { DropLogSettings } from '../rules/settings.js';
+import type { ReporterStatus } from './policy-reporter.js';
 
 /**
  * The status document served at /status, built by a pure function from the daemon's state so it can
@@ -50,6 +51,8 @@ export interface DaemonState {
     readonly buffer: number;
     readonly lost: number;
   };
+  /** The policy reporter's election and Events; null when --policy-events is off. */
+  readonly policyReporter: ReporterStatus | null;
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -117,6 +120,18 @@ export function buildStatus(state: DaemonState) {
       reader: { running: state.dropLog.readerRunning, error: state.dropLog.readerError },
       buffer: state.dropLog.buffer,
       lost: state.dropLog.lost,
+    },
+    policyReporter: state.policyReporter === null ? { enabled: false } : {
+      enabled: true,
+      // Whether this daemon is the one writing Events about policies, and who is when it is not.
+      reporter: state.policyReporter.leader,
+      identity: state.policyReporter.identity,
+      lease: state.policyReporter.lease,
+      leaseHolder: state.policyReporter.holder,
+      reported: state.policyReporter.reported,
+      pending: state.policyReporter.pending,
+      leaseError: state.policyReporter.lastError,
+      eventError: state.policyReporter.lastWriteError,
     },
     auditPolicies: state.policies.filter((p) => p.audit).map((p) => `${p.namespace}/${p.name}`),
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),

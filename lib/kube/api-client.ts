@@ -6,9 +6,10 @@ import { silentLogger } from '../logger.js';
 import type { ClientConfig } from './client-config.js';
 
 /**
- * GET requests to the Kubernetes API over node:https, with the response body left as a stream: lists
- * and watches are read as they arrive (list-reader.ts, reflector.ts), never buffered whole. One
- * keep-alive agent per client, so the four watches and their lists share a few connections.
+ * Requests to the Kubernetes API over node:https. GETs leave the response body as a stream: lists and
+ * watches are read as they arrive (list-reader.ts, reflector.ts), never buffered whole. The few writes
+ * (the policy reporter's Lease and Events) send and read small JSON bodies (send()). One keep-alive
+ * agent per client, so the four watches and their lists share a few connections.
  */
 
 export class ApiRequestError extends PalisadeError {
@@ -17,8 +18,8 @@ export class ApiRequestError extends PalisadeError {
   readonly reason: string | null;
 
   /** `context` says what the status means here, e.g. which credentials were refused. */
-  constructor(path: string, status: number, body: string, context?: string) {
-    super('KUBE_API_ERROR', `GET ${path}: HTTP ${status}: ${context === undefined ? '' : `${context}: `}${body.slice(0, 300)}`);
+  constructor(path: string, status: number, body: string, context?: string, method = 'GET') {
+    super('KUBE_API_ERROR', `${method} ${path}: HTTP ${status}: ${context === undefined ? '' : `${context}: `}${body.slice(0, 300)}`);
     this.name = 'ApiRequestError';
     this.status = status;
     let reason: string | null = null;
@@ -79,26 +80,40 @@ export class ApiClient {
    * follows, so a token the server will not take costs one or two requests per attempt, never a loop.
    */
   async get(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
+    return this.authenticated('GET', pathAndQuery, null, signal);
+  }
+
+  /**
+   * A write (POST, PUT) or a small GET with a JSON body, read whole: resolves with the parsed answer
+   * of a 2xx, and rejects with ApiRequestError (its `status` and `reason` say which: 404, 409 Conflict
+   * or AlreadyExists...) for anything else. The same one retry on 401 as get().
+   */
+  async send(method: 'GET' | 'POST' | 'PUT', pathAndQuery: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+    const response = await this.authenticated(method, pathAndQuery, body === undefined ? null : JSON.stringify(body), signal);
+    return JSON.parse(await readBody(response));
+  }
+
+  private async authenticated(method: string, pathAndQuery: string, body: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const credentials = this.config.credentials;
     const refused = await credentials.token();
-    const first = await this.request(pathAndQuery, refused, signal);
-    if (first.statusCode !== 401) return this.checked(pathAndQuery, first);
+    const first = await this.request(method, pathAndQuery, body, refused, signal);
+    if (first.statusCode !== 401) return this.checked(method, pathAndQuery, first);
     const firstBody = await readBody(first).catch(() => '');
     credentials.invalidate(refused);
     const fresh = await credentials.token();
     const who = `${credentials.description} (${this.config.source})`;
     if (fresh === refused) {
       this.unauthorized.refused++;
-      throw new ApiRequestError(pathAndQuery, 401, firstBody, `the API server refused the token from ${who}, and fetching it afresh gave the same token`);
+      throw new ApiRequestError(pathAndQuery, 401, firstBody, `the API server refused the token from ${who}, and fetching it afresh gave the same token`, method);
     }
-    const second = await this.request(pathAndQuery, fresh, signal);
+    const second = await this.request(method, pathAndQuery, body, fresh, signal);
     if (second.statusCode === 401) {
       this.unauthorized.refused++;
-      throw new ApiRequestError(pathAndQuery, 401, await readBody(second).catch(() => ''), `the API server refused the token from ${who}, and again after fetching it afresh`);
+      throw new ApiRequestError(pathAndQuery, 401, await readBody(second).catch(() => ''), `the API server refused the token from ${who}, and again after fetching it afresh`, method);
     }
     this.unauthorized.recovered++;
     this.logger.info({ path: pathAndQuery.split('?')[0], credentials: who }, 'the API server refused the token; fetched afresh, the new one was accepted');
-    return this.checked(pathAndQuery, second);
+    return this.checked(method, pathAndQuery, second);
   }
 
   /** GET and parse a small JSON body (e.g. /version). */
@@ -129,20 +144,23 @@ export class ApiClient {
     this.agent.destroy();
   }
 
-  private async checked(pathAndQuery: string, response: http.IncomingMessage): Promise<http.IncomingMessage> {
-    if (response.statusCode === 200) return response;
-    throw new ApiRequestError(pathAndQuery, response.statusCode ?? 0, await readBody(response).catch(() => ''));
+  private async checked(method: string, pathAndQuery: string, response: http.IncomingMessage): Promise<http.IncomingMessage> {
+    const status = response.statusCode ?? 0;
+    // A GET (a list, a watch) wants exactly 200; a create answers 201.
+    if (status === 200 || (method !== 'GET' && status >= 200 && status < 300)) return response;
+    throw new ApiRequestError(pathAndQuery, status, await readBody(response).catch(() => ''), undefined, method);
   }
 
-  private request(pathAndQuery: string, token: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {
+  private request(method: string, pathAndQuery: string, body: string | null, token: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const url = new URL(pathAndQuery, this.config.server);
     const headers: Record<string, string> = { accept: 'application/json', 'user-agent': USER_AGENT };
     if (token !== null) headers['authorization'] = `Bearer ${token}`;
+    if (body !== null) headers['content-type'] = 'application/json';
     const module = url.protocol === 'https:' ? https : http;
     return new Promise((resolve, reject) => {
-      const req = module.request(url, { method: 'GET', headers, agent: this.agent, ...(signal === undefined ? {} : { signal }) }, resolve);
-      req.on('error', (error) => reject(new PalisadeError('KUBE_API_UNREACHABLE', `GET ${url.pathname}${url.search} on ${this.config.server.origin}: ${error.message}`, { cause: error })));
-      req.end();
+      const req = module.request(url, { method, headers, agent: this.agent, ...(signal === undefined ? {} : { signal }) }, resolve);
+      req.on('error', (error) => reject(new PalisadeError('KUBE_API_UNREACHABLE', `${method} ${url.pathname}${url.search} on ${this.config.server.origin}: ${error.message}`, { cause: error })));
+      req.end(body ?? undefined);
     });
   }
 }

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { PalisadeError } from '../errors.js';
-import type { FakeApiStats } from './api-server.js';
+import type { FakeApiStats, StoredObject } from './api-server.js';
 
 /**
  * The lab API server's admin API, reached over its unix socket: a socket file works across network
@@ -38,6 +38,12 @@ export class LabApiClient {
   async setTokens(tokens: readonly string[] | null, options: { closeRefusedWatches?: boolean } = {}): Promise<number> {
     const answer = await this.call('POST', 'tokens', { tokens, closeRefusedWatches: options.closeRefusedWatches === true });
     return (answer as { closedWatches: number }).closedWatches;
+  }
+
+  /** The objects of a kind as stored now (optionally one namespace's), e.g. the Events palisade wrote. */
+  objects(kind: string, namespace: string | null = null): Promise<StoredObject[]> {
+    const query = new URLSearchParams({ kind, ...(namespace === null ? {} : { namespace }) });
+    return this.call('GET', `objects?${query.toString()}`, undefined) as Promise<StoredObject[]>;
   }
 
   stats(): Promise<FakeApiStats> {
