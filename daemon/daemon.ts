@@ -354,8 +354,9 @@ export class Daemon {
   }
 
   /**
-   * Hands the policy reporter what it should say now; every daemon keeps it, so any can take over.
-   * The election starts once this daemon knows the cluster: a daemon still listing never leads.
+   * Hands the policy reporter what it should say now, after each compile and each refresh; every
+   * daemon keeps it, so any can take over. The election starts once this daemon knows the cluster: a
+   * daemon still listing never leads.
    */
   private report(): void {
     if (this.reporter === null || this.elector === null) return;
@@ -384,6 +385,8 @@ export class Daemon {
     if (this.applier === null || !this.firstApplied) return;
     // Policies refused for the pods they name get another chance: the pods may have gone.
     if (this.cache.compiler.recheckBudgets()) this.loop.request();
+    // A new generation that compiles to the same rules (one invalid policy edited into another) needs no sync, but is reported.
+    this.report();
     // Every refresh compares rule hashes and set sizes; every FULL_REFRESH_EVERY-th one every set member too.
     this.refreshes++;
     const report = await this.applier.refresh({ full: this.refreshes % FULL_REFRESH_EVERY === 0 });
