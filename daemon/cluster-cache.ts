@@ -14,6 +14,8 @@ import { Interner } from '../rules/interner.js';
 import type { CompilerSettings } from '../rules/settings.js';
 import type { Snapshot } from '../rules/snapshot.js';
 import type { KubeObject, ReflectorHandler, WatchEventType } from '../lib/kube/reflector.js';
+import type { PolicyVersion } from './policy-events.js';
+import { policyVersionOf } from './policy-events.js';
 
 /**
  * The daemon's view of the cluster: objects from the watches are parsed into records at once (the raw
@@ -138,6 +140,8 @@ export class ClusterCache {
   readonly compiler: DataplaneCompiler;
   private readonly records: { [K in ResourceKind]: RecordStore };
   private readonly problems = new Map<string, readonly Problem[]>();
+  /** Each NetworkPolicy's uid and generation, by namespace/name: what its problems are reported against. */
+  private readonly versions = new Map<string, PolicyVersion>();
   private readonly onChange: (kind: ResourceKind) => void;
 
   private readonly logger: Logger;
@@ -237,6 +241,11 @@ export class ClusterCache {
   private upsert(kind: ResourceKind, object: KubeObject): boolean {
     const ops = OPS[kind];
     const key = rawKey(kind, object);
+    if (kind === 'NetworkPolicy' && key !== null) {
+      const version = policyVersionOf(object['metadata'] as Record<string, unknown> | undefined);
+      if (version === null) this.versions.delete(key);
+      else this.versions.set(key, version);
+    }
     const parsed = ops.parse(object, this.context);
     if (key !== null) this.recordProblems(`${kind} ${key}`, parsed.problems);
     if (parsed.record === null) {
@@ -274,6 +283,7 @@ export class ClusterCache {
   }
 
   private remove(kind: ResourceKind, key: string): boolean {
+    if (kind === 'NetworkPolicy') this.versions.delete(key);
     if (!this.records[kind].delete(key)) return false;
     OPS[kind].remove(this.compiler, key);
     return true;
@@ -301,6 +311,11 @@ export class ClusterCache {
       const what = problem.object.kind === 'Pod' ? 'a pod\'s claim is not honoured' : 'a policy is over the per-policy budget: it grants nothing, what it selects stays isolated';
       this.logger.warn({ object: `${problem.object.kind} ${problem.object.namespace ?? ''}/${problem.object.name}`, problem: line }, what);
     }
+  }
+
+  /** The uid and generation (or resourceVersion) of every NetworkPolicy known, by namespace/name. */
+  policyVersions(): ReadonlyMap<string, PolicyVersion> {
+    return this.versions;
   }
 
   count(kind: ResourceKind): number {

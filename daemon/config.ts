@@ -36,7 +36,21 @@ export interface DaemonConfig {
   readonly dropLogBuffer: number;
   /** The taint palisade removes from its own node after its first apply; null: none (--startup-taint none). */
   readonly startupTaint: StartupTaint | null;
+  /** Events on NetworkPolicies palisade cannot fully enforce, from the holder of one Lease; null when off. */
+  readonly policyEvents: PolicyEventsConfig | null;
 }
+
+export interface PolicyEventsConfig {
+  /** Where the Lease is: the daemon's own namespace (POD_NAMESPACE, from the downward API). */
+  readonly leaseNamespace: string;
+  readonly leaseName: string;
+  /** holderIdentity and the Events' reportingInstance: "<pod>_<node>", or the node's name without a pod name. */
+  readonly identity: string;
+}
+
+/** The one Lease the reporters elect their leader on; the Role's resourceNames name it too. */
+export const POLICY_REPORTER_LEASE = 'palisade-policy-reporter';
+export const DEFAULT_LEASE_NAMESPACE = 'kube-system';
 
 export const DEFAULT_DROP_LOG_BUFFER = 1000;
 const MAX_DROP_LOG_BUFFER = 1_000_000;
@@ -63,6 +77,9 @@ export const DAEMON_FLAGS = [
   { flag: 'drop-log-buffer', env: ['PALISADE_DROP_LOG_BUFFER'], default: String(DEFAULT_DROP_LOG_BUFFER), help: 'records of denied connections /drops keeps' },
   { flag: 'drop-log-group', env: ['PALISADE_DROP_LOG_GROUP'], default: String(DEFAULT_DROP_LOG.group), help: 'NFLOG group the drop log uses (one no other program on the node binds)' },
   { flag: 'startup-taint', env: ['PALISADE_STARTUP_TAINT'], default: DEFAULT_STARTUP_TAINT, help: 'KEY[=VALUE]:EFFECT taint removed from this node once its rules are in place, or none' },
+  { flag: 'policy-events', env: ['PALISADE_POLICY_EVENTS'], default: 'on', help: 'on or off: report NetworkPolicies palisade cannot fully enforce as Events (one daemon, elected on a Lease, writes them)' },
+  { flag: 'lease-namespace', env: ['PALISADE_LEASE_NAMESPACE', 'POD_NAMESPACE'], default: DEFAULT_LEASE_NAMESPACE, help: `namespace of the Lease ${POLICY_REPORTER_LEASE} (the DaemonSet sets POD_NAMESPACE from the downward API)` },
+  { flag: 'pod-name', env: ['PALISADE_POD_NAME', 'POD_NAME'], default: '(none: the node name)', help: 'this pod, for the Lease holder and the Events\' reportingInstance (the DaemonSet sets POD_NAME from the downward API)' },
   { flag: 'policy-max-selector-pods', env: ['PALISADE_POLICY_MAX_SELECTOR_PODS'], default: String(DEFAULT_POLICY_BUDGET.selectorPods), help: 'pods palisade may look at to fill the selector sets of one NetworkPolicy before it fails closed' },
 ] as const;
 
@@ -154,6 +171,18 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
   const taintFlag = withDefault('startup-taint');
   const startupTaint = parseStartupTaint(taintFlag.value);
   if (!startupTaint.ok) errors.push(`${taintFlag.from} "${taintFlag.value}": ${startupTaint.error}`);
+  const policyEventsMode = withDefault('policy-events');
+  if (policyEventsMode.value !== 'on' && policyEventsMode.value !== 'off') errors.push(`${policyEventsMode.from} "${policyEventsMode.value}": must be on or off`);
+  const leaseNamespace = withDefault('lease-namespace');
+  if (!/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(leaseNamespace.value)) errors.push(`${leaseNamespace.from} "${leaseNamespace.value}": must be a namespace name (a DNS label)`);
+  const podName = read('pod-name');
+  if (podName !== undefined && !/^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/.test(podName.value)) errors.push(`${podName.from} "${podName.value}": must be a pod name (a DNS subdomain)`);
+  const node = nodeName?.value ?? 'unset';
+  const policyEvents: PolicyEventsConfig | null = policyEventsMode.value === 'off' ? null : {
+    leaseNamespace: leaseNamespace.value,
+    leaseName: POLICY_REPORTER_LEASE,
+    identity: podName === undefined ? node : `${podName.value}_${node}`,
+  };
   const settings = makeSettings({
     nodeName: nodeName?.value ?? 'unset',
     ...(prefixes === undefined ? {} : { interfacePrefixes: prefixes }),
@@ -176,6 +205,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     logLevel: level.value as LogLevel,
     dropLogBuffer: Number.isNaN(dropLogBuffer) ? DEFAULT_DROP_LOG_BUFFER : dropLogBuffer,
     startupTaint: startupTaint.ok ? startupTaint.taint : null,
+    policyEvents: policyEvents === null ? null : Object.freeze(policyEvents),
   };
   if (errors.length > 0) throw new UsageError(errors.join('\n'));
   return Object.freeze(config);

@@ -32,6 +32,11 @@ import type { LogCounter } from './drop-log.js';
 import type { NflogReader, NflogReaderEvents } from '../lib/drop-log/nflog-packet.js';
 import { UlogdReader } from '../lib/drop-log/ulogd-reader.js';
 import { TaintRemover, watchingNode } from './taint-remover.js';
+import { KubeLeaseStore } from '../lib/kube/leases.js';
+import { KubeEventSink } from '../lib/kube/events.js';
+import { LeaderElector } from './leader-election.js';
+import { PolicyReporter } from './policy-reporter.js';
+import { policyReports } from './policy-events.js';
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -42,6 +47,7 @@ import { join } from 'node:path';
  *   Reflectors (list+watch) ─► ClusterCache (records) ─► DataplaneCompiler ─► SyncLoop ─► DataplaneApplier ─► kernel
  *   NodeNetworkWatcher (links, addresses, routes) ──────────┘  (further pod interfaces)  └─ refresh: read back, repair, count drops
  *   Status and metrics servers read the state; they never write.
+ *   ClusterCache's problems with NetworkPolicies ─► PolicyReporter ─► Events, from the one daemon the Lease elects (LeaderElector)
  *
  * Nothing is programmed before every watch has listed once and the node's network has been read, so a
  * half-known cluster never replaces rules a previous process left. While the API server is away, the
@@ -106,6 +112,8 @@ export class Daemon {
   private readerError: string | null = null;
   private readerRetry: NodeJS.Timeout | null = null;
   private stopping = false;
+  private readonly elector: LeaderElector | null = null;
+  private readonly reporter: PolicyReporter | null = null;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
   private sync: SyncState = { lastAttemptAt: null, lastSuccessAt: null, lastDurationMs: null, lastError: null, consecutiveFailures: 0, pendingChanges: false };
@@ -147,6 +155,29 @@ export class Daemon {
       onChange: (network) => this.networkChanged(network),
       onError: (error) => deps.logger.error({ err: error }, 'cannot read the node\'s network (links, addresses, routes); retrying'),
     });
+    const events = config.policyEvents;
+    if (events !== null) {
+      const reporterRef: { current: PolicyReporter | null } = { current: null };
+      this.elector = new LeaderElector({
+        store: new KubeLeaseStore(deps.client, events.leaseNamespace, events.leaseName),
+        identity: events.identity,
+        clock: this.clock,
+        logger: deps.logger,
+        onChange: (leader) => {
+          this.metrics.policyReporterLeader.set(leader ? 1 : 0);
+          reporterRef.current?.leadershipChanged();
+        },
+      });
+      this.reporter = new PolicyReporter({
+        election: this.elector,
+        sink: new KubeEventSink(deps.client),
+        reporter: { instance: events.identity, node: config.compiler.nodeName },
+        clock: this.clock,
+        logger: deps.logger,
+        metrics: { eventCreated: (reason) => this.metrics.policyEvents.inc({ reason }) },
+      });
+      reporterRef.current = this.reporter;
+    }
     this.loop = new SyncLoop({
       delayMs: config.syncDelayMs,
       refreshIntervalMs: config.refreshIntervalMs,
@@ -204,6 +235,9 @@ export class Daemon {
     this.stopping = true;
     if (this.readerRetry !== null) clearTimeout(this.readerRetry);
     await this.taint?.stop();
+    // Released before the watches stop, so another daemon reports from now on, without waiting for the Lease to expire.
+    await this.reporter?.stop();
+    await this.elector?.stop();
     await this.reader?.stop().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'stopping the drop log reader failed'));
     await Promise.all(this.reflectors.map((r) => r.stop()));
     await this.network.stop();
@@ -305,6 +339,7 @@ export class Daemon {
     this.pendingSince = new Map();
     this.sync = { ...this.sync, lastAttemptAt: started };
     const dataplane = this.cache.compiler.build();
+    this.report();
     // Known before the kernel has them, so the first packet the new rules log is attributed.
     this.dropLog.install(dataplane.endpoints);
     try {
@@ -344,6 +379,17 @@ export class Daemon {
   }
 
   /**
+   * Hands the policy reporter what it should say now, after each compile and each refresh; every
+   * daemon keeps it, so any can take over. The election starts once this daemon knows the cluster: a
+   * daemon still listing never leads.
+   */
+  private report(): void {
+    if (this.reporter === null || this.elector === null) return;
+    this.reporter.observe(policyReports(this.cache.allProblems(), this.cache.policyVersions()));
+    this.elector.start();
+  }
+
+  /**
    * Flows tracked for an address that left its pod would let the next holder of the address through
    * on the old pod's behalf, even before palisade knows the new pod (replies pass ahead of every other
    * check). So they are cleared once the sync that sees the address change hands has applied. Only
@@ -364,6 +410,8 @@ export class Daemon {
     if (this.applier === null || !this.firstApplied) return;
     // Policies refused for the pods they name get another chance: the pods may have gone.
     if (this.cache.compiler.recheckBudgets()) this.loop.request();
+    // A new generation that compiles to the same rules (one invalid policy edited into another) needs no sync, but is reported.
+    this.report();
     // Every refresh compares rule hashes and set sizes; every FULL_REFRESH_EVERY-th one every set member too.
     this.refreshes++;
     const report = await this.applier.refresh({ full: this.refreshes % FULL_REFRESH_EVERY === 0 });
@@ -428,6 +476,7 @@ export class Daemon {
         lost: this.dropLog.query({ limit: 0 }).lost,
       },
       startupTaint: this.taint?.status() ?? null,
+      policyReporter: this.reporter?.status() ?? null,
     });
   }
 

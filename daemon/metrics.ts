@@ -9,6 +9,7 @@ import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
 import type { ResourceKind } from './cluster-cache.js';
 
 const CHANGE_RESOURCES: readonly ResourceKind[] = ['Pod', 'Namespace', 'NetworkPolicy', 'Node'];
+import { POLICY_EVENT_REASONS } from './policy-events.js';
 
 /**
  * Every metric palisade exports, on one injected Registry (never prom-client's global one). Labels are
@@ -54,6 +55,8 @@ export class DaemonMetrics {
   readonly startupTaintPresent: Gauge;
   readonly startupTaintRemovals: Counter<'outcome'>;
   readonly dropLogEnabled: Gauge;
+  readonly policyReporterLeader: Gauge;
+  readonly policyEvents: Counter<'reason'>;
   /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
   private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
@@ -105,6 +108,9 @@ export class DaemonMetrics {
     this.startupTaintRemovals = new Counter({ name: 'palisade_startup_taint_removals_total', help: 'attempts to remove the startup taint from this node, by outcome: removed, conflict (the node changed meanwhile; read again) or error (retried with backoff)', labelNames: ['outcome'], registers });
     for (const outcome of ['removed', 'conflict', 'error']) this.startupTaintRemovals.inc({ outcome }, 0);
     this.dropLogEnabled = new Gauge({ name: 'palisade_drop_log_enabled', help: '1 when the drop log is on (--drop-log on), so a reader that is down can be told from one that is off', registers });
+    this.policyReporterLeader = new Gauge({ name: 'palisade_policy_reporter_leader', help: '1 while this daemon holds the policy reporter Lease and reports NetworkPolicies palisade cannot fully enforce as Events', registers });
+    this.policyEvents = new Counter({ name: 'palisade_policy_events_total', help: 'Events this daemon created about NetworkPolicies it cannot fully enforce, by reason', labelNames: ['reason'], registers });
+    for (const reason of POLICY_EVENT_REASONS) this.policyEvents.inc({ reason }, 0);
     collectDefaultMetrics({ register: this.registry });
   }
 

@@ -8,6 +8,7 @@ import type { NodeNetwork } from '../lib/node-network.js';
 import type { NodeFindings } from './node-checks.js';
 import type { DropLogSettings } from '../rules/settings.js';
 import type { StartupTaintStatus } from './taint-remover.js';
+import type { ReporterStatus } from './policy-reporter.js';
 
 /**
  * The status document served at /status, built by a pure function from the daemon's state so it can
@@ -53,6 +54,8 @@ export interface DaemonState {
   };
   /** The startup taint's removal from this node; null with --startup-taint none. */
   readonly startupTaint: StartupTaintStatus | null;
+  /** The policy reporter's election and Events; null when --policy-events is off. */
+  readonly policyReporter: ReporterStatus | null;
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -122,6 +125,18 @@ export function buildStatus(state: DaemonState) {
       lost: state.dropLog.lost,
     },
     startupTaint: state.startupTaint === null ? { enabled: false as const } : { enabled: true as const, ...state.startupTaint },
+    policyReporter: state.policyReporter === null ? { enabled: false } : {
+      enabled: true,
+      // Whether this daemon is the one writing Events about policies, and who is when it is not.
+      reporter: state.policyReporter.leader,
+      identity: state.policyReporter.identity,
+      lease: state.policyReporter.lease,
+      leaseHolder: state.policyReporter.holder,
+      reported: state.policyReporter.reported,
+      pending: state.policyReporter.pending,
+      leaseError: state.policyReporter.lastError,
+      eventError: state.policyReporter.lastWriteError,
+    },
     auditPolicies: state.policies.filter((p) => p.audit).map((p) => `${p.namespace}/${p.name}`),
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),
     failedPolicies: state.policies.filter((p) => p.failed || state.selectorPodsOverBudget.has(`${p.namespace}/${p.name}`)).map((p) => ({

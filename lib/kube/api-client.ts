@@ -6,10 +6,10 @@ import { silentLogger } from '../logger.js';
 import type { ClientConfig } from './client-config.js';
 
 /**
- * GET requests to the Kubernetes API over node:https, with the response body left as a stream: lists
- * and watches are read as they arrive (list-reader.ts, reflector.ts), never buffered whole. One
- * keep-alive agent per client, so the four watches and their lists share a few connections. The one
- * write palisade makes, removing the startup taint from its own node, is a JSON patch (patchJson).
+ * Requests to the Kubernetes API over node:https. GETs leave the response body as a stream: lists and
+ * watches are read as they arrive (list-reader.ts, reflector.ts), never buffered whole. The few writes
+ * (the startup taint's JSON patch, the policy reporter's Lease and Events) send and read small JSON
+ * bodies. One keep-alive agent per client, so the four watches and their lists share a few connections.
  */
 
 export class ApiRequestError extends PalisadeError {
@@ -36,7 +36,7 @@ export class ApiRequestError extends PalisadeError {
 const USER_AGENT = 'palisade/0.1.0';
 
 interface Call {
-  readonly method: 'GET' | 'PATCH';
+  readonly method: 'GET' | 'PATCH' | 'POST' | 'PUT';
   readonly pathAndQuery: string;
   readonly body?: string;
   readonly contentType?: string;
@@ -87,20 +87,30 @@ export class ApiClient {
    * follows, so a token the server will not take costs one or two requests per attempt, never a loop.
    */
   async get(pathAndQuery: string, signal?: AbortSignal): Promise<http.IncomingMessage> {
-    return this.send({ method: 'GET', pathAndQuery }, signal);
+    return this.authenticated({ method: 'GET', pathAndQuery }, signal);
   }
 
   /**
    * PATCH `path` with an RFC 6902 JSON patch (application/json-patch+json) and resolve with the object
-   * the server returns. The same 401 handling as get(); any other status than 200 is an
+   * the server returns. The same 401 handling as get(); any other status than 2xx is an
    * ApiRequestError carrying it (409 conflict, 422 for a failed `test` operation, 403 refused).
    */
   async patchJson(path: string, patch: readonly unknown[], signal?: AbortSignal): Promise<unknown> {
-    const response = await this.send({ method: 'PATCH', pathAndQuery: path, body: JSON.stringify(patch), contentType: 'application/json-patch+json' }, signal);
+    const response = await this.authenticated({ method: 'PATCH', pathAndQuery: path, body: JSON.stringify(patch), contentType: 'application/json-patch+json' }, signal);
     return JSON.parse(await readBody(response));
   }
 
-  private async send(call: Call, signal?: AbortSignal): Promise<http.IncomingMessage> {
+  /**
+   * A write (POST, PUT) or a small GET with a JSON body, read whole: resolves with the parsed answer
+   * of a 2xx, and rejects with ApiRequestError (its `status` and `reason` say which: 404, 409 Conflict
+   * or AlreadyExists...) for anything else. The same one retry on 401 as get().
+   */
+  async send(method: 'GET' | 'POST' | 'PUT', pathAndQuery: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+    const response = await this.authenticated({ method, pathAndQuery, ...(body === undefined ? {} : { body: JSON.stringify(body) }) }, signal);
+    return JSON.parse(await readBody(response));
+  }
+
+  private async authenticated(call: Call, signal?: AbortSignal): Promise<http.IncomingMessage> {
     const { method, pathAndQuery } = call;
     const credentials = this.config.credentials;
     const refused = await credentials.token();
@@ -153,8 +163,10 @@ export class ApiClient {
   }
 
   private async checked(call: Call, response: http.IncomingMessage): Promise<http.IncomingMessage> {
-    if (response.statusCode === 200) return response;
-    throw new ApiRequestError(call.pathAndQuery, response.statusCode ?? 0, await readBody(response).catch(() => ''), undefined, call.method);
+    const status = response.statusCode ?? 0;
+    // A GET (a list, a watch) wants exactly 200; a write may answer 201.
+    if (status === 200 || (call.method !== 'GET' && status >= 200 && status < 300)) return response;
+    throw new ApiRequestError(call.pathAndQuery, status, await readBody(response).catch(() => ''), undefined, call.method);
   }
 
   private request(call: Call, token: string | null, signal?: AbortSignal): Promise<http.IncomingMessage> {

@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { PalisadeError } from '../errors.js';
-import type { FakeApiStats } from './api-server.js';
+import type { FakeApiStats, StoredObject } from './api-server.js';
 import type { BoundIdentity } from './node-admission.js';
 
 /**
@@ -71,6 +71,12 @@ export class LabApiClient {
       req.on('error', (error) => reject(new PalisadeError('LAB_API', `${method} ${pathAndQuery} over ${this.socketPath}: ${error.message}`, { cause: error })));
       req.end(body?.text);
     });
+  }
+
+  /** The objects of a kind as stored now (optionally one namespace's), e.g. the Events palisade wrote. */
+  objects(kind: string, namespace: string | null = null): Promise<StoredObject[]> {
+    const query = new URLSearchParams({ kind, ...(namespace === null ? {} : { namespace }) });
+    return this.call('GET', `objects?${query.toString()}`, undefined) as Promise<StoredObject[]>;
   }
 
   stats(): Promise<FakeApiStats> {

@@ -10,16 +10,20 @@
  *   server.compact();                        // watches from older resourceVersions now get 410
  *   await server.close();
  *
- * Kinds: Pod, Namespace, Node, NetworkPolicy (RESOURCES). One global resourceVersion like etcd's.
+ * Kinds: Pod, Namespace, Node, NetworkPolicy, and the two palisade writes: Lease and Event (RESOURCES).
+ * One global resourceVersion like etcd's.
  * Paths: {prefix}/{plural}[/{name}], {prefix}/namespaces/{ns}/{plural}[/{name}], the legacy
- * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET, and PATCH of a Node with a JSON
- * patch (else 405); Bearer token required when options.token is set (the default; kubeconfig()
+ * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET; PATCH of a Node with a JSON
+ * patch; and for the writable kinds (Lease, Event) POST to create (409 AlreadyExists when the name is
+ * taken) and PUT to replace (404 when absent, 409 Conflict when metadata.resourceVersion is not the
+ * stored one); else 405. Bearer token required when options.token is set (the default; kubeconfig()
  * carries it), or one of options.tokens, or a token bound to an identity (bindToken: a service
  * account and the node its pod runs on, as bound service-account tokens carry); anything else gets
  * 401 with an Unauthorized Status, as from a real API server. A node PATCH by palisade's service
- * account passes the lab's stand-in for its ValidatingAdmissionPolicy (node-admission.ts) or gets 403. setTokens() rotates
- * the accepted set (see there for what happens to open watches). labelSelector and
- * fieldSelector are refused with 400 rather than silently ignored. Lists page with limit/continue.
+ * account passes the lab's stand-in for its ValidatingAdmissionPolicy (node-admission.ts) or gets 403.
+ * setTokens() rotates the accepted set (see there for what happens to open watches). labelSelector is
+ * refused with 400 rather than silently ignored; fieldSelector filters lists and watches
+ * (field-selector.ts). Lists page with limit/continue.
  * Watches (?watch=true|1): resourceVersion '' or '0' (or sendInitialEvents=true) first sends ADDED
  * for every current object; N replays history events with RV > N, or a single 410 Expired ERROR
  * event when N is older than the retained history. allowWatchBookmarks=true gets BOOKMARK events
@@ -35,6 +39,8 @@ import { AcceptedTokens, bearerToken } from './bearer-tokens.js';
 import { applyJsonPatch, JsonPatchError } from './json-patch.js';
 import { admitNodeUpdate, PALISADE_NODE_TAINT_POLICY } from './node-admission.js';
 import type { BoundIdentity, NodeTaintPolicy } from './node-admission.js';
+import { fieldsMatch, parseFieldSelector } from './field-selector.js';
+import type { FieldRequirement } from './field-selector.js';
 
 export interface ObjectMeta {
   name?: string;
@@ -115,14 +121,18 @@ export interface FakeApiStats {
   patches: Record<string, number>;
   /** PATCH requests the admission policy refused (403). */
   forbidden: number;
+  /** Writes accepted, per "POST plural" or "PUT plural"; refused ones are not counted. */
+  writes: Record<string, number>;
 }
 
-export interface Resource { kind: string; apiVersion: string; plural: string; prefix: string; namespaced: boolean }
+export interface Resource { kind: string; apiVersion: string; plural: string; prefix: string; namespaced: boolean; writable?: boolean }
 export const RESOURCES: readonly Resource[] = [
   { kind: 'Pod', apiVersion: 'v1', plural: 'pods', prefix: '/api/v1', namespaced: true },
   { kind: 'Namespace', apiVersion: 'v1', plural: 'namespaces', prefix: '/api/v1', namespaced: false },
   { kind: 'Node', apiVersion: 'v1', plural: 'nodes', prefix: '/api/v1', namespaced: false },
   { kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', plural: 'networkpolicies', prefix: '/apis/networking.k8s.io/v1', namespaced: true },
+  { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', plural: 'leases', prefix: '/apis/coordination.k8s.io/v1', namespaced: true, writable: true },
+  { kind: 'Event', apiVersion: 'v1', plural: 'events', prefix: '/api/v1', namespaced: true, writable: true },
 ];
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -132,6 +142,7 @@ interface Watcher {
   resource: Resource;
   namespace: string | null;
   bookmarks: boolean;
+  fields: FieldRequirement[] | null;
   /** The bearer token the watch was opened with: what was authenticated, once, at its start. */
   token: string | null;
   timer?: NodeJS.Timeout;
@@ -183,7 +194,7 @@ export class FakeApiServer {
   private readonly watchers = new Set<Watcher>();
   private servers: http.Server[] = [];
   private failure: (FailureRule & { left: number }) | null = null;
-  private counts: FakeApiStats = { lists: {}, watches: {}, streamingLists: {}, unauthorized: {}, openWatches: 0, failures: 0, bytesSent: 0, patches: {}, forbidden: 0 };
+  private counts: FakeApiStats = { lists: {}, watches: {}, streamingLists: {}, unauthorized: {}, openWatches: 0, failures: 0, bytesSent: 0, patches: {}, forbidden: 0, writes: {} };
   private readonly accepted: AcceptedTokens;
   /** Tokens bound to an identity (bindToken): accepted, and judged by the admission policy. */
   private readonly identities = new Map<string, BoundIdentity>();
@@ -327,6 +338,7 @@ export class FakeApiServer {
       bytesSent: this.counts.bytesSent,
       patches: { ...this.counts.patches },
       forbidden: this.counts.forbidden,
+      writes: { ...this.counts.writes },
     };
   }
 
@@ -434,7 +446,7 @@ export class FakeApiServer {
   }
 
   private matches(w: Watcher, resource: Resource, object: StoredObject): boolean {
-    return w.resource === resource && (w.namespace === null || w.namespace === object.metadata.namespace);
+    return w.resource === resource && (w.namespace === null || w.namespace === object.metadata.namespace) && fieldsMatch(w.fields, object);
   }
 
   private send(w: Watcher, type: string, object: unknown): void {
@@ -514,13 +526,19 @@ export class FakeApiServer {
       return this.sendJson(res, 401, statusObject(401, 'Unauthorized'));
     }
     if (req.method === 'PATCH') return this.patch(req, res, url.pathname, presented);
+    const writable = this.route(url.pathname)?.resource.writable === true;
+    if (writable && (req.method === 'POST' || req.method === 'PUT')) return this.write(req, res, this.route(url.pathname)!);
     if (req.method !== 'GET') return this.sendJson(res, 405, statusObject(405, `the server does not allow this method on the requested resource (${req.method} ${url.pathname})`));
     if (url.pathname === '/version') return this.sendJson(res, 200, { major: '1', minor: '33', gitVersion: 'v1.33.0-fake', platform: 'linux/amd64' });
     const route = this.route(url.pathname);
     if (route === null) return this.sendJson(res, 404, statusObject(404, `the server could not find the requested resource (${url.pathname})`));
     const q = url.searchParams;
-    for (const selector of ['labelSelector', 'fieldSelector']) {
-      if ((q.get(selector) ?? '') !== '') return this.sendJson(res, 400, statusObject(400, `fake apiserver: ${selector} is not supported`));
+    if ((q.get('labelSelector') ?? '') !== '') return this.sendJson(res, 400, statusObject(400, 'fake apiserver: labelSelector is not supported'));
+    let fields: FieldRequirement[] | null;
+    try {
+      fields = parseFieldSelector(q.get('fieldSelector') ?? '');
+    } catch (error) {
+      return this.sendJson(res, 400, statusObject(400, error instanceof Error ? error.message : String(error)));
     }
     const { resource, namespace, name } = route;
     if (name !== null) {
@@ -530,8 +548,46 @@ export class FakeApiServer {
     }
     const rvParam = q.get('resourceVersion') ?? '';
     if (rvParam !== '' && !/^\d+$/.test(rvParam)) return this.sendJson(res, 400, statusObject(400, `Invalid value: "${rvParam}": strconv.ParseUint: parsing "${rvParam}": invalid syntax`));
-    if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q, presented);
-    this.sendList(res, resource, namespace, q);
+    if (route.watch || q.get('watch') === 'true' || q.get('watch') === '1') return this.watch(res, route, q, presented, fields);
+    this.sendList(res, resource, namespace, q, fields);
+  }
+
+  /**
+   * POST (create) on a collection, PUT (replace) on an object, of the writable kinds: the checks a real
+   * API server makes that clients depend on, and no validation beyond them.
+   */
+  private async write(req: http.IncomingMessage, res: http.ServerResponse, route: Route): Promise<void> {
+    const { resource, namespace, name } = route;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    let body: KubeObject;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as KubeObject;
+    } catch (error) {
+      return this.sendJson(res, 400, statusObject(400, `invalid JSON: ${error instanceof Error ? error.message : String(error)}`));
+    }
+    const meta = { ...(body.metadata ?? {}) };
+    if (namespace === null) return this.sendJson(res, 405, statusObject(405, `${resource.plural} are written in a namespace`));
+    if (meta.namespace !== undefined && meta.namespace !== namespace) return this.sendJson(res, 400, statusObject(400, `the namespace of the provided object (${meta.namespace}) does not match the namespace sent on the request (${namespace})`));
+    if (req.method === 'POST' && name !== null) return this.sendJson(res, 405, statusObject(405, `POST goes to the collection, not to ${resource.plural}/${name}`));
+    if (req.method === 'PUT' && name === null) return this.sendJson(res, 405, statusObject(405, `PUT goes to an object of ${resource.plural}`));
+    if (meta.name === undefined && req.method === 'POST' && typeof meta['generateName'] === 'string') meta.name = `${meta['generateName']}${randomUUID().slice(0, 5)}`;
+    if (typeof meta.name !== 'string' || meta.name === '') return this.sendJson(res, 422, statusObject(422, `${resource.kind}: metadata.name: Required value`));
+    if (name !== null && meta.name !== name) return this.sendJson(res, 400, statusObject(400, `the name of the object (${meta.name}) does not match the name on the URL (${name})`));
+    const existing = this.objects.get(this.key(resource, namespace, meta.name));
+    const what = `${resource.plural}${resource.prefix === '/api/v1' ? '' : `.${resource.prefix.split('/')[2]}`} "${meta.name}"`;
+    if (req.method === 'POST' && existing !== undefined) return this.sendJson(res, 409, { ...statusObject(409, `${what} already exists`), reason: 'AlreadyExists' });
+    if (req.method === 'PUT') {
+      if (existing === undefined) return this.sendJson(res, 404, statusObject(404, `${what} not found`));
+      if (meta.resourceVersion !== undefined && meta.resourceVersion !== existing.metadata.resourceVersion) {
+        return this.sendJson(res, 409, statusObject(409, `Operation cannot be fulfilled on ${what}: the object has been modified; please apply your changes to the latest version and try again`));
+      }
+    }
+    const { resourceVersion: _rv, uid: _uid, creationTimestamp: _created, generation: _generation, ...kept } = meta;
+    const stored = this.apply({ ...body, kind: resource.kind, metadata: { ...kept, namespace } });
+    const op = `${req.method} ${resource.plural}`;
+    this.counts.writes[op] = (this.counts.writes[op] ?? 0) + 1;
+    this.sendJson(res, req.method === 'POST' ? 201 : 200, stored);
   }
 
   /**
@@ -583,14 +639,14 @@ export class FakeApiServer {
    * from the snapshot the first one was cut from (named by the continue token), and an unknown token
    * gets 410 Gone.
    */
-  private sendList(res: http.ServerResponse, resource: Resource, namespace: string | null, q: URLSearchParams): void {
+  private sendList(res: http.ServerResponse, resource: Resource, namespace: string | null, q: URLSearchParams, fields: FieldRequirement[] | null): void {
     const cached = (q.get('resourceVersion') ?? '') === '0' && (q.get('continue') ?? '') === '';
     const limit = cached && this.options.pageCachedLists === false ? 0 : Number(q.get('limit') ?? '0');
     const token = q.get('continue') ?? '';
     let page: { items: StoredObject[]; rv: number; offset: number };
     if (token === '') {
       this.counts.lists[resource.plural] = (this.counts.lists[resource.plural] ?? 0) + 1;
-      page = { items: this.stored(resource, namespace), rv: this.rv, offset: 0 };
+      page = { items: this.stored(resource, namespace).filter((o) => fieldsMatch(fields, o)), rv: this.rv, offset: 0 };
     } else {
       const found = this.pages.get(token);
       if (found === undefined) return this.sendJson(res, 410, { ...statusObject(410, 'The provided continue parameter is too old to display a consistent list result.'), reason: 'Expired' });
@@ -630,20 +686,20 @@ export class FakeApiServer {
     return null;
   }
 
-  private watch(res: http.ServerResponse, route: Route, q: URLSearchParams, token: string | null): void {
+  private watch(res: http.ServerResponse, route: Route, q: URLSearchParams, token: string | null, fields: FieldRequirement[] | null): void {
     const { resource, namespace } = route;
     this.counts.watches[resource.plural] = (this.counts.watches[resource.plural] ?? 0) + 1;
     const sendInitial = q.get('sendInitialEvents') === 'true';
     if (sendInitial && this.options.watchList === false) {
       return this.sendJson(res, 422, statusObject(422, 'sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled'));
     }
-    const w: Watcher = { res, resource, namespace, bookmarks: q.get('allowWatchBookmarks') === 'true', token };
+    const w: Watcher = { res, resource, namespace, bookmarks: q.get('allowWatchBookmarks') === 'true', fields, token };
     res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-cache, private' });
     res.flushHeaders();
     const rvParam = q.get('resourceVersion') ?? '';
     if (rvParam === '' || rvParam === '0' || sendInitial) {
       this.counts.streamingLists[resource.plural] = (this.counts.streamingLists[resource.plural] ?? 0) + 1;
-      for (const obj of this.stored(resource, namespace)) this.send(w, 'ADDED', obj);
+      for (const obj of this.stored(resource, namespace)) if (fieldsMatch(fields, obj)) this.send(w, 'ADDED', obj);
       if (sendInitial && w.bookmarks) this.sendBookmark(w, { 'k8s.io/initial-events-end': 'true' });
     } else {
       const from = Number(rvParam);
@@ -660,7 +716,7 @@ export class FakeApiServer {
     if (endAfterMs !== null) w.timer = setTimeout(() => this.endWatch(w), endAfterMs);
   }
 
-  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens,bind-token}; GET /fake/{stats,kubeconfig}. */
+  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens,bind-token}; GET /fake/{stats,kubeconfig,objects?kind=K&namespace=N}. */
   private async admin(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const op = `${req.method ?? 'GET'} ${url.pathname.slice('/fake/'.length)}`;
     const chunks: Buffer[] = [];
@@ -696,6 +752,10 @@ export class FakeApiServer {
           break;
         }
         case 'GET stats': return this.sendJson(res, 200, this.stats(), {}, true);
+        case 'GET objects': {
+          const ns = url.searchParams.get('namespace');
+          return this.sendJson(res, 200, this.list(url.searchParams.get('kind') ?? '', ns === null || ns === '' ? null : ns), {}, true);
+        }
         case 'GET kubeconfig':
           res.writeHead(200, { 'content-type': 'application/yaml' });
           return void res.end(this.kubeconfig());

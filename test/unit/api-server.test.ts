@@ -130,6 +130,31 @@ describe('fake API server', function () {
       assert.equal((await kubeGet(kc, '/api/v1/pods?resourceVersion=abc')).status, 400);
     });
 
+    it('creates Events and Leases, refusing a taken name (409 AlreadyExists) and a stale resourceVersion (409 Conflict), and nothing else writable', async () => {
+      const send = async (method: string, apiPath: string, body: unknown) => {
+        const response = await fetch(`${server.url}${apiPath}`, { method, headers: { authorization: 'Bearer fake-token', 'content-type': 'application/json' }, body: JSON.stringify(body) });
+        return { status: response.status, body: (await response.json()) as Record<string, unknown> & { metadata: { resourceVersion: string } } };
+      };
+      const leases = '/apis/coordination.k8s.io/v1/namespaces/kube-system/leases';
+      const created = await send('POST', leases, { metadata: { name: 'l' }, spec: { holderIdentity: 'a' } });
+      assert.equal(created.status, 201);
+      assert.equal((await send('POST', leases, { metadata: { name: 'l' }, spec: {} })).body['reason'], 'AlreadyExists');
+      const updated = await send('PUT', `${leases}/l`, { metadata: { name: 'l', resourceVersion: created.body.metadata.resourceVersion }, spec: { holderIdentity: 'b' } });
+      assert.equal(updated.status, 200);
+      const stale = await send('PUT', `${leases}/l`, { metadata: { name: 'l', resourceVersion: created.body.metadata.resourceVersion }, spec: { holderIdentity: 'c' } });
+      assert.deepEqual([stale.status, stale.body['reason']], [409, 'Conflict']);
+      assert.equal((await send('PUT', `${leases}/absent`, { metadata: { name: 'absent' } })).status, 404);
+      assert.equal((server.get('Lease', 'kube-system', 'l')!['spec'] as Record<string, unknown>)['holderIdentity'], 'b');
+      assert.equal((await send('POST', '/api/v1/namespaces/default/pods', { metadata: { name: 'p' } })).status, 405);
+      const event = (name: string, about: string) => ({ metadata: { name }, involvedObject: { kind: 'NetworkPolicy', namespace: 'x', name: about } });
+      assert.equal((await send('POST', '/api/v1/namespaces/x/events', event('e1', 'p1'))).status, 201);
+      assert.equal((await send('POST', '/api/v1/namespaces/x/events', event('e2', 'p2'))).status, 201);
+      assert.equal((await send('POST', '/api/v1/namespaces/y/events', { ...event('e3', 'p1'), metadata: { name: 'e3', namespace: 'x' } })).status, 400);
+      const found = await kubeGet(kc, '/api/v1/namespaces/x/events?fieldSelector=involvedObject.kind%3DNetworkPolicy%2CinvolvedObject.name%3Dp1');
+      assert.deepEqual((found.body['items'] as { metadata: { name: string } }[]).map((e) => e.metadata.name), ['e1']);
+      assert.deepEqual(server.stats().writes, { 'POST leases': 1, 'PUT leases': 1, 'POST events': 2 });
+    });
+
     it('fails the next matching requests on demand (setFailure), as ApiException through the client', async () => {
       const core = kc.makeApiClient(k8s.CoreV1Api);
       server.setFailure({ path: /^\/api\/v1\/pods/, status: 500, times: 1 });
@@ -458,7 +483,7 @@ describe('fake API server', function () {
       await until('5 events', () => w.events.length === 5);
       assert.deepEqual(w.events.map((e) => e.type), ['ADDED', 'ADDED', 'ADDED', 'DELETED', 'BOOKMARK']);
       const { bytesSent, ...stats } = (await admin(socketPath, 'GET', 'stats')).body as { bytesSent: number };
-      assert.deepEqual(stats, { lists: {}, watches: { pods: 1 }, streamingLists: {}, unauthorized: {}, openWatches: 1, failures: 0, patches: {}, forbidden: 0 });
+      assert.deepEqual(stats, { lists: {}, watches: { pods: 1 }, streamingLists: {}, unauthorized: {}, openWatches: 1, failures: 0, patches: {}, forbidden: 0, writes: {} });
       assert.ok(bytesSent > 0);
       await admin(socketPath, 'POST', 'close-watches');
       await until('done', w.done);

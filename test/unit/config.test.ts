@@ -17,6 +17,19 @@ describe('daemon configuration', () => {
     assert.ok(Object.isFrozen(config));
   });
 
+  it('reports policy problems as Events by default, with the Lease in the pod\'s namespace and the pod and node as identity', () => {
+    assert.deepEqual(parseDaemonConfig([], { NODE_NAME: 'n1' }).policyEvents, { leaseNamespace: 'kube-system', leaseName: 'palisade-policy-reporter', identity: 'n1' });
+    assert.deepEqual(parseDaemonConfig([], { NODE_NAME: 'n1', POD_NAME: 'palisade-x7k2p', POD_NAMESPACE: 'palisade' }).policyEvents, { leaseNamespace: 'palisade', leaseName: 'palisade-policy-reporter', identity: 'palisade-x7k2p_n1' });
+    assert.equal(parseDaemonConfig(['--policy-events', 'off'], { NODE_NAME: 'n1' }).policyEvents, null);
+    assert.equal(parseDaemonConfig([], { NODE_NAME: 'n1', PALISADE_POLICY_EVENTS: 'off' }).policyEvents, null);
+    assert.throws(() => parseDaemonConfig(['--policy-events', 'maybe', '--lease-namespace', 'Not_A_Namespace'], { NODE_NAME: 'n1', POD_NAME: 'UPPER' }), (error: Error) => {
+      assert.match(error.message, /--policy-events "maybe": must be on or off/);
+      assert.match(error.message, /--lease-namespace "Not_A_Namespace": must be a namespace name/);
+      assert.match(error.message, /POD_NAME "UPPER": must be a pod name/);
+      return true;
+    });
+  });
+
   it('prefers a flag to its PALISADE_ variable, and that to the generic one', () => {
     const env = { NODE_NAME: 'from-downward-api', PALISADE_NODE_NAME: 'from-palisade-env', KUBECONFIG: '/generic', PALISADE_LOG_LEVEL: 'debug' };
     assert.equal(parseDaemonConfig([], env).compiler.nodeName, 'from-palisade-env');

@@ -10,6 +10,8 @@ import { ServiceAccount } from 'kubernetes-models/v1/ServiceAccount';
 import { ConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
 import { ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRoleBinding';
+import { Role } from 'kubernetes-models/rbac.authorization.k8s.io/v1/Role';
+import { RoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1/RoleBinding';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
 import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
@@ -19,6 +21,7 @@ import { PodMonitor } from '@kubernetes-models/prometheus-operator/monitoring.co
 import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { commandAvailable } from '../../lib/exec.js';
 import { DaemonMetrics } from '../../daemon/metrics.js';
+import { POLICY_REPORTER_LEASE } from '../../daemon/config.js';
 import { loadManifests } from '../../lib/manifests.js';
 import { DEFAULT_STARTUP_TAINT, parseStartupTaint } from '../../daemon/startup-taint.js';
 import { NODE_TAINT_POLICY_MESSAGES, PALISADE_NODE_TAINT_POLICY } from '../../lib/lab/node-admission.js';
@@ -41,6 +44,8 @@ const MODELS: Readonly<Record<string, new (data: never) => Validating>> = {
   'v1/ConfigMap': ConfigMap as never,
   'rbac.authorization.k8s.io/v1/ClusterRole': ClusterRole as never,
   'rbac.authorization.k8s.io/v1/ClusterRoleBinding': ClusterRoleBinding as never,
+  'rbac.authorization.k8s.io/v1/Role': Role as never,
+  'rbac.authorization.k8s.io/v1/RoleBinding': RoleBinding as never,
   'apps/v1/DaemonSet': DaemonSet as never,
   'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': ValidatingAdmissionPolicy as never,
   'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': ValidatingAdmissionPolicyBinding as never,
@@ -171,6 +176,27 @@ describe('the shipped manifests', function () {
     assert.deepEqual(at(container, 'readinessProbe', 'httpGet'), { host: '127.0.0.1', path: '/readyz', port: 9710 });
     const env = Object.fromEntries((container['env'] as Obj[]).map((e) => [e['name'], e['value']]));
     assert.equal(env['PALISADE_STATUS_ADDR'], '127.0.0.1:9710');
+    // The policy reporter's identity and Lease namespace.
+    assert.ok((container['env'] as Obj[]).some((e) => e['name'] === 'POD_NAME' && at(e, 'valueFrom', 'fieldRef', 'fieldPath') === 'metadata.name'));
+    assert.ok((container['env'] as Obj[]).some((e) => e['name'] === 'POD_NAMESPACE' && at(e, 'valueFrom', 'fieldRef', 'fieldPath') === 'metadata.namespace'));
+  });
+
+  it('let the policy reporter create Events and nothing more, and touch only its own Lease, in palisade\'s namespace', async () => {
+    const loaded = await loadManifests([path.join(root, 'manifests/policy-reporter-rbac.yaml')]);
+    const byKind = new Map(loaded.map(({ object }) => [String(object['kind']), object as Obj]));
+    assert.deepEqual(at(byKind.get('ClusterRole'), 'rules'), [{ apiGroups: [''], resources: ['events'], verbs: ['create'] }]);
+    const role = byKind.get('Role')!;
+    assert.equal(at(role, 'metadata', 'namespace'), at(await daemonSet(), 'metadata', 'namespace'));
+    assert.deepEqual(at(role, 'rules'), [
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
+      { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [POLICY_REPORTER_LEASE], verbs: ['get', 'update'] },
+    ]);
+    for (const kind of ['ClusterRoleBinding', 'RoleBinding']) {
+      assert.deepEqual(at(byKind.get(kind), 'subjects'), [{ kind: 'ServiceAccount', name: 'palisade', namespace: 'kube-system' }], kind);
+      assert.equal(at(byKind.get(kind), 'roleRef', 'name'), 'palisade-policy-reporter', kind);
+    }
+    const kustomization = await readFile(path.join(root, 'manifests/kustomization.yaml'), 'utf8');
+    assert.match(kustomization, /^- policy-reporter-rbac\.yaml$/m);
   });
 
   it('run the cleanup DaemonSet on the same nodes, with no service-account token, RuntimeDefault seccomp and the same capabilities', async () => {
