@@ -334,6 +334,8 @@ export class ClusterCache {
       namespaces: [...this.records.Namespace.values()] as NamespaceRecord[],
       policies: [...this.records.NetworkPolicy.values()] as PolicyRecord[],
       nodes: [...this.records.Node.values()] as NodeRecord[],
+      // Not watched: palisade does not enforce ClusterNetworkPolicy yet, and /explain says what is enforced.
+      clusterPolicies: [],
     };
   }
 }

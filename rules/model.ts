@@ -69,6 +69,8 @@ export interface NamespaceRecord {
 
 export interface NodeRecord {
   readonly name: string;
+  /** Selected by ClusterNetworkPolicy `nodes` peers. */
+  readonly labels: Labels;
   /** Every IPv4 address its status lists (InternalIP, ExternalIP): none of them is ever a pod's. */
   readonly addresses: readonly string[];
   /**
@@ -151,6 +153,78 @@ export interface PolicyCost {
   readonly rules: number;
   readonly sets: number;
   readonly setEntries: number;
+}
+
+/**
+ * ClusterNetworkPolicy (policy.networking.k8s.io/v1alpha2), parsed by cluster-policy.ts. Its tier
+ * places it before NetworkPolicy (Admin) or after it (Baseline); within a tier, lower priorities go
+ * first; within a policy, rules go in written order, and the first one that matches decides.
+ */
+export type ClusterTier = 'Admin' | 'Baseline';
+export const CLUSTER_TIERS: readonly ClusterTier[] = ['Admin', 'Baseline'];
+
+export type ClusterAction = 'Accept' | 'Deny' | 'Pass';
+export const CLUSTER_ACTIONS: readonly ClusterAction[] = ['Accept', 'Deny', 'Pass'];
+
+/**
+ * Whom a policy applies to, or whom a rule's peer names. `namespaces` is every pod of the matching
+ * namespaces; `pods` needs both selectors to match (an absent namespaceSelector there selects every
+ * namespace, unlike NetworkPolicy's). hostNetwork pods are never selected by either.
+ */
+export type ClusterPodSelection =
+  | { readonly kind: 'namespaces'; readonly namespaceSelector: Selector }
+  | { readonly kind: 'pods'; readonly namespaceSelector: Selector; readonly podSelector: Selector };
+
+/**
+ * An egress `nodes` peer matches every IPv4 address in the status.addresses of the Nodes it selects
+ * (InternalIP and ExternalIP: the Hostname and DNS types hold names); `networks` matches any address
+ * in its CIDRs, pods' included. IPv6 CIDRs are left out: they match no IPv4 packet.
+ */
+export type ClusterPeer =
+  | ClusterPodSelection
+  | { readonly kind: 'nodes'; readonly nodeSelector: Selector }
+  | { readonly kind: 'networks'; readonly networks: readonly Cidr[] };
+
+/** One entry of `protocols`: a destination port range of one protocol (a single port is a range of one), or a named port of the destination pod. */
+export type ClusterPortMatch =
+  | { readonly kind: 'range'; readonly protocol: Protocol; readonly start: number; readonly end: number }
+  | { readonly kind: 'named'; readonly name: string };
+
+export interface ClusterRule {
+  /** The rule's `name`, '' when it has none: verdicts and problems name rules by index and by it. */
+  readonly name: string;
+  readonly action: ClusterAction;
+  /** The peers palisade understood. A rule needs one to match (its `from`/`to` is never empty). */
+  readonly peers: readonly ClusterPeer[];
+  /** Null: every protocol, ICMP included. Otherwise the packet must match one entry. */
+  readonly protocols: readonly ClusterPortMatch[] | null;
+  /**
+   * Why palisade cannot honour the rule as written (a peer of a newer CRD, domainNames, an invalid
+   * policy), or null. Such a rule fails closed as the API prescribes: an Accept rule matches nothing,
+   * and a Deny or a Pass rule is taken as Deny for every packet of its direction.
+   */
+  readonly failClosed: string | null;
+}
+
+export interface ClusterPolicyRecord {
+  readonly name: string;
+  readonly tier: ClusterTier;
+  /** 0 to 1000; lower goes first within the tier. */
+  readonly priority: number;
+  readonly subject: ClusterPodSelection;
+  /** No rules in a direction: the policy leaves that direction alone (there is no implicit isolation). */
+  readonly ingress: readonly ClusterRule[];
+  readonly egress: readonly ClusterRule[];
+  /**
+   * Invalid: each direction it declares holds one fail-closed rule (Deny everything) for its subject,
+   * or for every pod when the subject is unreadable. A guardrail that cannot be read must not open
+   * what it was written to close.
+   */
+  readonly failed: boolean;
+}
+
+export function clusterRulesFor(policy: ClusterPolicyRecord, direction: Direction): readonly ClusterRule[] {
+  return direction === 'ingress' ? policy.ingress : policy.egress;
 }
 
 export function objectKey(namespace: string, name: string): string {

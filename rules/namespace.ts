@@ -39,5 +39,5 @@ export function parseNode(object: Record<string, unknown>): Parsed<NodeRecord> {
   }
   if (sink.hasErrors) return { record: null, problems: sink.problems };
   const unique = (values: string[]) => [...new Set(values)].sort();
-  return { record: { name: meta.name, addresses: unique(addresses), internalAddresses: unique(internal) }, problems: sink.problems };
+  return { record: { name: meta.name, labels: meta.labels, addresses: unique(addresses), internalAddresses: unique(internal) }, problems: sink.problems };
 }

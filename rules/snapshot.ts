@@ -1,4 +1,4 @@
-import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
+import type { ClusterPolicyRecord, NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
 import { objectKey, podCounts, podKey } from './model.js';
 import type { Problem } from './problems.js';
 import { ProblemSink } from './problems.js';
@@ -14,6 +14,7 @@ import { parseNamespace, parseNode } from './namespace.js';
 import type { Parsed } from './namespace.js';
 import { parsePod } from './pod.js';
 import { parsePolicy } from './policy.js';
+import { CLUSTER_POLICY_API_VERSION, parseClusterPolicy } from './cluster-policy.js';
 import { isRecord, recordAt, stringAt } from './object-fields.js';
 
 /** A whole cluster as the compiler and evaluator see it. */
@@ -22,6 +23,11 @@ export interface Snapshot {
   readonly namespaces: readonly NamespaceRecord[];
   readonly policies: readonly PolicyRecord[];
   readonly nodes: readonly NodeRecord[];
+  /**
+   * ClusterNetworkPolicies, by name. Only the evaluator reads them: palisade does not enforce them
+   * yet, so neither the compiler nor the daemon's /explain (which says what is enforced) sees any.
+   */
+  readonly clusterPolicies: readonly ClusterPolicyRecord[];
 }
 
 export interface ParsedSnapshot {
@@ -35,6 +41,7 @@ const KINDS: Readonly<Record<string, { readonly apiVersions: readonly string[]; 
   Namespace: { apiVersions: ['v1'], parse: parseNamespace },
   Node: { apiVersions: ['v1'], parse: parseNode },
   NetworkPolicy: { apiVersions: ['networking.k8s.io/v1'], parse: parsePolicy },
+  ClusterNetworkPolicy: { apiVersions: [CLUSTER_POLICY_API_VERSION], parse: (o) => parseClusterPolicy(o) },
 };
 
 /**
@@ -53,6 +60,7 @@ export function parseObjects(objects: Iterable<SourcedObject>, budget: TextBudge
   const namespaces = new Map<string, NamespaceRecord>();
   const policies = new Map<string, PolicyRecord>();
   const nodes = new Map<string, NodeRecord>();
+  const clusterPolicies = new Map<string, ClusterPolicyRecord>();
   const problems: Problem[] = [];
   for (const { object, origin } of objects) {
     const found: Problem[] = [];
@@ -71,7 +79,7 @@ export function parseObjects(objects: Iterable<SourcedObject>, budget: TextBudge
       found.push(...parsed.problems);
       const record = parsed.record;
       if (record !== null && isRecord(record)) {
-        const target = kind === 'Pod' ? pods : kind === 'Namespace' ? namespaces : kind === 'Node' ? nodes : policies;
+        const target = kind === 'Pod' ? pods : kind === 'Namespace' ? namespaces : kind === 'Node' ? nodes : kind === 'ClusterNetworkPolicy' ? clusterPolicies : policies;
         const key = kind === 'Pod' || kind === 'NetworkPolicy'
           ? objectKey(String(record['namespace']), String(record['name']))
           : String(record['name']);
@@ -83,7 +91,7 @@ export function parseObjects(objects: Iterable<SourcedObject>, budget: TextBudge
     problems.push(...(origin === undefined ? found : found.map((p) => ({ ...p, origin }))));
   }
   const sortedValues = <T>(map: Map<string, T>): T[] => [...map.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
-  const snapshot = { pods: sortedValues(pods), namespaces: sortedValues(namespaces), policies: sortedValues(policies), nodes: sortedValues(nodes) };
+  const snapshot = { pods: sortedValues(pods), namespaces: sortedValues(namespaces), policies: sortedValues(policies), nodes: sortedValues(nodes), clusterPolicies: sortedValues(clusterPolicies) };
   return { snapshot, problems: [...problems, ...addressProblems(snapshot)] };
 }
 

@@ -55,14 +55,25 @@ export function namespace(name: string, labels: Record<string, string> = {}): Ob
   return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels } };
 }
 
-/** A Node with its InternalIP, and an ExternalIP when given (EC2 nodes in public subnets have one). */
-export function node(name: string, address: string, externalIp?: string): Obj {
-  const addresses = [{ type: 'InternalIP', address }, ...(externalIp === undefined ? [] : [{ type: 'ExternalIP', address: externalIp }])];
-  return { apiVersion: 'v1', kind: 'Node', metadata: { name }, status: { addresses } };
+export interface NodeOptions {
+  /** EC2 nodes in public subnets have one. */
+  readonly externalIp?: string;
+  readonly labels?: Record<string, string>;
+}
+
+/** A Node with its InternalIP, and an ExternalIP when given (as the third argument, or in options). */
+export function node(name: string, address: string, options: string | NodeOptions = {}): Obj {
+  const { externalIp, labels } = typeof options === 'string' ? { externalIp: options, labels: undefined } : options;
+  const addresses = [{ type: 'InternalIP', address }, ...(externalIp === undefined ? [] : [{ type: 'ExternalIP', address: externalIp }]), { type: 'Hostname', address: name }];
+  return { apiVersion: 'v1', kind: 'Node', metadata: { name, ...(labels === undefined ? {} : { labels }) }, status: { addresses } };
 }
 
 export function policy(namespace: string, name: string, spec: Obj): Obj {
   return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace }, spec };
+}
+
+export function clusterPolicy(name: string, spec: Obj): Obj {
+  return { apiVersion: 'policy.networking.k8s.io/v1alpha2', kind: 'ClusterNetworkPolicy', metadata: { name }, spec };
 }
 
 /** Parses objects and fails the test on any error-severity problem. */
