@@ -1,7 +1,13 @@
-import type { Direction, Labels, PodRecord, PolicyRecord, PolicyRule, Selector } from './model.js';
+import type { Direction, PodRecord, PolicyRecord, PolicyRule, Selector } from './model.js';
 import type { Snapshot } from './snapshot.js';
-import { parseIPv4 } from './ipv4.js';
 import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
+import type { Cluster, LocalNode, Packet } from './evaluator-cluster.js';
+import { clusterOf, inCidr, labelsMatch, namespaceLabels } from './evaluator-cluster.js';
+import type { ClusterRuleRef } from './evaluator-tiers.js';
+import { describeRule, selectingPolicies, tierNote, walkTier } from './evaluator-tiers.js';
+
+export type { LocalNode, Packet, PacketProtocol } from './evaluator-cluster.js';
+export type { ClusterRuleRef } from './evaluator-tiers.js';
 
 /**
  * NetworkPolicy semantics evaluated directly, as the Kubernetes documentation states them, with no
@@ -21,17 +27,13 @@ import { DEFAULT_POLICY_BUDGET } from './policy-budget.js';
  *   isolates a pod in a direction and audit ones select it, the packet "would be denied" when none of
  *   their rules allows it. Where an enforced one does isolate it, its verdict stands: enforcing an audit
  *   policy there could only allow more.
+ * - ClusterNetworkPolicy adds a tier before NetworkPolicy (Admin) and one after it (Baseline); see
+ *   decide and evaluator-tiers.ts. Packets carry pod addresses, never a Service's: a pod that reaches
+ *   itself through a Service is subject to ClusterNetworkPolicy, which only the dataplane can see.
  */
 
-export type PacketProtocol = 'TCP' | 'UDP' | 'SCTP' | 'ICMP';
-
-export interface Packet {
-  readonly src: string;
-  readonly dst: string;
-  readonly protocol: PacketProtocol;
-  /** Destination port; null for ICMP. */
-  readonly port: number | null;
-}
+/** The tier whose word stands; Default when none had one. */
+export type DecidingTier = 'Admin' | 'NetworkPolicy' | 'Baseline' | 'Default';
 
 export interface RuleRef {
   readonly policy: string;
@@ -51,6 +53,17 @@ export interface DirectionVerdict {
   readonly reason: string;
   /** Audit policies selecting the pod in this direction, and what they would do; null when there are none. */
   readonly audit: AuditVerdict | null;
+  /**
+   * The tier that decided; null where no policy can apply (no pod, the pod itself, ingress from its
+   * own node). In a cluster without ClusterNetworkPolicy: NetworkPolicy when isolated, else Default.
+   */
+  readonly tier: DecidingTier | null;
+  /** ClusterNetworkPolicies selecting the pod in this direction, in the order they are walked (Admin, then Baseline). */
+  readonly clusterPolicies: readonly string[];
+  /** The ClusterNetworkPolicy rule whose Accept or Deny decided, or null. */
+  readonly decidedBy: ClusterRuleRef | null;
+  /** Pass rules that sent the packet on to the next tier, in order. */
+  readonly passedBy: readonly ClusterRuleRef[];
 }
 
 export interface AuditVerdict {
@@ -66,82 +79,6 @@ export interface Verdict {
   readonly allowed: boolean;
   readonly egress: DirectionVerdict;
   readonly ingress: DirectionVerdict;
-}
-
-interface Cluster {
-  readonly snapshot: Snapshot;
-  /** The pod each address belongs to, once claims are settled. */
-  readonly podByIp: ReadonlyMap<string, PodRecord>;
-  /** Addresses claimed with equal standing by several pods: they belong to none. */
-  readonly contested: ReadonlyMap<string, readonly string[]>;
-  readonly nodeAddresses: ReadonlyMap<string, ReadonlySet<string>>;
-  /** The node whose addresses are known from the node itself, not only from its Node object. */
-  readonly liveNode: string | null;
-}
-
-function labelsMatch(selector: Selector, labels: Labels): boolean {
-  return selector.requirements.every((r) => {
-    const value = Object.prototype.hasOwnProperty.call(labels, r.key) ? labels[r.key] : undefined;
-    if (r.operator === 'Exists') return value !== undefined;
-    if (r.operator === 'DoesNotExist') return value === undefined;
-    if (r.operator === 'In') return value !== undefined && r.values.includes(value);
-    return value === undefined || !r.values.includes(value);
-  });
-}
-
-function namespaceLabels(cluster: Cluster, namespace: string): Labels {
-  const found = cluster.snapshot.namespaces.find((n) => n.name === namespace);
-  return found?.labels ?? { 'kubernetes.io/metadata.name': namespace };
-}
-
-/** Only pods with their own network namespace, an IPv4 address and not finished are endpoints or peers. */
-function isEndpoint(pod: PodRecord): boolean {
-  return !pod.hostNetwork && !pod.finished && pod.ip !== null;
-}
-
-/**
- * Who an address belongs to when several claim it: a Node's address is never a pod's; a claim from
- * status.podIPs (kubelet's) beats one from the VPC CNI annotation (anyone's); equal claims cancel out.
- */
-function settleClaims(snapshot: Snapshot): { podByIp: Map<string, PodRecord>; contested: Map<string, string[]> } {
-  const nodeHeld = new Set(snapshot.nodes.flatMap((n) => n.addresses));
-  const strength = (pod: PodRecord): number => (pod.ipSource === 'status' ? 2 : 1);
-  const strongest = new Map<string, PodRecord[]>();
-  for (const pod of snapshot.pods) {
-    if (!isEndpoint(pod) || nodeHeld.has(pod.ip!)) continue;
-    const current = strongest.get(pod.ip!);
-    if (current === undefined || strength(pod) > strength(current[0]!)) strongest.set(pod.ip!, [pod]);
-    else if (strength(pod) === strength(current[0]!)) current.push(pod);
-  }
-  const podByIp = new Map<string, PodRecord>();
-  const contested = new Map<string, string[]>();
-  for (const [address, pods] of strongest) {
-    if (pods.length === 1) podByIp.set(address, pods[0]!);
-    else contested.set(address, pods.map((p) => `${p.namespace}/${p.name}`).sort());
-  }
-  return { podByIp, contested };
-}
-
-function clusterOf(snapshot: Snapshot, localNode: LocalNode | undefined): Cluster {
-  const { podByIp, contested } = settleClaims(snapshot);
-  const nodeAddresses = new Map<string, Set<string>>();
-  const addAddress = (node: string, address: string): void => {
-    const set = nodeAddresses.get(node) ?? new Set<string>();
-    set.add(address);
-    nodeAddresses.set(node, set);
-  };
-  for (const node of snapshot.nodes) for (const address of node.internalAddresses) addAddress(node.name, address);
-  // A hostNetwork pod's address is its node's address.
-  for (const pod of snapshot.pods) if (pod.hostNetwork && pod.ip !== null && pod.nodeName !== null) addAddress(pod.nodeName, pod.ip);
-  if (localNode !== undefined) for (const address of localNode.addresses) addAddress(localNode.name, address);
-  return { snapshot, podByIp, contested, nodeAddresses, liveNode: localNode?.name ?? null };
-}
-
-function inCidr(address: string, cidr: { base: number; prefix: number }): boolean {
-  const value = parseIPv4(address);
-  if (value === null) return false;
-  const size = 2 ** (32 - cidr.prefix);
-  return value >= cidr.base && value < cidr.base + size;
 }
 
 function peerMatches(cluster: Cluster, policy: PolicyRecord, rule: PolicyRule, address: string): boolean {
@@ -173,6 +110,19 @@ function portMatches(rule: PolicyRule, packet: Packet, destination: PodRecord | 
 /** Whether a policy grants nothing: invalid, or naming more pods in its selector peers than the budget allows. */
 type Refused = (policy: PolicyRecord) => string | null;
 
+const NO_TIERS = { tier: null, clusterPolicies: [], decidedBy: null, passedBy: [] } as const;
+
+function notes(first: string, ...rest: readonly (string | null)[]): string {
+  return [first, ...rest.filter((n): n is string => n !== null)].join('; ');
+}
+
+/**
+ * One direction, walked through the tiers: Admin ClusterNetworkPolicies, then NetworkPolicy (final for
+ * a pod an enforced one isolates), then Baseline ClusterNetworkPolicies, then the default (allow).
+ * Before the tiers: a pod reaching its own address, and a pod reached from its own node, are allowed
+ * whatever any policy says. A pod reaching its own node is NetworkPolicy's to allow, but not the
+ * ClusterNetworkPolicy tiers': a `nodes` or `networks` peer can deny it (kubelet's API on 10250, say).
+ */
 function decide(cluster: Cluster, direction: Direction, packet: Packet, refused: Refused): DirectionVerdict {
   const ownAddress = direction === 'ingress' ? packet.dst : packet.src;
   const peerAddress = direction === 'ingress' ? packet.src : packet.dst;
@@ -182,7 +132,7 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
     const reason = claimants === undefined
       ? `${ownAddress} is not a pod, so no policy applies`
       : `${ownAddress} is claimed by ${claimants.join(' and ')} with equal standing, so it belongs to no pod and no policy applies`;
-    return { direction, pod: null, isolated: false, allowed: true, policies: [], allowedBy: [], reason, audit: null };
+    return { direction, pod: null, isolated: false, allowed: true, policies: [], allowedBy: [], reason, audit: null, ...NO_TIERS };
   }
   const who = `${pod.namespace}/${pod.name}`;
   const selecting = cluster.snapshot.policies.filter((p) =>
@@ -191,21 +141,35 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
   const staged = selecting.filter((p) => p.audit);
   const names = policies.map((p) => `${p.namespace}/${p.name}`);
   const stagedNames = staged.map((p) => `${p.namespace}/${p.name}`);
-  const base = { direction, pod: who, policies: names };
+  const admin = selectingPolicies(cluster, 'Admin', pod, direction);
+  const baseline = selectingPolicies(cluster, 'Baseline', pod, direction);
+  const clusterPolicies = [...admin, ...baseline].map((p) => p.name);
+  const isolated = policies.length > 0;
+  const base = { direction, pod: who, policies: names, isolated, clusterPolicies };
   const notJudged = (reason: string): AuditVerdict | null => (staged.length === 0 ? null : { policies: stagedNames, wouldDeny: false, allowedBy: [], reason });
+  const outside = (reason: string): DirectionVerdict => ({ ...base, allowed: true, allowedBy: [], reason, audit: notJudged(reason), tier: null, decidedBy: null, passedBy: [] });
   if (cluster.podByIp.get(peerAddress) === pod) {
-    const reason = 'a pod is never blocked from itself';
-    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason, audit: notJudged(reason) };
+    return outside(clusterPolicies.length === 0 ? 'a pod is never blocked from itself' : 'a pod is never blocked from itself, by ClusterNetworkPolicy neither when it reaches its own pod address');
   }
-  if (pod.nodeName !== null && cluster.nodeAddresses.get(pod.nodeName)?.has(peerAddress) === true) {
-    const known = pod.nodeName === cluster.liveNode ? 'a local address of the node' : 'as its Node object\'s InternalIP and its hostNetwork pods tell';
-    const reason = `${peerAddress} is ${pod.nodeName}'s own (${known}), and traffic between ${who} and its own node is always allowed`;
-    return { ...base, isolated: policies.length > 0, allowed: true, allowedBy: [], reason, audit: notJudged(reason) };
+  const ownNode = pod.nodeName !== null && cluster.nodeAddresses.get(pod.nodeName)?.has(peerAddress) === true;
+  const known = pod.nodeName === cluster.liveNode ? 'a local address of the node' : 'as its Node object\'s InternalIP and its hostNetwork pods tell';
+  const nodeReason = clusterPolicies.length === 0
+    ? `${peerAddress} is ${pod.nodeName}'s own (${known}), and traffic between ${who} and its own node is always allowed`
+    : `${peerAddress} is ${pod.nodeName}'s own (${known}), and NetworkPolicy always allows traffic between ${who} and its own node`;
+  if (ownNode && direction === 'ingress') {
+    return outside(clusterPolicies.length === 0 ? nodeReason : `${nodeReason}; ClusterNetworkPolicy does not apply to it either, so kubelet probes always reach the pod`);
   }
-  const destination = cluster.podByIp.get(packet.dst);
+
+  const adminWord = walkTier(cluster, admin, direction, packet);
+  if (adminWord !== null && adminWord.action !== 'Pass') {
+    const reason = describeRule(adminWord, direction);
+    return { ...base, allowed: adminWord.action === 'Accept', allowedBy: [], reason, audit: notJudged('an admin ClusterNetworkPolicy decides before NetworkPolicy, so audit policies cannot change the verdict'), tier: 'Admin', decidedBy: adminWord, passedBy: [] };
+  }
+  const adminNote = tierNote('Admin', admin, adminWord, direction);
   const judge = (list: readonly PolicyRecord[]): { allowedBy: RuleRef[]; closed: string[] } => {
     const allowedBy: RuleRef[] = [];
     const closed: string[] = [];
+    const destination = cluster.podByIp.get(packet.dst);
     for (const policy of list) {
       const why = refused(policy);
       if (why !== null) closed.push(`${policy.namespace}/${policy.name} grants nothing (${why})`);
@@ -219,22 +183,38 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
     return { allowedBy, closed };
   };
   const rulesText = (refs: readonly RuleRef[]): string => refs.map((r) => `${r.policy} ${direction} rule ${r.rule}`).join(', ');
-  if (policies.length === 0) {
-    const reason = `no policy isolates ${who} for ${direction}`;
-    if (staged.length === 0) return { ...base, isolated: false, allowed: true, allowedBy: [], reason, audit: null };
-    const { allowedBy, closed } = judge(staged);
-    const wouldDeny = allowedBy.length === 0;
-    const auditReason = wouldDeny
-      ? `audit policies ${stagedNames.join(', ')} would deny this packet were they enforced${closed.length === 0 ? '' : `; ${closed.join('; ')}`}`
-      : `audit policies would allow it (${rulesText(allowedBy)})`;
-    return { ...base, isolated: false, allowed: true, allowedBy: [], reason, audit: { policies: stagedNames, wouldDeny, allowedBy, reason: auditReason } };
+  const passedBy = adminWord === null ? [] : [adminWord];
+  if (isolated) {
+    const tiers = { tier: 'NetworkPolicy', decidedBy: null, passedBy } as const;
+    if (ownNode) return { ...base, allowed: true, allowedBy: [], reason: notes(nodeReason, adminNote), audit: notJudged(nodeReason), ...tiers };
+    const { allowedBy, closed } = judge(policies);
+    const allowed = allowedBy.length > 0;
+    const reason = allowed
+      ? `allowed by ${rulesText(allowedBy)}`
+      : `${who} is isolated for ${direction} by ${names.join(', ')} and no rule allows this packet${closed.length === 0 ? '' : `; ${closed.join('; ')}`}`;
+    return { ...base, allowed, allowedBy, reason: notes(reason, adminNote), audit: notJudged(`enforced policies isolate ${who} for ${direction}, so audit policies cannot change the verdict`), ...tiers };
   }
-  const { allowedBy, closed } = judge(policies);
-  const allowed = allowedBy.length > 0;
-  const reason = allowed
-    ? `allowed by ${rulesText(allowedBy)}`
-    : `${who} is isolated for ${direction} by ${names.join(', ')} and no rule allows this packet${closed.length === 0 ? '' : `; ${closed.join('; ')}`}`;
-  return { ...base, isolated: true, allowed, allowedBy, reason, audit: notJudged(`enforced policies isolate ${who} for ${direction}, so audit policies cannot change the verdict`) };
+
+  const baselineWord = walkTier(cluster, baseline, direction, packet);
+  const npNote = `no NetworkPolicy isolates ${who} for ${direction}`;
+  const decided = baselineWord !== null && baselineWord.action !== 'Pass';
+  const allowed = decided ? baselineWord.action === 'Accept' : true;
+  let reason: string;
+  if (decided) reason = notes(describeRule(baselineWord, direction), adminNote, npNote);
+  else if (clusterPolicies.length === 0) reason = ownNode ? nodeReason : `no policy isolates ${who} for ${direction}`;
+  else reason = notes(`no ClusterNetworkPolicy or NetworkPolicy decides for ${who} ${direction}, so it is allowed`, adminNote, npNote, ownNode ? nodeReason : null, tierNote('Baseline', baseline, baselineWord, direction));
+  const tiers = decided
+    ? { tier: 'Baseline', decidedBy: baselineWord, passedBy } as const
+    : { tier: 'Default', decidedBy: null, passedBy: baselineWord === null ? passedBy : [...passedBy, baselineWord] } as const;
+  if (staged.length === 0 || ownNode) return { ...base, allowed, allowedBy: [], reason, audit: ownNode ? notJudged(reason) : null, ...tiers };
+  // Enforced, the audit policies would isolate the pod here, in the NetworkPolicy tier, before Baseline.
+  const audited = judge(staged);
+  const auditDenies = audited.allowedBy.length === 0;
+  const closedText = audited.closed.length === 0 ? '' : `; ${audited.closed.join('; ')}`;
+  const auditReason = auditDenies
+    ? `audit policies ${stagedNames.join(', ')} would deny this packet${allowed ? '' : ' too'} were they enforced${closedText}`
+    : `audit policies would allow it (${rulesText(audited.allowedBy)})${allowed ? '' : ', over the baseline ClusterNetworkPolicy\'s deny, were they enforced'}`;
+  return { ...base, allowed, allowedBy: [], reason, audit: { policies: stagedNames, wouldDeny: allowed && auditDenies, allowedBy: audited.allowedBy, reason: auditReason }, ...tiers };
 }
 
 /**
@@ -272,12 +252,6 @@ function selectorCost(cluster: Cluster, policy: PolicyRecord): number {
   return n;
 }
 
-export interface LocalNode {
-  readonly name: string;
-  /** Every address local to the node now, as the kernel lists them (what `addrtype LOCAL` matches). */
-  readonly addresses: ReadonlySet<string>;
-}
-
 export interface EvaluatorOptions {
   /** The budget's limit on the pods one policy's selector peers may have palisade look at (policy-budget.ts). */
   readonly selectorPods?: number;
@@ -300,10 +274,20 @@ export class Evaluator {
     const live = this.cluster.liveNode;
     const fromObjects = 'a node\'s own addresses are the InternalIP addresses of its Node object and the addresses of its hostNetwork pods';
     if (live === null) {
-      return [`${fromObjects}; on the node itself palisade counts every local address too (node-local DNS on 169.254.20.10, for one): ask the daemon's /explain there`];
+      return [`${fromObjects}; on the node itself palisade counts every local address too (node-local DNS on 169.254.20.10, for one): ask the daemon's /explain there`, ...this.clusterAssumptions()];
     }
     const addresses = [...(this.cluster.nodeAddresses.get(live) ?? [])].sort();
-    return [`${live}'s own addresses are its local addresses now: ${addresses.join(', ')}`, `for other nodes, ${fromObjects}`];
+    return [`${live}'s own addresses are its local addresses now: ${addresses.join(', ')}`, `for other nodes, ${fromObjects}`, ...this.clusterAssumptions()];
+  }
+
+  /** Said only where there are ClusterNetworkPolicies, so a NetworkPolicy-only explanation reads as it always has. */
+  private clusterAssumptions(): string[] {
+    if (this.cluster.snapshot.clusterPolicies.length === 0) return [];
+    return [
+      'ClusterNetworkPolicy is enforced as its API defines it; palisade itself does not enforce it yet, only explains it',
+      'the packet goes to the pod\'s address itself: a pod reaching itself through a Service is subject to ClusterNetworkPolicy, by its own pod address it is not',
+      'a Node selected by a nodes peer is every IPv4 address in its status.addresses (InternalIP, ExternalIP), not its other local addresses',
+    ];
   }
 
   evaluate(packet: Packet): Verdict {
