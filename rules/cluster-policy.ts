@@ -172,16 +172,15 @@ function parseRule(raw: unknown, at: string, direction: Direction, sink: Problem
     sink.error(`${at}`, `destinationNamedPort cannot be used with ${peers.nonPod.join(', ')} peers: only pods have named ports`);
   }
   let failClosed: string | null = null;
-  if (peers.unknown.length > 0 || protocols === 'unknown') {
-    failClosed = peers.unknown.length > 0
-      ? `${peers.unknown.join(', ')} ${peers.unknown.length === 1 ? 'has' : 'have'} no field palisade knows (written for a newer ClusterNetworkPolicy CRD?)`
-      : 'a protocol entry has no field palisade knows (written for a newer ClusterNetworkPolicy CRD?)';
+  const unknown = [...peers.unknown, ...(protocols !== null && 'unknown' in protocols ? protocols.unknown : [])];
+  if (unknown.length > 0) {
+    failClosed = `${unknown.join(', ')} ${unknown.length === 1 ? 'has' : 'have'} no field palisade knows (written for a newer ClusterNetworkPolicy CRD?)`;
   } else if (peers.domainNames !== null) {
     failClosed = `domainNames peers (${peers.domainNames}) are not supported by palisade`;
     if (act !== 'Accept') sink.warn(`${at}.action`, 'domainNames peers are for Accept rules only, as the API says');
   }
   if (failClosed !== null) sink.warn(at, `${failClosed}: ${act === 'Accept' ? 'this Accept rule matches nothing' : `this ${act} rule is taken as Deny for every ${direction} packet of its subject`} (the API's fail-closed reading)`);
-  return { name, action: act, peers: peers.known, protocols: protocols === 'unknown' ? null : protocols, failClosed };
+  return { name, action: act, peers: peers.known, protocols: protocols !== null && 'unknown' in protocols ? null : protocols, failClosed };
 }
 
 interface ParsedPeers {
@@ -212,16 +211,18 @@ function parsePeers(raw: unknown, field: string, direction: Direction, sink: Pro
       ok = false;
       return;
     }
-    for (const key of Object.keys(item)) if (!PEER_FIELDS[direction].includes(key)) sink.unknownField(`${at}.${key}`, `${direction} peer`);
     const set = setFields(item, PEER_FIELDS[direction]);
+    const unknownKeys = Object.keys(item).filter((key) => !PEER_FIELDS[direction].includes(key));
+    // Beside a known field an unknown one is dropped, as the API server drops it; alone it is a newer
+    // CRD's peer, which the fail-closed warning names instead of calling it a typo that may allow more.
+    if (set.length > 0) for (const key of unknownKeys) sink.unknownField(`${at}.${key}`, `${direction} peer`);
     if (set.length > 1) {
       sink.error(at, `a peer must set exactly one of ${PEER_FIELDS[direction].join(', ')}, not ${set.join(' and ')}`);
       ok = false;
       return;
     }
     if (set.length === 0) {
-      // Fields were written but none is known: a newer CRD's peer. An empty peer is simply invalid.
-      if (Object.keys(item).length > 0) parsed.unknown.push(at);
+      if (unknownKeys.length > 0) parsed.unknown.push(`${at} (${unknownKeys.join(', ')})`);
       else {
         sink.error(at, `a peer must set exactly one of ${PEER_FIELDS[direction].join(', ')}`);
         ok = false;
@@ -304,13 +305,13 @@ function parseDomainNames(raw: unknown, field: string, sink: ProblemSink): strin
   return items as string[];
 }
 
-/** Null: no protocols (every protocol). 'unknown': an entry with no field palisade knows, which fails the rule closed. */
-function parseProtocols(raw: unknown, field: string, sink: ProblemSink): ClusterPortMatch[] | null | 'unknown' | 'invalid' {
+/** Null: no protocols (every protocol). `unknown`: entries with no field palisade knows, which fail the rule closed. */
+function parseProtocols(raw: unknown, field: string, sink: ProblemSink): ClusterPortMatch[] | null | { readonly unknown: readonly string[] } | 'invalid' {
   if (raw === undefined || raw === null) return null;
   const items = boundedList(raw, field, 'protocols', 1, sink);
   if (items === null) return 'invalid';
   const matches: ClusterPortMatch[] = [];
-  let unknown = false;
+  const unknown: string[] = [];
   let ok = true;
   const known = [...PROTOCOL_FIELDS.map(([key]) => key), 'destinationNamedPort'];
   items.forEach((item, i) => {
@@ -320,10 +321,11 @@ function parseProtocols(raw: unknown, field: string, sink: ProblemSink): Cluster
       ok = false;
       return;
     }
-    for (const key of Object.keys(item)) if (!known.includes(key)) sink.unknownField(`${at}.${key}`, 'protocol entry');
     const set = setFields(item, known);
+    const unknownKeys = Object.keys(item).filter((key) => !known.includes(key));
+    if (set.length > 0) for (const key of unknownKeys) sink.unknownField(`${at}.${key}`, 'protocol entry');
     if (set.length !== 1) {
-      if (set.length === 0 && Object.keys(item).length > 0) unknown = true;
+      if (set.length === 0 && unknownKeys.length > 0) unknown.push(`${at} (${unknownKeys.join(', ')})`);
       else {
         sink.error(at, `a protocol entry must set exactly one of ${known.join(', ')}${set.length > 1 ? `, not ${set.join(' and ')}` : ''}`);
         ok = false;
@@ -337,7 +339,7 @@ function parseProtocols(raw: unknown, field: string, sink: ProblemSink): Cluster
     else matches.push(match);
   });
   if (!ok) return 'invalid';
-  return unknown ? 'unknown' : matches;
+  return unknown.length > 0 ? { unknown } : matches;
 }
 
 function parseNamedPort(raw: unknown, field: string, sink: ProblemSink): ClusterPortMatch | null {

@@ -286,7 +286,9 @@ export class Evaluator {
     return [
       'ClusterNetworkPolicy is enforced as its API defines it; palisade itself does not enforce it yet, only explains it',
       'the packet goes to the pod\'s address itself: a pod reaching itself through a Service is subject to ClusterNetworkPolicy, by its own pod address it is not',
-      'a Node selected by a nodes peer is every IPv4 address in its status.addresses (InternalIP, ExternalIP), not its other local addresses',
+      ...(this.cluster.snapshot.clusterPolicies.some((p) => p.egress.some((r) => r.peers.some((peer) => peer.kind === 'nodes')))
+        ? ['a Node selected by a nodes peer is every IPv4 address in its status.addresses (InternalIP, ExternalIP), not its other local addresses']
+        : []),
     ];
   }
 

@@ -359,7 +359,7 @@ describe('ClusterNetworkPolicy verdicts', () => {
   it('say why a rule failed closed and what it was written as', () => {
     const verdict = verdictOf([...base(), admin('future', 3, ingress({ action: 'Pass', name: 'to-services', from: [{ services: {} }] }))], 'ns2/c', 'ns1/a', 'TCP', 80);
     assert.equal(verdict.ingress.decidedBy?.action, 'Deny');
-    assert.equal(verdict.ingress.reason, 'denied by admin ClusterNetworkPolicy future (priority 3) ingress rule 0 to-services (Pass rule failed closed: spec.ingress[0].from[0] has no field palisade knows (written for a newer ClusterNetworkPolicy CRD?))');
+    assert.equal(verdict.ingress.reason, 'denied by admin ClusterNetworkPolicy future (priority 3) ingress rule 0 to-services (Pass rule failed closed: spec.ingress[0].from[0] (services) has no field palisade knows (written for a newer ClusterNetworkPolicy CRD?))');
   });
 
   it('fail an invalid policy closed in the directions it declares, for its subject', () => {
