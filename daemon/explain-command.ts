@@ -20,6 +20,11 @@ on the node, the daemon's /explain also knows every local address (node-local DN
 Audit policies (annotated palisade.io/audit: "true") never decide; an "audit" line under a direction
 says whether they would deny the packet were they enforced.
 
+ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) in the manifests are evaluated in their
+tiers, Admin before NetworkPolicy and Baseline after it; a "tier" line under a direction names the tier
+that decided and the ClusterNetworkPolicies that select the pod. palisade does not enforce
+ClusterNetworkPolicy yet: explain says what it means, not what the node does.
+
 Options:
   --from NS/POD|IP        source pod (namespace/name) or IPv4 address
   --to NS/POD|IP          destination pod or address
@@ -67,11 +72,15 @@ function describe(endpoint: Endpoint): string {
 }
 
 function directionLine(v: DirectionVerdict): string {
-  const line = `  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${printable(v.reason)}`;
-  if (v.audit === null) return line;
+  const lines = [`  ${v.direction.padEnd(7)} ${v.allowed ? 'allowed' : 'DENIED '}  ${printable(v.reason)}`];
+  // Only where ClusterNetworkPolicies select the pod: a NetworkPolicy-only explanation reads as it always has.
+  if (v.clusterPolicies.length > 0) {
+    const decided = v.tier === null ? 'no tier decides (no policy applies to this packet)' : `decided in the ${v.tier} tier`;
+    lines.push(`  ${''.padEnd(7)} tier     ${printable(`${decided}; ClusterNetworkPolicies selecting ${v.pod ?? ''} for ${v.direction}: ${v.clusterPolicies.join(', ')}`)}`);
+  }
   // Audit policies decide nothing; their line says what they would do, under the verdict they left alone.
-  const audit = `  ${''.padEnd(7)} ${v.audit.wouldDeny ? 'audit: would deny' : 'audit'}  ${printable(`${v.audit.reason} (audit, not enforced: ${v.audit.policies.join(', ')})`)}`;
-  return `${line}\n${audit}`;
+  if (v.audit !== null) lines.push(`  ${''.padEnd(7)} ${v.audit.wouldDeny ? 'audit: would deny' : 'audit'}  ${printable(`${v.audit.reason} (audit, not enforced: ${v.audit.policies.join(', ')})`)}`);
+  return lines.join('\n');
 }
 
 export async function explainCommand(argv: readonly string[], io: CommandIO): Promise<number> {
