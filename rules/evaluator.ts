@@ -19,9 +19,10 @@ export type { ClusterRuleRef } from './evaluator-tiers.js';
  * - A connection is allowed when the source's egress allows it and the destination's ingress allows it.
  * - A pod is never blocked from itself, even when its traffic to itself passes the node (a Service
  *   that sends it back to the same pod).
- * - Traffic between a pod and its own node is always allowed. "Its own node" is every local address
- *   of the node where the daemon runs (EvaluatorOptions.localNode), and a Node object's InternalIP
- *   addresses elsewhere; an ExternalIP is never local to the node.
+ * - NetworkPolicy always allows traffic between a pod and its own node (ClusterNetworkPolicy may deny
+ *   the pod's egress to it, see decide). "Its own node" is every local address of the node where the
+ *   daemon runs (EvaluatorOptions.localNode), and a Node object's InternalIP addresses elsewhere; an
+ *   ExternalIP is never local to the node.
  * - Addresses that are not pods (external hosts, nodes, hostNetwork pods) have no policy of their own.
  * - Audit policies (annotated palisade.io/audit: "true") decide nothing. Where no enforced policy
  *   isolates a pod in a direction and audit ones select it, the packet "would be denied" when none of
