@@ -121,7 +121,8 @@ describe('policy Events from two real daemons and one with them off, against the
     const holder = (await reporterState(writer)).identity;
     assert.ok(all.every((e) => e['reportingInstance'] === holder), JSON.stringify(all.map((e) => e['reportingInstance'])));
     const follower = REPORTERS.find((n) => n !== writer)!;
-    assert.equal((await reporterState(follower)).leaseHolder, holder);
+    // The follower reads the Lease every retry period (2 s, with jitter), so it learns the holder soon after.
+    await eventually('the follower names the holder', 10_000, async () => assert.equal((await reporterState(follower)).leaseHolder, holder));
     const lease = (await l.api.objects('Lease', 'kube-system'))[0]!;
     assert.equal((lease['spec'] as Obj)['holderIdentity'], holder);
     assert.match(await l.metrics(writer), /^palisade_policy_reporter_leader 1$/m);
