@@ -10,6 +10,7 @@ import { policy } from '../support/builders.js';
 import { CONTAINER_PORTS, NODE_A, NODE_B, Reachability, TCP_80, useE2eCluster } from '../support/e2e-cluster.js';
 import type { E2eCluster } from '../support/e2e-cluster.js';
 import { hostInterfaceName } from '../../rules/names.js';
+import { eventually } from '../support/eventually.js';
 
 const BRANCH_ENI_ANNOTATION = { 'vpc.amazonaws.com/pod-eni': '[{"eniId":"eni-0123456789abcdef0","vlanId":7,"privateIp":"10.1.3.7","subnetCidr":"10.1.3.0/24"}]' };
 const MULTI_NIC_ANNOTATION = { 'k8s.amazonaws.com/nicConfig': 'multi-nic-attachment' };
@@ -19,18 +20,6 @@ async function status(c: E2eCluster, node: string): Promise<Record<string, unkno
   return c.status(node) as never;
 }
 
-async function eventually(what: string, check: () => Promise<void>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 describe('EKS node wiring: every kind of pod interface, the node itself, kube-proxy modes', function () {
   this.timeout(300_000);

@@ -5,6 +5,7 @@ import type { FakeApiStats } from '../../lib/lab/api-server.js';
 import { removeStaleNamespaces } from '../../lib/netns.js';
 import { namespace, node, pod, policy } from '../support/builders.js';
 import { podClusterUnavailableReason } from '../support/pod-cluster.js';
+import { eventually } from '../support/eventually.js';
 
 /**
  * A real `palisade daemon` on a lab node whose service-account token is rotated under it, as kubelet
@@ -28,17 +29,6 @@ const RECOVERED_LOG = /"msg":"the API server refused the token; fetched afresh, 
 interface WatchStatus { resource: string; lists: number; relists: number; watches: number; failures: number; lastError: string | null }
 interface Status { watches: WatchStatus[]; endpoints: { namespace: string; name: string; policies: { ingress: string[] } }[] }
 
-async function eventually(what: string, check: () => Promise<void>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 const count = (counts: Record<string, number>, key: string): number => counts[key] ?? 0;
 const sum = (counts: Record<string, number>): number => Object.values(counts).reduce((a, b) => a + b, 0);

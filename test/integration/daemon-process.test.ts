@@ -11,6 +11,7 @@ import { namespace, pod, policy } from '../support/builders.js';
 import { LabProcess as NetnsProcess } from '../../lib/lab/process.js';
 import { DAEMON_NODE_FLAGS } from '../../daemon/runtime.js';
 import { useNetns } from '../support/netns-fixture.js';
+import { eventually } from '../support/eventually.js';
 
 /**
  * `palisade daemon` as the real process it is on a node, in a throwaway network namespace, with a
@@ -33,17 +34,6 @@ function admin(socket: string, route: string, body: unknown): Promise<void> {
   });
 }
 
-async function eventually(what: string, check: () => Promise<void>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 describe('palisade daemon, the command', function () {
   this.timeout(60_000);

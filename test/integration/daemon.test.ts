@@ -9,6 +9,7 @@ import { hostInterfaceName, Names } from '../../rules/names.js';
 import { namespace, node, pod, policy } from '../support/builders.js';
 import { FakeApiServer } from '../../lib/lab/api-server.js';
 import { useNetns } from '../support/netns-fixture.js';
+import { eventually } from '../support/eventually.js';
 
 /**
  * The daemon end to end in one process: its real watches against a fake API server with real
@@ -26,19 +27,6 @@ class RecordingLogger implements Logger {
   error(fields: Record<string, unknown>, message: string): void { this.lines.push({ level: 'error', fields, message }); }
 }
 
-async function eventually<T>(what: string, check: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${last instanceof Error ? last.message : String(last)}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
 
 function seedObjects(): Record<string, unknown>[] {
   return [

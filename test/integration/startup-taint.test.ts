@@ -3,6 +3,7 @@ import { Lab } from '../../lib/lab/cluster.js';
 import { removeStaleNamespaces } from '../../lib/netns.js';
 import { namespace, node, pod } from '../support/builders.js';
 import { podClusterUnavailableReason } from '../support/pod-cluster.js';
+import { eventually } from '../support/eventually.js';
 
 /**
  * Real `palisade daemon` processes on a two-node lab whose nodes registered with the startup taint.
@@ -18,17 +19,6 @@ const REMOVED_LOG = /"msg":"startup taint removed: pods can now be scheduled on 
 
 interface TaintStatus { enabled: boolean; onNode?: boolean | null; removed?: boolean; removals?: number; error?: string | null }
 
-async function eventually(what: string, check: () => Promise<void>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${error instanceof Error ? error.message : String(error)}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
 
 const taintedNode = (name: string, address: string, taints: readonly object[]) => ({ ...node(name, address), spec: { taints } });
 
