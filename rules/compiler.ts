@@ -1,4 +1,4 @@
-import type { Direction, NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
+import type { ClusterPolicyRecord, ClusterPodSelection, Direction, NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from './model.js';
 import { podCounts, podKey, policyKey } from './model.js';
 import type { Chain, Dataplane, EndpointInfo, HookRule, IpSet } from './dataplane.js';
 import type { CompilerSettings } from './settings.js';
@@ -66,10 +66,27 @@ interface EndpointState {
   /** Audit policies selecting it, per direction. */
   readonly ingressAudit: readonly string[];
   readonly egressAudit: readonly string[];
+  /** ClusterNetworkPolicies selecting the pod, per direction and tier, in the order they are walked. */
+  readonly cluster: ClusterSelection;
   /** Further interfaces the pod owns (multi-NIC). */
   readonly extra: readonly ExtraInterface[];
   /** Derived once per change of the endpoint: names cost hashes, and build() runs on every sync. */
   readonly info: EndpointInfo;
+}
+
+/** Names of the ClusterNetworkPolicies selecting a pod, by direction and tier, each list in walk order. */
+export interface ClusterSelection {
+  readonly ingressAdmin: readonly string[];
+  readonly ingressBaseline: readonly string[];
+  readonly egressAdmin: readonly string[];
+  readonly egressBaseline: readonly string[];
+}
+
+const NO_CLUSTER_SELECTION: ClusterSelection = { ingressAdmin: [], ingressBaseline: [], egressAdmin: [], egressBaseline: [] };
+
+function sameSelection(a: ClusterSelection, b: ClusterSelection): boolean {
+  return sameList(a.ingressAdmin, b.ingressAdmin) && sameList(a.ingressBaseline, b.ingressBaseline)
+    && sameList(a.egressAdmin, b.egressAdmin) && sameList(a.egressBaseline, b.egressBaseline);
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
@@ -101,6 +118,9 @@ export class DataplaneCompiler {
   private readonly namespaces = new Map<string, NamespaceRecord>();
   private readonly policies: PolicyInstaller;
   private readonly policiesByNamespace = new Map<string, Set<string>>();
+  /** ClusterNetworkPolicies by name, in walk order (tier, priority, name) once sorted. */
+  private readonly clusterPolicies = new Map<string, ClusterPolicyRecord>();
+  private clusterOrder: readonly ClusterPolicyRecord[] | null = null;
   private readonly claims = new AddressClaims();
   private readonly interfaces = new InterfaceOwners();
   private readonly endpoints = new Map<string, EndpointState>();
@@ -200,10 +220,59 @@ export class DataplaneCompiler {
   setNamespace(namespace: NamespaceRecord): void {
     this.namespaces.set(namespace.name, namespace);
     this.sets.namespaceChanged(namespace.name);
+    // A ClusterNetworkPolicy's subject may select by namespace labels.
+    if (this.clusterPolicies.size > 0) this.refreshEndpointsIn(namespace.name);
   }
 
   deleteNamespace(name: string): void {
-    if (this.namespaces.delete(name)) this.sets.namespaceChanged(name);
+    if (!this.namespaces.delete(name)) return;
+    this.sets.namespaceChanged(name);
+    if (this.clusterPolicies.size > 0) this.refreshEndpointsIn(name);
+  }
+
+  /** A ClusterNetworkPolicy may select pods of any namespace: every local endpoint is looked at again. */
+  setClusterPolicy(policy: ClusterPolicyRecord): void {
+    this.clusterPolicies.set(policy.name, policy);
+    this.clusterOrder = null;
+    this.refreshAllEndpoints();
+  }
+
+  deleteClusterPolicy(name: string): void {
+    if (!this.clusterPolicies.delete(name)) return;
+    this.clusterOrder = null;
+    this.refreshAllEndpoints();
+  }
+
+  /** A ClusterNetworkPolicy's record as parsed. */
+  clusterPolicy(name: string): ClusterPolicyRecord | undefined {
+    return this.clusterPolicies.get(name);
+  }
+
+  private refreshAllEndpoints(): void {
+    for (const key of [...this.endpoints.keys()]) this.refreshEndpoint(key);
+    // Local pods without an endpoint yet are not affected: they get one when they can take part.
+  }
+
+  private orderedClusterPolicies(): readonly ClusterPolicyRecord[] {
+    this.clusterOrder ??= [...this.clusterPolicies.values()]
+      .sort((a, b) => (a.tier === b.tier ? 0 : a.tier === 'Admin' ? -1 : 1) || a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    return this.clusterOrder;
+  }
+
+  private subjectSelects(subject: ClusterPodSelection, pod: PodRecord): boolean {
+    if (!selectorMatches(subject.namespaceSelector, this.namespace(pod.namespace).labels)) return false;
+    return subject.kind === 'namespaces' || selectorMatches(subject.podSelector, pod.labels);
+  }
+
+  private clusterSelection(pod: PodRecord): ClusterSelection {
+    if (this.clusterPolicies.size === 0) return NO_CLUSTER_SELECTION;
+    const selection = { ingressAdmin: [] as string[], ingressBaseline: [] as string[], egressAdmin: [] as string[], egressBaseline: [] as string[] };
+    for (const policy of this.orderedClusterPolicies()) {
+      if (!this.subjectSelects(policy.subject, pod)) continue;
+      if (policy.ingress.length > 0) (policy.tier === 'Admin' ? selection.ingressAdmin : selection.ingressBaseline).push(policy.name);
+      if (policy.egress.length > 0) (policy.tier === 'Admin' ? selection.egressAdmin : selection.egressBaseline).push(policy.name);
+    }
+    return selection;
   }
 
   setPolicy(policy: PolicyRecord): void {
@@ -327,14 +396,15 @@ export class DataplaneCompiler {
     const egressAudit = staged.filter((p) => p.affectsEgress).map(policyKey);
     const extra = (this.extras.get(key) ?? []).filter((claim) => this.interfaces.owner(claim.suffix) === claimKey(key, claim.index))
       .map(({ iface, address }): ExtraInterface => ({ iface, address }));
+    const cluster = this.clusterSelection(pod);
     const sameExtra = before !== undefined && sameExtras(before.extra, extra);
     if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress)
-      && sameList(before.ingressAudit, ingressAudit) && sameList(before.egressAudit, egressAudit) && sameExtra) {
+      && sameList(before.ingressAudit, ingressAudit) && sameList(before.egressAudit, egressAudit) && sameExtra && sameSelection(before.cluster, cluster)) {
       this.endpoints.set(key, { ...before, pod });
       return;
     }
     const selection = { ingress, egress, ingressAudit, egressAudit };
-    const next: EndpointState = { pod, ...selection, extra, info: this.endpointInfo(pod, selection, extra) };
+    const next: EndpointState = { pod, ...selection, cluster, extra, info: this.endpointInfo(pod, selection, cluster, extra) };
     if (before === undefined || !sameExtra) this.dispatchDirty = true;
     this.setUsers(key, before, next);
     this.endpoints.set(key, next);
@@ -494,7 +564,7 @@ export class DataplaneCompiler {
     this.dispatchDirty = false;
   }
 
-  private endpointInfo(pod: PodRecord & { readonly ip: string }, selection: Pick<EndpointState, 'ingress' | 'egress' | 'ingressAudit' | 'egressAudit'>, extra: readonly ExtraInterface[]): EndpointInfo {
+  private endpointInfo(pod: PodRecord & { readonly ip: string }, selection: Pick<EndpointState, 'ingress' | 'egress' | 'ingressAudit' | 'egressAudit'>, cluster: ClusterSelection, extra: readonly ExtraInterface[]): EndpointInfo {
     const suffix = this.vethSuffix(pod.namespace, pod.name);
     const { ingress, egress } = selection;
     const log = (direction: Direction): DropLogSource | null => {
@@ -514,6 +584,8 @@ export class DataplaneCompiler {
       egressPolicies: egress,
       ingressAudit: selection.ingressAudit,
       egressAudit: selection.egressAudit,
+      ingressClusterPolicies: [...cluster.ingressAdmin, ...cluster.ingressBaseline],
+      egressClusterPolicies: [...cluster.egressAdmin, ...cluster.egressBaseline],
       ingressLog: log('ingress'),
       egressLog: log('egress'),
       toChain: this.names.endpoint('to', pod.namespace, pod.name),

@@ -69,6 +69,9 @@ export interface EndpointInfo {
   /** "namespace/name" of the audit policies that select it in that direction: they isolate nothing. */
   readonly ingressAudit: readonly string[];
   readonly egressAudit: readonly string[];
+  /** Names of the ClusterNetworkPolicies selecting the pod in that direction, in walk order: Admin ones, then Baseline ones. */
+  readonly ingressClusterPolicies: readonly string[];
+  readonly egressClusterPolicies: readonly string[];
   /** What the drop-log rule of each direction stands for (denied, or would-deny); null: none. */
   readonly ingressLog: DropLogSource | null;
   readonly egressLog: DropLogSource | null;

@@ -23,10 +23,7 @@ export interface Snapshot {
   readonly namespaces: readonly NamespaceRecord[];
   readonly policies: readonly PolicyRecord[];
   readonly nodes: readonly NodeRecord[];
-  /**
-   * ClusterNetworkPolicies, by name. Only the evaluator reads them: palisade does not enforce them
-   * yet, so neither the compiler nor the daemon's /explain (which says what is enforced) sees any.
-   */
+  /** ClusterNetworkPolicies, by name. */
   readonly clusterPolicies: readonly ClusterPolicyRecord[];
 }
 
@@ -113,6 +110,7 @@ export function loadedCompiler(snapshot: Snapshot, settings: CompilerSettings, o
   for (const namespace of snapshot.namespaces) compiler.setNamespace(namespace);
   for (const pod of snapshot.pods) compiler.setPod(pod);
   for (const policy of snapshot.policies) compiler.setPolicy(policy);
+  for (const policy of snapshot.clusterPolicies) compiler.setClusterPolicy(policy);
   return compiler;
 }
 

@@ -187,7 +187,7 @@ describe('audit policies', () => {
 function endpoint(namespace: string, name: string, ip: string, ingressLog: DropLogSource | null, egressLog: DropLogSource | null = null): EndpointInfo {
   return {
     namespace, name, ip, interfaces: [], extraInterfaces: [], isolatedIngress: ingressLog?.verdict === 'denied', isolatedEgress: egressLog?.verdict === 'denied',
-    ingressPolicies: [], egressPolicies: [], ingressAudit: [], egressAudit: [], ingressLog, egressLog, toChain: `to-${name}`, fromChain: `from-${name}`,
+    ingressPolicies: [], egressPolicies: [], ingressAudit: [], egressAudit: [], ingressClusterPolicies: [], egressClusterPolicies: [], ingressLog, egressLog, toChain: `to-${name}`, fromChain: `from-${name}`,
   };
 }
 
