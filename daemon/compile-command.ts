@@ -35,11 +35,6 @@ export async function compileCommand(argv: readonly string[], io: CommandIO): Pr
   if (positionals.length === 0) throw new UsageError('compile: give at least one manifest file or directory');
   const settings = compilerSettingsFromFlags(values);
   const { snapshot } = await snapshotFromFiles(positionals, io.stderrLine, settings.policyBudget);
-  // Said once, not per object: the rules below would otherwise read as if they held these policies.
-  if (snapshot.clusterPolicies.length > 0) {
-    const n = snapshot.clusterPolicies.length;
-    io.stderrLine(`warning: ${n} ClusterNetworkPolic${n === 1 ? 'y' : 'ies'} ignored: palisade does not enforce ClusterNetworkPolicy yet (palisade explain evaluates them)`);
-  }
   const compiler = loadedCompiler(snapshot, settings);
   const dataplane = compiler.build();
   // Address claims were reported with the objects; interface names clash only among one node's pods.

@@ -341,12 +341,12 @@ export class Daemon {
     const dataplane = this.cache.compiler.build();
     this.report();
     // Known before the kernel has them, so the first packet the new rules log is attributed.
-    this.dropLog.install(dataplane.endpoints);
+    this.dropLog.install(dataplane.endpoints, dataplane.clusterDenyLogs);
     try {
       await this.applier.apply(dataplane);
     } catch (error) {
       // What the kernel still holds is the last good state: its prefixes stay current.
-      if (this.dataplane !== null) this.dropLog.install(this.dataplane.endpoints);
+      if (this.dataplane !== null) this.dropLog.install(this.dataplane.endpoints, this.dataplane.clusterDenyLogs);
       // Changes not yet enforced keep their original arrival time.
       for (const [kind, since] of pending) if (!this.pendingSince.has(kind) || this.pendingSince.get(kind)! > since) this.pendingSince.set(kind, since);
       this.metrics.applyFailures.inc();
@@ -416,12 +416,16 @@ export class Daemon {
     this.refreshes++;
     const report = await this.applier.refresh({ full: this.refreshes % FULL_REFRESH_EVERY === 0 });
     this.countRepairs(report.repaired);
-    this.drops = await this.applier.readDropCounters();
+    const counters = await this.applier.readCounters();
+    this.drops = counters.drops;
     this.metrics.observeDrops(this.drops);
-    const logCounters: LogCounter[] = this.drops.flatMap((d) => [
-      ...(d.ingressLog === null ? [] : [{ ...d.ingressLog, direction: 'ingress' as const }]),
-      ...(d.egressLog === null ? [] : [{ ...d.egressLog, direction: 'egress' as const }]),
-    ]);
+    const logCounters: LogCounter[] = [
+      ...this.drops.flatMap((d) => [
+        ...(d.ingressLog === null ? [] : [{ ...d.ingressLog, direction: 'ingress' as const }]),
+        ...(d.egressLog === null ? [] : [{ ...d.egressLog, direction: 'egress' as const }]),
+      ]),
+      ...counters.clusterLogs,
+    ];
     this.dropLog.observeCounters(logCounters);
   }
 

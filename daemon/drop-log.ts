@@ -1,6 +1,7 @@
 import type { Direction } from '../rules/model.js';
 import type { EndpointInfo } from '../rules/dataplane.js';
-import type { DropLogSource, DropVerdict } from '../rules/drop-log.js';
+import type { ClusterDenyLog, DropLogSource, DropVerdict } from '../rules/drop-log.js';
+import type { ClusterTier } from '../rules/model.js';
 import type { NflogPacket } from '../lib/drop-log/nflog-packet.js';
 import type { Logger } from '../lib/logger.js';
 import { RingBuffer } from './ring-buffer.js';
@@ -32,8 +33,14 @@ export interface DropRecord {
   readonly port: number | null;
   readonly source: DropEndpoint;
   readonly destination: DropEndpoint;
+  /** The NetworkPolicies isolating the refusing pod ("namespace/name"); empty when a ClusterNetworkPolicy denied. */
   readonly policies: readonly string[];
+  /** The ClusterNetworkPolicy rule that denied, when one did. */
+  readonly clusterPolicy?: { readonly tier: ClusterTier; readonly name: string; readonly priority: number; readonly rule: number; readonly ruleName: string };
 }
+
+/** What a prefix stands for: a pod's isolation drop, or a ClusterNetworkPolicy Deny rule shared by the pods it selects. */
+type Source = { readonly kind: 'pod'; readonly source: DropLogSource } | { readonly kind: 'cluster'; readonly log: ClusterDenyLog };
 
 export interface DropQuery {
   /** "namespace/pod": records where it is the source or the destination. */
@@ -47,7 +54,10 @@ export type LossReason = 'rate-limit' | 'reader';
 export interface DropLogMetrics {
   denied(record: DropRecord): void;
   lost(reason: LossReason, count: number): void;
-  /** The policies that may appear in records now; series of any other go. */
+  /**
+   * The policies that may appear in records now ("namespace/name", and "ClusterNetworkPolicy/<name>"
+   * for cluster ones, whose names no namespace can hold); series of any other go.
+   */
   policiesInUse(policies: ReadonlySet<string>): void;
 }
 
@@ -78,8 +88,8 @@ const PROTOCOL_NAMES: ReadonlyMap<number, string> = new Map([[1, 'ICMP'], [6, 'T
 export class DropLog {
   private readonly ring: RingBuffer<DropRecord>;
   private readonly now: () => number;
-  private sources = new Map<string, DropLogSource>();
-  private superseded: { until: number; sources: Map<string, DropLogSource> }[] = [];
+  private sources = new Map<string, Source>();
+  private superseded: { until: number; sources: Map<string, Source> }[] = [];
   private readonly recent = new Map<string, number>();
   private readonly lastCounters = new Map<string, { reached: number; logged: number }>();
   private countersBaselined = false;
@@ -87,6 +97,7 @@ export class DropLog {
   private podAt: (address: string) => string | null = () => null;
   private readonly unknownPrefixes = new Set<string>();
   private installedFrom: readonly EndpointInfo[] | null = null;
+  private installedClusterFrom: readonly ClusterDenyLog[] | null = null;
 
   constructor(private readonly options: DropLogOptions) {
     this.ring = new RingBuffer(options.capacity);
@@ -102,27 +113,29 @@ export class DropLog {
    * The endpoints of the dataplane about to be written: their prefixes are what the kernel logs from
    * the moment it is, and the previous ones stay known for a while for what it logged before.
    */
-  install(endpoints: readonly EndpointInfo[]): void {
-    // The compiler hands out the same list while no endpoint changed: nothing to learn then.
-    if (endpoints === this.installedFrom) return;
+  install(endpoints: readonly EndpointInfo[], clusterLogs: readonly ClusterDenyLog[] = []): void {
+    // The compiler hands out the same lists while nothing changed: nothing to learn then.
+    if (endpoints === this.installedFrom && clusterLogs === this.installedClusterFrom) return;
     this.installedFrom = endpoints;
-    const next = new Map<string, DropLogSource>();
+    this.installedClusterFrom = clusterLogs;
+    const next = new Map<string, Source>();
     for (const e of endpoints) {
-      if (e.ingressLog !== null) next.set(e.ingressLog.prefix, e.ingressLog);
-      if (e.egressLog !== null) next.set(e.egressLog.prefix, e.egressLog);
+      if (e.ingressLog !== null) next.set(e.ingressLog.prefix, { kind: 'pod', source: e.ingressLog });
+      if (e.egressLog !== null) next.set(e.egressLog.prefix, { kind: 'pod', source: e.egressLog });
     }
+    for (const log of clusterLogs) next.set(log.prefix, { kind: 'cluster', log });
     const now = this.now();
     this.superseded = this.superseded.filter((s) => s.until > now);
     const gone = new Map([...this.sources].filter(([prefix]) => !next.has(prefix)));
     if (gone.size > 0) this.superseded.push({ until: now + SUPERSEDED_GRACE_MS, sources: gone });
     this.sources = next;
-    this.options.metrics.policiesInUse(new Set([...next.values()].flatMap((s) => s.policies)));
+    this.options.metrics.policiesInUse(new Set([...next.values()].flatMap((s) => (s.kind === 'pod' ? s.source.policies : [`ClusterNetworkPolicy/${s.log.policy}`]))));
   }
 
   /** One packet the kernel logged. */
   packet(packet: NflogPacket): void {
-    const source = this.sourceOf(packet.prefix);
-    if (source === undefined) {
+    const found = this.sourceOf(packet.prefix);
+    if (found === undefined) {
       // Another program's rules on this group, or a rule from before a restart: said once per prefix.
       if (!this.unknownPrefixes.has(packet.prefix) && this.unknownPrefixes.size < 100) {
         this.unknownPrefixes.add(packet.prefix);
@@ -131,26 +144,29 @@ export class DropLog {
       return;
     }
     const at = this.now();
-    const key = `${source.prefix}|${packet.protocol}|${packet.source}|${packet.sourcePort ?? packet.icmpType ?? ''}|${packet.destination}|${packet.destinationPort ?? ''}`;
+    const key = `${packet.prefix}|${packet.protocol}|${packet.source}|${packet.sourcePort ?? packet.icmpType ?? ''}|${packet.destination}|${packet.destinationPort ?? ''}`;
     const seen = this.recent.get(key);
     if (seen !== undefined && at - seen < REPEAT_WINDOW_MS) return;
     this.remember(key, at);
-    const own = { namespace: source.namespace, pod: source.pod };
     const other = (ip: string): DropEndpoint => {
       const owner = this.podAt(ip);
       if (owner === null) return { ip };
       const slash = owner.indexOf('/');
       return { ip, namespace: owner.slice(0, slash), pod: owner.slice(slash + 1) };
     };
+    const direction = found.kind === 'pod' ? found.source.direction : found.log.direction;
+    // A pod's own rule names it; a ClusterNetworkPolicy rule is shared, and its pod is the packet's own address.
+    const own = (ip: string): DropEndpoint => (found.kind === 'pod' ? { ip, namespace: found.source.namespace, pod: found.source.pod } : other(ip));
     const record: DropRecord = {
       time: packet.time.toISOString(),
-      verdict: source.verdict,
-      direction: source.direction,
+      verdict: found.kind === 'pod' ? found.source.verdict : 'denied',
+      direction,
       protocol: PROTOCOL_NAMES.get(packet.protocol) ?? String(packet.protocol),
       port: packet.protocol === 1 ? null : packet.destinationPort,
-      source: source.direction === 'egress' ? { ip: packet.source, ...own } : other(packet.source),
-      destination: source.direction === 'ingress' ? { ip: packet.destination, ...own } : other(packet.destination),
-      policies: source.policies,
+      source: direction === 'egress' ? own(packet.source) : other(packet.source),
+      destination: direction === 'ingress' ? own(packet.destination) : other(packet.destination),
+      policies: found.kind === 'pod' ? found.source.policies : [],
+      ...(found.kind === 'cluster' ? { clusterPolicy: { tier: found.log.tier, name: found.log.policy, priority: found.log.priority, rule: found.log.rule, ruleName: found.log.ruleName } } : {}),
     };
     this.ring.push(record);
     const { time: _time, ...fields } = record;
@@ -202,7 +218,7 @@ export class DropLog {
     return { drops, lost: this.lostTotal };
   }
 
-  private sourceOf(prefix: string): DropLogSource | undefined {
+  private sourceOf(prefix: string): Source | undefined {
     const current = this.sources.get(prefix);
     if (current !== undefined) return current;
     const now = this.now();

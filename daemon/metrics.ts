@@ -100,7 +100,7 @@ export class DaemonMetrics {
     this.enforcementRefused.set({ reason: 'kube-proxy-ipvs' }, 0);
     this.deniedConnections = new Counter({ name: 'palisade_denied_connections_total', help: 'new connections the drop log recorded, by the side whose isolation refused them and verdict (denied, or would-deny for audit policies)', labelNames: ['direction', 'verdict'], registers });
     for (const direction of ['ingress', 'egress']) for (const verdict of ['denied', 'would-deny']) this.deniedConnections.inc({ direction, verdict }, 0);
-    this.policyDeniedConnections = new Counter({ name: 'palisade_policy_denied_connections_total', help: 'new connections the drop log recorded, per policy isolating the refusing pod (series of policies no local pod uses are removed)', labelNames: ['policy_namespace', 'policy', 'verdict'], registers });
+    this.policyDeniedConnections = new Counter({ name: 'palisade_policy_denied_connections_total', help: 'new connections the drop log recorded, per policy isolating the refusing pod, or per ClusterNetworkPolicy whose Deny rule refused (policy_namespace "ClusterNetworkPolicy"); series of policies no local pod uses are removed', labelNames: ['policy_namespace', 'policy', 'verdict'], registers });
     this.dropLogLost = new Counter({ name: 'palisade_drop_log_lost_total', help: 'denied connections that got no record: held back by the rate limits, or missed by the reader', labelNames: ['reason'], registers });
     for (const reason of ['rate-limit', 'reader']) this.dropLogLost.inc({ reason }, 0);
     this.dropLogReaderUp = new Gauge({ name: 'palisade_drop_log_reader_up', help: '1 while the drop log\'s NFLOG reader runs (0 when it failed or the drop log is off)', registers });
@@ -184,7 +184,8 @@ export class DaemonMetrics {
   readonly dropLog: DropLogMetrics = {
     denied: (record) => {
       this.deniedConnections.inc({ direction: record.direction, verdict: record.verdict });
-      for (const key of record.policies) {
+      const cluster = record.clusterPolicy === undefined ? [] : [`ClusterNetworkPolicy/${record.clusterPolicy.name}`];
+      for (const key of [...record.policies, ...cluster]) {
         const slash = key.indexOf('/');
         const labels = { policy_namespace: key.slice(0, slash), policy: key.slice(slash + 1), verdict: record.verdict };
         this.policySeries.set(`${key}|${record.verdict}`, labels);

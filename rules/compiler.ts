@@ -20,6 +20,10 @@ import type { DropLogSource } from './drop-log.js';
 import type { Problem } from './problems.js';
 import { claimProblems } from './claim-problems.js';
 import { PodIndexes } from './pod-indexes.js';
+import { ClusterPolicyInstaller } from './cluster-policy-installer.js';
+import type { DirectionTiers } from './endpoint-chains.js';
+import type { TierWalk } from './cluster-tier-chains.js';
+import { tierMarks } from './settings.js';
 
 /**
  * The incremental compiler. Changes come in one object at a time; build() returns the whole desired
@@ -80,13 +84,14 @@ export interface ClusterSelection {
   readonly ingressBaseline: readonly string[];
   readonly egressAdmin: readonly string[];
   readonly egressBaseline: readonly string[];
+  /** The lists with each policy's priority: a priority change that keeps the order can still make or break a tie. */
+  readonly signature: string;
 }
 
-const NO_CLUSTER_SELECTION: ClusterSelection = { ingressAdmin: [], ingressBaseline: [], egressAdmin: [], egressBaseline: [] };
+const NO_CLUSTER_SELECTION: ClusterSelection = { ingressAdmin: [], ingressBaseline: [], egressAdmin: [], egressBaseline: [], signature: '' };
 
 function sameSelection(a: ClusterSelection, b: ClusterSelection): boolean {
-  return sameList(a.ingressAdmin, b.ingressAdmin) && sameList(a.ingressBaseline, b.ingressBaseline)
-    && sameList(a.egressAdmin, b.egressAdmin) && sameList(a.egressBaseline, b.egressBaseline);
+  return a.signature === b.signature;
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
@@ -118,9 +123,12 @@ export class DataplaneCompiler {
   private readonly namespaces = new Map<string, NamespaceRecord>();
   private readonly policies: PolicyInstaller;
   private readonly policiesByNamespace = new Map<string, Set<string>>();
-  /** ClusterNetworkPolicies by name, in walk order (tier, priority, name) once sorted. */
-  private readonly clusterPolicies = new Map<string, ClusterPolicyRecord>();
+  /** ClusterNetworkPolicies, and which are installed; their walk order (tier, priority, name) once sorted. */
+  private readonly clusterPolicies: ClusterPolicyInstaller;
   private clusterOrder: readonly ClusterPolicyRecord[] | null = null;
+  /** Each local pod's tier and audit chains, removed with its endpoint chains. */
+  private readonly tierChainNames = new Map<string, readonly string[]>();
+  private readonly nodes = new Map<string, NodeRecord>();
   private readonly claims = new AddressClaims();
   private readonly interfaces = new InterfaceOwners();
   private readonly endpoints = new Map<string, EndpointState>();
@@ -155,8 +163,10 @@ export class DataplaneCompiler {
         return { count: found.count, pods: this.recordsOf(found.keys) };
       },
       podsDeclaring: (protocol, name) => this.recordsOf(this.indexes.declaring(protocol, name)),
+      nodes: () => this.nodes.values(),
     });
     this.policies = new PolicyInstaller(settings, this.names, this.sets, this.chains);
+    this.clusterPolicies = new ClusterPolicyInstaller(settings, this.names, this.sets, this.chains);
     const entry = buildEntryChains(this.names, settings);
     for (const chain of [...entry.chains, buildAllowChain(this.names, settings)]) this.chains.set(chain.name, chain);
     this.hooks = entry.hooks;
@@ -210,10 +220,14 @@ export class DataplaneCompiler {
 
   /** Node addresses are never a pod's: a pod claiming one is ignored. */
   setNode(node: NodeRecord): void {
+    this.nodes.set(node.name, node);
+    this.sets.nodeChanged(node.name, node);
     for (const affected of this.claims.setNode(node.name, node.addresses)) this.refreshPod(affected, null);
   }
 
   deleteNode(name: string): void {
+    this.nodes.delete(name);
+    this.sets.nodeChanged(name, undefined);
     for (const affected of this.claims.setNode(name, [])) this.refreshPod(affected, null);
   }
 
@@ -232,7 +246,7 @@ export class DataplaneCompiler {
 
   /** A ClusterNetworkPolicy may select pods of any namespace: every local endpoint is looked at again. */
   setClusterPolicy(policy: ClusterPolicyRecord): void {
-    this.clusterPolicies.set(policy.name, policy);
+    this.clusterPolicies.set(policy);
     this.clusterOrder = null;
     this.refreshAllEndpoints();
   }
@@ -245,7 +259,7 @@ export class DataplaneCompiler {
 
   /** A ClusterNetworkPolicy's record as parsed. */
   clusterPolicy(name: string): ClusterPolicyRecord | undefined {
-    return this.clusterPolicies.get(name);
+    return this.clusterPolicies.record(name);
   }
 
   private refreshAllEndpoints(): void {
@@ -254,7 +268,7 @@ export class DataplaneCompiler {
   }
 
   private orderedClusterPolicies(): readonly ClusterPolicyRecord[] {
-    this.clusterOrder ??= [...this.clusterPolicies.values()]
+    this.clusterOrder ??= [...this.clusterPolicies.records()]
       .sort((a, b) => (a.tier === b.tier ? 0 : a.tier === 'Admin' ? -1 : 1) || a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     return this.clusterOrder;
   }
@@ -267,12 +281,14 @@ export class DataplaneCompiler {
   private clusterSelection(pod: PodRecord): ClusterSelection {
     if (this.clusterPolicies.size === 0) return NO_CLUSTER_SELECTION;
     const selection = { ingressAdmin: [] as string[], ingressBaseline: [] as string[], egressAdmin: [] as string[], egressBaseline: [] as string[] };
+    const signature: string[] = [];
     for (const policy of this.orderedClusterPolicies()) {
-      if (!this.subjectSelects(policy.subject, pod)) continue;
+      if (pod.hostNetwork || !this.subjectSelects(policy.subject, pod)) continue;
       if (policy.ingress.length > 0) (policy.tier === 'Admin' ? selection.ingressAdmin : selection.ingressBaseline).push(policy.name);
       if (policy.egress.length > 0) (policy.tier === 'Admin' ? selection.egressAdmin : selection.egressBaseline).push(policy.name);
+      signature.push(`${policy.tier}:${policy.priority}:${policy.ingress.length > 0 ? 'i' : ''}${policy.egress.length > 0 ? 'e' : ''}:${policy.name}`);
     }
-    return selection;
+    return { ...selection, signature: signature.join('\u0000') };
   }
 
   setPolicy(policy: PolicyRecord): void {
@@ -430,7 +446,18 @@ export class DataplaneCompiler {
       const now = new Set(after === undefined ? [] : this.chainPolicies(after, direction).policies);
       for (const policy of old) if (!now.has(policy)) this.policies.removeUser(policy, endpoint, direction);
       for (const policy of now) if (!old.has(policy)) this.policies.addUser(policy, endpoint, direction);
+      const oldCluster = new Set(before === undefined ? [] : this.clusterWalked(before.cluster, before[direction].length > 0, direction));
+      const nowCluster = new Set(after === undefined ? [] : this.clusterWalked(after.cluster, after[direction].length > 0, direction));
+      for (const policy of oldCluster) if (!nowCluster.has(policy)) this.clusterPolicies.removeUser(policy, endpoint, direction);
+      for (const policy of nowCluster) if (!oldCluster.has(policy)) this.clusterPolicies.addUser(policy, endpoint, direction);
     }
+  }
+
+  /** The ClusterNetworkPolicies a pod's direction walks: Baseline ones only where no NetworkPolicy isolates it. */
+  private clusterWalked(selection: ClusterSelection, isolated: boolean, direction: Direction): readonly string[] {
+    const admin = direction === 'ingress' ? selection.ingressAdmin : selection.egressAdmin;
+    const baseline = direction === 'ingress' ? selection.ingressBaseline : selection.egressBaseline;
+    return isolated ? admin : [...admin, ...baseline];
   }
 
   /** A pod's record as parsed. */
@@ -464,12 +491,14 @@ export class DataplaneCompiler {
 
   build(): Dataplane {
     this.policies.sync();
+    this.clusterPolicies.sync();
     for (const [name, set] of this.sets.takeChanges()) {
       if (set === null) this.ipsets.delete(name);
       else this.ipsets.set(name, set);
     }
     for (const key of this.dirtyEndpoints) this.rebuildEndpoint(key);
     this.dirtyEndpoints.clear();
+    this.syncActionChains();
     const contested = this.interfaces.contested().join(',');
     if (contested !== this.contestedInterfaces) {
       this.contestedInterfaces = contested;
@@ -481,7 +510,24 @@ export class DataplaneCompiler {
       chains: new Map(this.chains),
       hooks: this.hooks,
       endpoints: this.endpointList(),
+      clusterDenyLogs: this.clusterPolicies.denyLogs(),
     };
+  }
+
+  /** The Pass and Deny chains exist while some ClusterNetworkPolicy is installed (Accept shares the allow chain). */
+  private syncActionChains(): void {
+    const pass = this.names.pass();
+    const deny = this.names.deny();
+    if (this.tierChainNames.size === 0) {
+      this.chains.delete(pass);
+      this.chains.delete(deny);
+      return;
+    }
+    if (this.chains.has(pass)) return;
+    const marks = tierMarks(this.settings);
+    const set = (bit: number) => ['-j', 'MARK', '--set-xmark', `0x${bit.toString(16)}/0x${bit.toString(16)}`];
+    this.chains.set(pass, { name: pass, rules: [{ match: [], target: set(marks.pass), comment: 'passed on by ClusterNetworkPolicy' }] });
+    this.chains.set(deny, { name: deny, rules: [{ match: [], target: set(marks.deny), comment: 'denied by ClusterNetworkPolicy' }] });
   }
 
   /** Pods whose address or interface claim palisade does not use, and policies over budget, and why. */
@@ -523,6 +569,8 @@ export class DataplaneCompiler {
     this.chains.delete(this.names.endpoint('to', namespace, name));
     for (const chain of this.extraChainNames.get(key) ?? []) this.chains.delete(chain);
     this.extraChainNames.delete(key);
+    for (const chain of this.tierChainNames.get(key) ?? []) this.chains.delete(chain);
+    this.tierChainNames.delete(key);
     const state = this.endpoints.get(key);
     if (state === undefined) return;
     const refs = (direction: Direction, keys: readonly string[]) => keys.map((policy) => {
@@ -541,11 +589,30 @@ export class DataplaneCompiler {
       extraInterfaces: state.extra,
       ingress: direction('ingress'),
       egress: direction('egress'),
-    }, this.names, this.settings);
+    }, this.names, this.settings, { ingress: this.tiers(state, 'ingress'), egress: this.tiers(state, 'egress') });
     this.chains.set(chains.from.name, chains.from);
     this.chains.set(chains.to.name, chains.to);
+    for (const chain of chains.tiers) this.chains.set(chain.name, chain);
+    if (chains.tiers.length > 0) this.tierChainNames.set(key, chains.tiers.map((c) => c.name));
+
     for (const { chain } of chains.extra) this.chains.set(chain.name, chain);
     if (chains.extra.length > 0) this.extraChainNames.set(key, chains.extra.map((e) => e.chain.name));
+  }
+
+  private tiers(state: EndpointState, direction: Direction): DirectionTiers {
+    const side = direction === 'ingress' ? 'to' : 'from';
+    const { namespace, name } = state.pod;
+    const walk = (tier: 'Admin' | 'Baseline', policies: readonly string[]): TierWalk | null => (policies.length === 0 ? null : {
+      tier,
+      chain: this.names.tier(tier, side, namespace, name),
+      policies: policies.map((policy) => ({ name: policy, priority: this.clusterPolicies.record(policy)!.priority, chain: this.names.clusterPolicy(direction, policy) })),
+    });
+    const c = state.cluster;
+    return {
+      admin: walk('Admin', direction === 'ingress' ? c.ingressAdmin : c.egressAdmin),
+      // Where a NetworkPolicy isolates the pod its word is final: the Baseline tier is never reached.
+      baseline: state[direction].length > 0 ? null : walk('Baseline', direction === 'ingress' ? c.ingressBaseline : c.egressBaseline),
+    };
   }
 
   private rebuildDispatch(): void {

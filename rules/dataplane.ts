@@ -1,4 +1,4 @@
-import type { DropLogSource } from './drop-log.js';
+import type { ClusterDenyLog, DropLogSource } from './drop-log.js';
 
 /**
  * The compiler's output: the desired dataplane as plain data. Rendering to restore text (render.ts)
@@ -86,4 +86,6 @@ export interface Dataplane {
   readonly hooks: readonly HookRule[];
   /** Local endpoints, sorted by namespace/name. */
   readonly endpoints: readonly EndpointInfo[];
+  /** What the log rule of each installed ClusterNetworkPolicy Deny rule stands for (drop log on). */
+  readonly clusterDenyLogs: readonly ClusterDenyLog[];
 }

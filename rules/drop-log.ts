@@ -1,4 +1,4 @@
-import type { Direction } from './model.js';
+import type { ClusterPolicyRecord, ClusterTier, Direction } from './model.js';
 import type { Rule } from './dataplane.js';
 import type { Names } from './names.js';
 import { sanitizeComment } from './names.js';
@@ -39,6 +39,56 @@ const COPY_BYTES = 128;
 export function dropLogSource(names: Names, verdict: DropVerdict, direction: Direction, namespace: string, pod: string, policies: readonly string[]): DropLogSource {
   const identity = [verdict, direction, namespace, pod, ...policies].join('\u0000');
   return { prefix: names.dropLogPrefix(verdict, direction, identity), verdict, direction, namespace, pod, policies };
+}
+
+/**
+ * What the NFLOG prefix of one ClusterNetworkPolicy Deny rule stands for. Its rules are shared by
+ * every pod the policy selects, so the pod is not in the prefix: it is the packet's own address
+ * (the source for egress, the destination for ingress).
+ */
+export interface ClusterDenyLog {
+  readonly prefix: string;
+  readonly direction: Direction;
+  readonly tier: ClusterTier;
+  readonly policy: string;
+  readonly priority: number;
+  readonly rule: number;
+  /** The rule's name, '' when it has none. */
+  readonly ruleName: string;
+  /** The chain whose first rule logs and whose second sets the deny bit: their counters are logged and reached. */
+  readonly chain: string;
+}
+
+export const CLUSTER_LOG_COMMENT = { ingress: 'log cnp ingress', egress: 'log cnp egress' } as const;
+
+export function clusterDenyLog(names: Names, policy: ClusterPolicyRecord, direction: Direction, rule: number, ruleName: string): ClusterDenyLog {
+  const identity = ['cnp', direction, policy.tier, policy.name, String(policy.priority), String(rule), ruleName].join('\u0000');
+  return {
+    prefix: names.clusterDropLogPrefix(direction, identity),
+    direction,
+    tier: policy.tier,
+    policy: policy.name,
+    priority: policy.priority,
+    rule,
+    ruleName,
+    chain: names.clusterDeny(direction, policy.name, rule),
+  };
+}
+
+/**
+ * A Deny rule's log: each pod's share (the per-pod rate of podDropLogLimit) in a hashlimit bucket
+ * keyed by the pod's address, then the node's shared bucket, the same one NetworkPolicy drops use.
+ */
+export function clusterDenyLogRule(log: ClusterDenyLog, names: Names, settings: DropLogSettings): Rule {
+  const pod = podDropLogLimit(settings);
+  return {
+    match: [
+      '-m', 'hashlimit', '--hashlimit-upto', `${pod.rate}/sec`, '--hashlimit-burst', String(pod.burst), '--hashlimit-mode', log.direction === 'ingress' ? 'dstip' : 'srcip', '--hashlimit-name', names.clusterDropLogLimit(log.direction, pod.rate, pod.burst),
+      '-m', 'hashlimit', '--hashlimit-upto', `${settings.rate}/sec`, '--hashlimit-burst', String(settings.burst), '--hashlimit-name', names.dropLogLimit(settings.rate, settings.burst),
+    ],
+    target: ['-j', 'NFLOG', '--nflog-prefix', log.prefix, '--nflog-group', String(settings.group), '--nflog-size', String(COPY_BYTES)],
+    comment: sanitizeComment(`${CLUSTER_LOG_COMMENT[log.direction]} ${log.tier.toLowerCase()} ${log.policy} rule ${log.rule}`),
+  };
 }
 
 /** The rule that logs: limits first, so a flood costs the kernel a token check per packet and no more. */

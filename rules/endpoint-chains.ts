@@ -1,9 +1,13 @@
 import type { Chain, Rule } from './dataplane.js';
+import type { Direction } from './model.js';
 import type { Names } from './names.js';
 import { sanitizeComment } from './names.js';
 import type { CompilerSettings } from './settings.js';
 import type { DropLogSource } from './drop-log.js';
 import { dropLogRule, WOULD_DENY_COMMENT } from './drop-log.js';
+import { tierMarks } from './settings.js';
+import type { TierWalk } from './cluster-tier-chains.js';
+import { buildTierChain, tierRules } from './cluster-tier-chains.js';
 
 /**
  * Each local pod gets two chains. The `from` chain sees what the pod sends: anti-spoofing first
@@ -24,6 +28,12 @@ import { dropLogRule, WOULD_DENY_COMMENT } from './drop-log.js';
  * With the drop log on, a rate-limited NFLOG rule comes just before each drop (drop-log.ts). A
  * direction that only audit policies select runs their chains the same way, but ends in that log rule
  * and a counted RETURN instead of a drop: it is never isolated.
+ *
+ * A direction that ClusterNetworkPolicies select walks the tiers (cluster-tier-chains.ts): Admin
+ * first, right after anti-spoofing, so a pod's traffic to its own node and to itself through a
+ * Service (the only way its traffic to itself reaches the node) is subject to it; then the
+ * NetworkPolicy part with those two exemptions; then, where no NetworkPolicy isolates the pod,
+ * Baseline, and after it the audit policies, so what Baseline denies is denied and not would-deny.
  */
 
 /** An interface beyond a pod's first, and the address the node routes to it. */
@@ -44,6 +54,12 @@ export interface EndpointPolicies {
   readonly egress: DirectionPolicies;
 }
 
+/** The ClusterNetworkPolicy tiers a pod's direction walks; null where no policy of the tier selects it. */
+export interface DirectionTiers {
+  readonly admin: TierWalk | null;
+  readonly baseline: TierWalk | null;
+}
+
 export interface DirectionPolicies {
   /** Enforced policies select the pod: the chain ends in a drop. */
   readonly isolated: boolean;
@@ -56,6 +72,11 @@ export interface DirectionPolicies {
 }
 
 export const DROP_COMMENT = { ingress: 'drop ingress', egress: 'drop egress' } as const;
+
+/** A pod chain's drop whose packet counter is what the pod had denied: the isolation drop, or a ClusterNetworkPolicy tier's (cluster-tier-chains.ts). */
+export function isCountedDrop(rule: Rule): boolean {
+  return rule.target.length === 2 && rule.target[0] === '-j' && rule.target[1] === 'DROP' && rule.comment.startsWith('drop ');
+}
 
 function markHex(mark: number): string {
   return `0x${mark.toString(16)}`;
@@ -74,21 +95,21 @@ function policyRules(chains: DirectionPolicies['chains'], mark: number): Rule[] 
 export interface EndpointChains {
   readonly from: Chain;
   readonly to: Chain;
+  /** The pod's tier chains. */
+  readonly tiers: readonly Chain[];
   /** Per further interface, the chain its dispatch entry leads to. */
   readonly extra: readonly { readonly iface: string; readonly chain: Chain }[];
 }
 
-export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, settings: CompilerSettings): EndpointChains {
+const NO_TIERS: DirectionTiers = { admin: null, baseline: null };
+
+export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, settings: CompilerSettings, tiers: { readonly ingress: DirectionTiers; readonly egress: DirectionTiers } | null = null): EndpointChains {
   const who = `${endpoint.namespace}/${endpoint.name}`;
   const fromName = names.endpoint('from', endpoint.namespace, endpoint.name);
   const spoofed = sanitizeComment(`anti-spoof ${who}`);
   const antiSpoof: Rule[] = endpoint.extraInterfaces.length === 0
     ? [{ match: ['!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: spoofed }]
     : endpoint.interfaces.map((iface): Rule => ({ match: ['-i', iface, '!', '-s', `${endpoint.ip}/32`], target: ['-j', 'DROP'], comment: spoofed }));
-  const from: Rule[] = [
-    ...antiSpoof,
-    { match: ['-m', 'addrtype', '--dst-type', 'LOCAL'], target: ['-j', 'RETURN'], comment: 'pod to its own node is always allowed' },
-  ];
   const ending = (direction: 'ingress' | 'egress'): Rule[] => {
     const policies = endpoint[direction];
     const log = policies.log !== null && settings.dropLog !== null ? [dropLogRule(policies.log, names, settings.dropLog)] : [];
@@ -99,17 +120,46 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
     return [...policyRules(policies.chains, settings.allowMark), ...log, last];
   };
   const selected = (p: DirectionPolicies): boolean => p.isolated || p.audit;
-  if (selected(endpoint.egress)) {
-    from.push({ match: ['-d', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
-    from.push(...ending('egress'));
-  }
-  const to: Rule[] = [];
-  if (selected(endpoint.ingress)) {
-    for (const iface of endpoint.interfaces) {
-      to.push({ match: ['-i', iface, '-s', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' });
+  const ownNode: Rule = { match: ['-m', 'addrtype', '--dst-type', 'LOCAL'], target: ['-j', 'RETURN'], comment: 'pod to its own node is always allowed' };
+  const selfEgress: Rule = { match: ['-d', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' };
+  const selfIngress = endpoint.interfaces.map((iface): Rule => ({ match: ['-i', iface, '-s', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' }));
+  const egressTiers = tiers?.egress ?? NO_TIERS;
+  const ingressTiers = tiers?.ingress ?? NO_TIERS;
+  const tierChains: Chain[] = [];
+  /**
+   * One direction's rules after anti-spoofing: the tiers around the NetworkPolicy part, whose
+   * exemptions (own node, itself) come first. Without tiers, exactly as before they existed.
+   */
+  const walk = (direction: Direction, exemptions: readonly Rule[], t: DirectionTiers): Rule[] => {
+    const policies = endpoint[direction];
+    const out: Rule[] = [];
+    const marks = tierMarks(settings);
+    if (t.admin !== null) {
+      tierChains.push(buildTierChain(t.admin, marks));
+      out.push(...tierRules(t.admin, direction, who, marks));
     }
-    to.push(...ending('ingress'));
-  }
+    if (policies.isolated) {
+      out.push(...exemptions, ...ending(direction));
+      return out;
+    }
+    // Baseline decides before audit policies log: a packet Baseline denies is denied, not would-deny.
+    if (t.baseline !== null) {
+      tierChains.push(buildTierChain(t.baseline, marks));
+      out.push(...tierRules(t.baseline, direction, who, marks));
+    }
+    if (policies.audit) out.push(...exemptions, ...ending(direction));
+    return out;
+  };
+  const fromRules: Rule[] = [...antiSpoof];
+  if (egressTiers.admin === null && egressTiers.baseline === null) {
+    fromRules.push(ownNode);
+    if (selected(endpoint.egress)) fromRules.push(selfEgress, ...ending('egress'));
+  } else fromRules.push(...walk('egress', [ownNode, selfEgress], egressTiers));
+  const toName = names.endpoint('to', endpoint.namespace, endpoint.name);
+  const to: Rule[] = [];
+  if (ingressTiers.admin === null && ingressTiers.baseline === null) {
+    if (selected(endpoint.ingress)) to.push(...selfIngress, ...ending('ingress'));
+  } else to.push(...walk('ingress', selfIngress, ingressTiers));
   const extra = endpoint.extraInterfaces.map(({ iface, address }) => ({
     iface,
     chain: {
@@ -121,8 +171,9 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
     },
   }));
   return {
-    from: { name: fromName, rules: from },
-    to: { name: names.endpoint('to', endpoint.namespace, endpoint.name), rules: to },
+    from: { name: fromName, rules: fromRules },
+    to: { name: toName, rules: to },
+    tiers: tierChains,
     extra,
   };
 }

@@ -17,6 +17,12 @@ export interface Packet {
   readonly protocol: PacketProtocol;
   /** Destination port; null for ICMP. */
   readonly port: number | null;
+  /**
+   * A pod's packet to its own address that went through a Service (kube-proxy sent it back to the
+   * pod): it leaves the pod and is subject to ClusterNetworkPolicy. Without it, a packet from a pod
+   * to its own address never leaves the pod.
+   */
+  readonly viaService?: boolean;
 }
 
 export interface LocalNode {

@@ -30,7 +30,8 @@ export type { ClusterRuleRef } from './evaluator-tiers.js';
  *   policy there could only allow more.
  * - ClusterNetworkPolicy adds a tier before NetworkPolicy (Admin) and one after it (Baseline); see
  *   decide and evaluator-tiers.ts. Packets carry pod addresses, never a Service's: a pod that reaches
- *   itself through a Service is subject to ClusterNetworkPolicy, which only the dataplane can see.
+ *   itself through a Service (Packet.viaService) is subject to ClusterNetworkPolicy; by its own pod
+ *   address it is not.
  */
 
 /** The tier whose word stands; Default when none had one. */
@@ -149,9 +150,11 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
   const base = { direction, pod: who, policies: names, isolated, clusterPolicies };
   const notJudged = (reason: string): AuditVerdict | null => (staged.length === 0 ? null : { policies: stagedNames, wouldDeny: false, allowedBy: [], reason });
   const outside = (reason: string): DirectionVerdict => ({ ...base, allowed: true, allowedBy: [], reason, audit: notJudged(reason), tier: null, decidedBy: null, passedBy: [] });
-  if (cluster.podByIp.get(peerAddress) === pod) {
+  const itself = cluster.podByIp.get(peerAddress) === pod;
+  if (itself && (packet.viaService !== true || clusterPolicies.length === 0)) {
     return outside(clusterPolicies.length === 0 ? 'a pod is never blocked from itself' : 'a pod is never blocked from itself, by ClusterNetworkPolicy neither when it reaches its own pod address');
   }
+  const selfReason = `a pod is never blocked from itself by NetworkPolicy (through a Service, ClusterNetworkPolicy applies)`;
   const ownNode = pod.nodeName !== null && cluster.nodeAddresses.get(pod.nodeName)?.has(peerAddress) === true;
   const known = pod.nodeName === cluster.liveNode ? 'a local address of the node' : 'as its Node object\'s InternalIP and its hostNetwork pods tell';
   const nodeReason = clusterPolicies.length === 0
@@ -187,6 +190,7 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
   const passedBy = adminWord === null ? [] : [adminWord];
   if (isolated) {
     const tiers = { tier: 'NetworkPolicy', decidedBy: null, passedBy } as const;
+    if (itself) return { ...base, allowed: true, allowedBy: [], reason: notes(selfReason, adminNote), audit: notJudged(selfReason), ...tiers };
     if (ownNode) return { ...base, allowed: true, allowedBy: [], reason: notes(nodeReason, adminNote), audit: notJudged(nodeReason), ...tiers };
     const { allowedBy, closed } = judge(policies);
     const allowed = allowedBy.length > 0;
@@ -207,7 +211,7 @@ function decide(cluster: Cluster, direction: Direction, packet: Packet, refused:
   const tiers = decided
     ? { tier: 'Baseline', decidedBy: baselineWord, passedBy } as const
     : { tier: 'Default', decidedBy: null, passedBy: baselineWord === null ? passedBy : [...passedBy, baselineWord] } as const;
-  if (staged.length === 0 || ownNode) return { ...base, allowed, allowedBy: [], reason, audit: ownNode ? notJudged(reason) : null, ...tiers };
+  if (staged.length === 0 || ownNode || itself) return { ...base, allowed, allowedBy: [], reason, audit: ownNode || itself ? notJudged(reason) : null, ...tiers };
   // Enforced, the audit policies would isolate the pod here, in the NetworkPolicy tier, before Baseline.
   const audited = judge(staged);
   const auditDenies = audited.allowedBy.length === 0;

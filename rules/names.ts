@@ -101,6 +101,40 @@ export class Names {
     return `${this.prefix}-np-${hash16(definition)}`;
   }
 
+  /** One chain per ClusterNetworkPolicy and direction, shared by every local pod it selects. */
+  clusterPolicy(direction: Direction, name: string): string {
+    return `${this.prefix}-${direction === 'ingress' ? 'ci' : 'co'}-${hash16(name)}`;
+  }
+
+  /** The peers of one rule of a ClusterNetworkPolicy with many peers and many ports (as policyRule). */
+  clusterRule(direction: Direction, name: string, rule: string): string {
+    return `${this.prefix}-${direction === 'ingress' ? 'ki' : 'ko'}-${hash16(`${name}\u0000${rule}`)}`;
+  }
+
+  /** A Deny rule's last step with the drop log on: logs under the rule's own prefix, then sets the deny bit. */
+  clusterDeny(direction: Direction, name: string, rule: number): string {
+    return `${this.prefix}-cd-${hash16(`${direction}\u0000${name}\u0000${rule}`)}`;
+  }
+
+  /** Set the Pass and Deny bits (Accept sets the allow bit: allow()); reached by goto, like allow(). */
+  pass(): string {
+    return `${this.prefix}-pass`;
+  }
+
+  deny(): string {
+    return `${this.prefix}-deny`;
+  }
+
+  /** A pod's walk through one ClusterNetworkPolicy tier in one direction. */
+  tier(tier: 'Admin' | 'Baseline', side: 'from' | 'to', namespace: string, pod: string): string {
+    return `${this.prefix}-${tier === 'Admin' ? 'a' : 'b'}${side === 'from' ? 'f' : 't'}-${hash16(`${namespace}/${pod}`)}`;
+  }
+
+  /** Addresses of the Nodes a `nodes` peer selects. */
+  nodeSet(definition: string): string {
+    return `${this.prefix}-nd-${hash16(definition)}`;
+  }
+
   /** A scratch set to build a replacement in before swapping it in; leftovers are ours, so they get cleaned. */
   tempSet(name: string): string {
     return `${this.prefix}-t-${hash16(name)}`;
@@ -117,6 +151,20 @@ export class Names {
    */
   dropLogLimit(rate: number, burst: number): string {
     return `${this.prefix}-dl${hash16(`${rate}/${burst}`).slice(0, 4)}`;
+  }
+
+  /**
+   * The xt_hashlimit table of ClusterNetworkPolicy Deny logs, one bucket per pod address (source for
+   * egress, destination for ingress): their rules are shared by every pod, so xt_limit's one bucket per
+   * rule cannot give each pod its share. At most 8 + 3 + 3.
+   */
+  clusterDropLogLimit(direction: Direction, rate: number, burst: number): string {
+    return `${this.prefix}-c${direction === 'ingress' ? 'i' : 'o'}${hash16(`${rate}/${burst}`).slice(0, 3)}`;
+  }
+
+  /** An NFLOG prefix for one ClusterNetworkPolicy Deny rule: the pod is the packet's own address. */
+  clusterDropLogPrefix(direction: Direction, identity: string): string {
+    return `${this.prefix}:cnp:${direction === 'ingress' ? 'in' : 'out'}:${hash16(identity)}`;
   }
 
   /**

@@ -34,7 +34,7 @@ export interface PolicyChains {
 
 /** A rule's peer and port matches before set names are given, so cost can be measured without hashing. */
 type PeerItem = { readonly kind: 'selector'; readonly peer: Peer & { kind: 'pods' } } | { readonly kind: 'blocks'; readonly blocks: readonly IpBlock[] };
-type PortItem =
+export type PortItem =
   | { readonly kind: 'protocol'; readonly protocol: Protocol }
   | { readonly kind: 'numbers'; readonly protocol: Protocol; readonly ranges: readonly string[] }
   | { readonly kind: 'named'; readonly protocol: Protocol; readonly name: string };
@@ -66,7 +66,7 @@ function shapeOf(rule: PolicyRule): RuleShape {
  * multiport rules; each named port is a lookup of "destination ip,proto:port" in the set of pods that
  * declare that name, which is how one name maps to different numbers on different pods.
  */
-function portItems(ports: readonly PortSpec[]): PortItem[] {
+export function portItems(ports: readonly PortSpec[]): PortItem[] {
   const out: PortItem[] = [];
   for (const protocol of PROTOCOLS) {
     const mine = ports.filter((p) => p.protocol === protocol);
@@ -104,7 +104,7 @@ function numericChunks(specs: readonly PortSpec[]): string[][] {
 }
 
 /** Whether a rule with this many peer and port matches gets a chain of its own (fewer rules than the product). */
-function ownChain(peers: number, ports: number): boolean {
+export function ownChain(peers: number, ports: number): boolean {
   return peers * ports > peers + ports + 1;
 }
 
@@ -183,7 +183,7 @@ function peerMatch(item: PeerItem, namespace: string, direction: Direction, name
   return ['-m', 'set', '--match-set', set, direction === 'ingress' ? 'src' : 'dst'];
 }
 
-function portMatch(item: PortItem, names: Names, sets: Map<string, SetDefinition>): string[] {
+export function portMatch(item: PortItem, names: Names, sets: Map<string, SetDefinition>): string[] {
   const p = item.protocol.toLowerCase();
   switch (item.kind) {
     case 'protocol':

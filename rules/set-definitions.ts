@@ -22,7 +22,9 @@ export type SetDefinition =
       /** Disjoint CIDRs covering exactly the rule's ipBlocks, excepts taken out (address-ranges.ts). */
       readonly cidrs: readonly string[];
     }
-  | { readonly kind: 'namedPort'; readonly key: string; readonly protocol: Protocol; readonly portName: string };
+  | { readonly kind: 'namedPort'; readonly key: string; readonly protocol: Protocol; readonly portName: string }
+  /** Every IPv4 address in the status of the Nodes the selector matches (ClusterNetworkPolicy `nodes` peers). */
+  | { readonly kind: 'nodes'; readonly key: string; readonly nodeSelector: Selector };
 
 export function peerSetDefinition(peer: Peer & { kind: 'pods' }, policyNamespace: string): SetDefinition {
   const scope = peer.namespaceSelector === null ? `ns=${policyNamespace}` : `nssel=${peer.namespaceSelector.canonical}`;
@@ -33,6 +35,18 @@ export function peerSetDefinition(peer: Peer & { kind: 'pods' }, policyNamespace
     namespaceSelector: peer.namespaceSelector,
     podSelector: peer.podSelector,
   };
+}
+
+/**
+ * A ClusterNetworkPolicy's pod or namespace peer: pods of every namespace its namespaceSelector
+ * matches. Keyed as a NetworkPolicy peer with a namespaceSelector is, so the two share sets.
+ */
+export function clusterPeerSetDefinition(namespaceSelector: Selector, podSelector: Selector): SetDefinition & { kind: 'pods' } {
+  return { kind: 'pods', key: `pods nssel=${namespaceSelector.canonical} pod=${podSelector.canonical}`, namespace: null, namespaceSelector, podSelector };
+}
+
+export function nodeSetDefinition(nodeSelector: Selector): SetDefinition {
+  return { kind: 'nodes', key: `nodes ${nodeSelector.canonical}`, nodeSelector };
 }
 
 /** One set for all the ipBlock peers of a rule: the exact union of their addresses. */
@@ -54,6 +68,8 @@ export function setName(definition: SetDefinition, names: Names): string {
       return names.ipBlockSet(definition.key);
     case 'namedPort':
       return names.namedPortSet(definition.key);
+    case 'nodes':
+      return names.nodeSet(definition.key);
   }
 }
 
@@ -65,6 +81,8 @@ export function setType(definition: SetDefinition): IpSetType {
       return 'hash:net';
     case 'namedPort':
       return 'hash:ip,port';
+    case 'nodes':
+      return 'hash:ip';
   }
 }
 

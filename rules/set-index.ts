@@ -1,4 +1,4 @@
-import type { NamespaceRecord, PodRecord } from './model.js';
+import type { NamespaceRecord, NodeRecord, PodRecord } from './model.js';
 import { podCounts, podKey } from './model.js';
 import type { IpSet } from './dataplane.js';
 import { addToIndex, removeFromIndex } from './index-map.js';
@@ -23,6 +23,8 @@ export interface ClusterView {
   podsLabelled(namespaces: readonly string[], key: string, values: readonly string[] | null): { readonly count: number; readonly pods: Iterable<PodRecord> };
   /** Pods declaring a named container port of that protocol and name. */
   podsDeclaring(protocol: string, portName: string): Iterable<PodRecord>;
+  /** Every Node object. */
+  nodes(): Iterable<NodeRecord>;
 }
 
 /** One member as a plain string: a set of every pod of the cluster holds no array per pod. */
@@ -47,6 +49,8 @@ export class SetIndex {
   private readonly byNamespace = new Map<string, Set<string>>();
   private readonly byNamespaceSelector = new Set<string>();
   private readonly byPortName = new Map<string, Set<string>>();
+  /** Sets of Node addresses: few (one per distinct nodeSelector), so a Node change visits them all. */
+  private readonly nodeSets = new Set<string>();
   private readonly dirty = new Set<string>();
 
   constructor(view: ClusterView) {
@@ -65,6 +69,10 @@ export class SetIndex {
       if (definition.namespace !== null) addToIndex(this.byNamespace, definition.namespace, name);
       else this.byNamespaceSelector.add(name);
     } else if (definition.kind === 'namedPort') addToIndex(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
+    else if (definition.kind === 'nodes') {
+      this.nodeSets.add(name);
+      for (const node of this.view.nodes()) this.refreshNode(state, node);
+    }
     for (const pod of this.candidatePods(definition)) this.refreshMember(state, pod);
     this.dirty.add(name);
   }
@@ -75,7 +83,7 @@ export class SetIndex {
    * else every pod in scope, with a namespaceSelector tested once per namespace, not once per pod.
    */
   private candidatePods(definition: SetDefinition): Iterable<PodRecord> {
-    if (definition.kind === 'ipBlock') return [];
+    if (definition.kind === 'ipBlock' || definition.kind === 'nodes') return [];
     if (definition.kind === 'namedPort') return this.view.podsDeclaring(definition.protocol, definition.portName);
     return this.candidates(definition).pods();
   }
@@ -111,6 +119,7 @@ export class SetIndex {
     if (state === undefined) return 0;
     if (state.definition.kind === 'ipBlock') return state.definition.cidrs.length;
     if (state.definition.kind === 'pods') return state.members.size;
+    // Node sets count addresses; one Node may list several.
     let n = 0;
     for (const member of state.members.values()) n += typeof member === 'string' ? 1 : member.length;
     return n;
@@ -125,7 +134,32 @@ export class SetIndex {
       if (definition.namespace !== null) removeFromIndex(this.byNamespace, definition.namespace, name);
       else this.byNamespaceSelector.delete(name);
     } else if (definition.kind === 'namedPort') removeFromIndex(this.byPortName, `${definition.protocol}/${definition.portName}`, name);
+    else if (definition.kind === 'nodes') this.nodeSets.delete(name);
     this.dirty.add(name);
+  }
+
+  /** A Node appeared, changed or went (after undefined): its addresses join or leave the node sets. */
+  nodeChanged(name: string, after: NodeRecord | undefined): void {
+    for (const set of this.nodeSets) {
+      const state = this.sets.get(set)!;
+      if (after === undefined) {
+        if (state.members.delete(`node ${name}`)) this.dirty.add(set);
+      } else this.refreshNode(state, after);
+    }
+  }
+
+  private refreshNode(state: SetState, node: NodeRecord): void {
+    if (state.definition.kind !== 'nodes') return;
+    const key = `node ${node.name}`;
+    const next = node.addresses.length > 0 && selectorMatches(state.definition.nodeSelector, node.labels) ? node.addresses : null;
+    const previous = state.members.get(key);
+    if (next === null) {
+      if (previous !== undefined && state.members.delete(key)) this.dirty.add(state.name);
+      return;
+    }
+    if (previous !== undefined && sameMember(previous, next)) return;
+    state.members.set(key, next);
+    this.dirty.add(state.name);
   }
 
   /** Call with the pod as it was and as it is (either may be undefined for add and delete). */
@@ -177,6 +211,7 @@ export class SetIndex {
     if (!podCounts(pod)) return null;
     switch (definition.kind) {
       case 'ipBlock':
+      case 'nodes':
         return null;
       case 'namedPort': {
         const found = pod.namedPorts

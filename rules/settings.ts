@@ -15,7 +15,10 @@ export interface CompilerSettings {
   readonly interfacePrefixes: readonly string[];
   /** Prefix of every chain and ipset palisade owns. */
   readonly chainPrefix: string;
-  /** The packet-mark bit a policy sets to say "allowed". */
+  /**
+   * The packet-mark bit a policy sets to say "allowed". ClusterNetworkPolicy tiers use it and the next
+   * two bits up (tierMarks): Accept, Pass, Deny.
+   */
   readonly allowMark: number;
   /**
    * Traffic through an interface that has the prefix but belongs to no known pod yet. 'drop' (the
@@ -66,6 +69,26 @@ export const RESERVED_MARKS: ReadonlyMap<number, string> = new Map([
   [0x80, 'AWS VPC CNI connmark'],
 ]);
 
+/**
+ * The bits a ClusterNetworkPolicy's word sets, from the allow bit up: a tier runs every policy of one
+ * priority before it reads them, so a Deny and an Accept of the same priority can both be set and the
+ * tie is broken by which bit the endpoint chain tests first (Deny, then Pass, then Accept).
+ */
+export interface TierMarks {
+  readonly accept: number;
+  readonly pass: number;
+  readonly deny: number;
+  /** All three. */
+  readonly mask: number;
+}
+
+export function tierMarks(settings: Pick<CompilerSettings, 'allowMark'>): TierMarks {
+  const accept = settings.allowMark;
+  const pass = accept * 2;
+  const deny = accept * 4;
+  return { accept, pass, deny, mask: accept + pass + deny };
+}
+
 /** Chain prefixes earlier versions used; cleanup removes their leftovers too. */
 export const HISTORIC_CHAIN_PREFIXES: readonly string[] = ['pal'];
 
@@ -97,10 +120,13 @@ export function makeSettings(input: SettingsInput): SettingsResult {
   // Chain names must stay within iptables' 28 characters: prefix + "-pi-" + 16 hash characters.
   if (!/^[a-z][a-z0-9]{0,7}$/.test(settings.chainPrefix)) errors.push(`chain prefix "${settings.chainPrefix}": must be 1 to 8 lowercase letters or digits, starting with a letter`);
   const mark = settings.allowMark;
-  if (!Number.isInteger(mark) || mark <= 0 || mark > 0xffffffff || (mark & (mark - 1)) !== 0) {
-    errors.push(`allow mark ${String(mark)}: must be a single bit, e.g. 0x100000`);
-  } else if (RESERVED_MARKS.has(mark)) {
-    errors.push(`allow mark 0x${mark.toString(16)}: clashes with the ${RESERVED_MARKS.get(mark)!}`);
+  if (!Number.isInteger(mark) || mark <= 0 || mark > 0x20000000 || (mark & (mark - 1)) !== 0) {
+    errors.push(`allow mark ${String(mark)}: must be a single bit no higher than 0x20000000 (palisade uses it and the two bits above it), e.g. 0x100000`);
+  } else {
+    const { accept, pass, deny } = tierMarks(settings);
+    for (const bit of [accept, pass, deny]) {
+      if (RESERVED_MARKS.has(bit)) errors.push(`allow mark 0x${mark.toString(16)}: palisade's bit 0x${bit.toString(16)} clashes with the ${RESERVED_MARKS.get(bit)!}`);
+    }
   }
   const log = settings.dropLog;
   if (log !== null) {

@@ -102,15 +102,16 @@ function addressProblems(snapshot: Snapshot): Problem[] {
 
 /**
  * An incremental compiler fed a whole snapshot, ready to build or to take changes. Namespaces and pods
- * go first, so each policy's sets are filled once rather than grown pod by pod.
+ * go before NetworkPolicies, so each policy's sets are filled once rather than grown pod by pod.
  */
 export function loadedCompiler(snapshot: Snapshot, settings: CompilerSettings, options: CompilerOptions = {}): DataplaneCompiler {
   const compiler = new DataplaneCompiler(settings, options);
   for (const node of snapshot.nodes) compiler.setNode(node);
   for (const namespace of snapshot.namespaces) compiler.setNamespace(namespace);
+  // Before the pods: a ClusterNetworkPolicy looks at every local pod again, and there are none yet.
+  for (const policy of snapshot.clusterPolicies) compiler.setClusterPolicy(policy);
   for (const pod of snapshot.pods) compiler.setPod(pod);
   for (const policy of snapshot.policies) compiler.setPolicy(policy);
-  for (const policy of snapshot.clusterPolicies) compiler.setClusterPolicy(policy);
   return compiler;
 }
 

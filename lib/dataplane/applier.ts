@@ -7,6 +7,8 @@ import type { Logger } from '../logger.js';
 import { silentLogger } from '../logger.js';
 import type { LiveState } from './live-state.js';
 import { chainHashes, liveStateFromDesired, liveStateFromKernel } from './live-state.js';
+import { isCountedDrop } from '../../rules/endpoint-chains.js';
+import type { Direction } from '../../rules/model.js';
 import { plan, planIsEmpty } from './plan.js';
 import { removeOwnedChains } from './cleanup.js';
 import { HISTORIC_TABLES } from '../../rules/dataplane.js';
@@ -241,8 +243,13 @@ export class DataplaneApplier {
    * is rewritten starts its counters again from zero; callers that publish totals must allow for that.
    */
   async readDropCounters(): Promise<DropCounters[]> {
+    return (await this.readCounters()).drops;
+  }
+
+  /** Each pod's drop counters and each ClusterNetworkPolicy Deny rule's log counters, from one read of the table. */
+  async readCounters(): Promise<{ drops: DropCounters[]; clusterLogs: (LogCounts & { readonly direction: Direction })[] }> {
     const desired = this.desired;
-    if (desired === null) return [];
+    if (desired === null) return { drops: [], clusterLogs: [] };
     const table = await this.iptables.save({ counters: true });
     // The chain's last rule is the drop (or the would-deny count); a drop-log rule comes just before it.
     const lastRules = (chainName: string, count: number): { packets: number; bytes: number }[] | null => {
@@ -253,22 +260,42 @@ export class DataplaneApplier {
       const got = live.rules.slice(-count);
       return want.length === count && got.every((r, i) => r.hash === want[i]) ? got : null;
     };
-    const read = (chainName: string, isolated: boolean): Counter | null => {
-      const [last] = isolated ? lastRules(chainName, 1) ?? [] : [];
-      return last === undefined ? null : { packets: last.packets, bytes: last.bytes };
+    /**
+     * Every counted drop of the pod's chain: the NetworkPolicy isolation drop (its last rule) and the
+     * ClusterNetworkPolicy tiers' drops; null when the chain has none.
+     */
+    const read = (chainName: string): Counter | null => {
+      const chain = desired.chains.get(chainName);
+      const live = table.get(chainName);
+      if (chain === undefined || live === undefined || live.rules.length !== chain.rules.length) return null;
+      const want = chainHashes(chain);
+      let total: Counter | null = null;
+      chain.rules.forEach((rule, i) => {
+        if (!isCountedDrop(rule)) return;
+        const got = live.rules[i]!;
+        if (got.hash !== want[i]) return;
+        total = { packets: (total?.packets ?? 0) + got.packets, bytes: (total?.bytes ?? 0) + got.bytes };
+      });
+      return total;
     };
     const readLog = (chainName: string, logged: boolean): LogCounts | null => {
       const rules = logged ? lastRules(chainName, 2) : null;
       return rules === null ? null : { chain: chainName, reached: rules[1]!.packets, logged: rules[0]!.packets };
     };
-    return desired.endpoints.map((e) => ({
+    const drops = desired.endpoints.map((e) => ({
       namespace: e.namespace,
       name: e.name,
-      ingress: read(e.toChain, e.isolatedIngress),
-      egress: read(e.fromChain, e.isolatedEgress),
+      ingress: read(e.toChain),
+      egress: read(e.fromChain),
       ingressLog: readLog(e.toChain, e.ingressLog !== null),
       egressLog: readLog(e.fromChain, e.egressLog !== null),
     }));
+    const clusterLogs: (LogCounts & { readonly direction: Direction })[] = [];
+    for (const log of desired.clusterDenyLogs) {
+      const rules = lastRules(log.chain, 2);
+      if (rules !== null && desired.chains.get(log.chain)?.rules.length === 2) clusterLogs.push({ chain: log.chain, direction: log.direction, reached: rules[1]!.packets, logged: rules[0]!.packets });
+    }
+    return { drops, clusterLogs };
   }
 
   /** Runs a plan's writes in order; on failure forgets the remembered state and rethrows with the step named. */

@@ -9,7 +9,7 @@ import type { VethSuffix } from '../../rules/names.js';
 import type { CompilerOptions } from '../../rules/compiler.js';
 import type { PodRecord } from '../../rules/model.js';
 import type { PacketProtocol } from '../../rules/evaluator.js';
-import type { DropLogSource } from '../../rules/drop-log.js';
+import type { ClusterDenyLog, DropLogSource } from '../../rules/drop-log.js';
 import { IpsetModel, IptablesModel } from './tracer.js';
 import type { Hook, Packet, TraceResult } from './tracer.js';
 
@@ -25,6 +25,17 @@ export interface SimPacket {
   readonly dst: string;
   readonly protocol: PacketProtocol;
   readonly port: number | null;
+  /** A pod's packet to its own address that a Service sent back to it: it leaves and re-enters through its veth. */
+  readonly viaService?: boolean;
+}
+
+/** What one NFLOG rule the packet passed stands for: the pod that refused, and the policies (a ClusterNetworkPolicy rule as "<tier> <name> rule <n>"). */
+export interface LoggedDrop {
+  readonly verdict: DropLogSource['verdict'];
+  readonly direction: DropLogSource['direction'];
+  readonly namespace: string;
+  readonly pod: string;
+  readonly policies: readonly string[];
 }
 
 export interface Hop {
@@ -40,7 +51,7 @@ export interface SimVerdict {
    * What the drop-log rules the packet passed stand for, as the compiler described their prefixes
    * (of the dataplanes compiled here: a node whose rules were overridden may log prefixes it cannot name).
    */
-  logged(): readonly DropLogSource[];
+  logged(): readonly LoggedDrop[];
   describe(): string;
 }
 
@@ -58,6 +69,7 @@ export class SimulatedCluster {
   private readonly nodes = new Map<string, NodeState>();
   private readonly podByIp = new Map<string, PodRecord>();
   private readonly dropLogSources = new Map<string, DropLogSource>();
+  private readonly clusterLogs = new Map<string, ClusterDenyLog>();
 
   private readonly vethSuffix: VethSuffix;
 
@@ -70,6 +82,7 @@ export class SimulatedCluster {
       for (const e of dataplane.endpoints) {
         for (const log of [e.ingressLog, e.egressLog]) if (log !== null) this.dropLogSources.set(log.prefix, log);
       }
+      for (const log of dataplane.clusterDenyLogs) this.clusterLogs.set(log.prefix, log);
       const addresses = snapshot.nodes.find((n) => n.name === name)?.addresses ?? [];
       this.nodes.set(name, {
         settings: result.settings,
@@ -132,7 +145,13 @@ export class SimulatedCluster {
     const src = this.locate(packet.src);
     const dst = this.locate(packet.dst);
     const hops: Hop[] = [];
-    if (src.node !== null) {
+    if (packet.src === packet.dst && src.pod !== null && packet.viaService !== true) {
+      // A pod's packet to its own address never leaves the pod.
+    } else if (packet.viaService === true && packet.src === packet.dst && src.pod !== null && src.node !== null) {
+      // Hairpin: kube-proxy's DNAT sent it back to where it came from, out of the same veth.
+      const iface = this.iface(this.node(src.node), src.pod);
+      hops.push(this.walk(src.node, 'FORWARD', packet, iface, iface, extra));
+    } else if (src.node !== null) {
       const node = this.node(src.node);
       const inIface = src.pod === null ? undefined : this.iface(node, src.pod);
       if (dst.node === src.node && dst.pod === null) {
@@ -146,7 +165,7 @@ export class SimulatedCluster {
         hops.push(this.walk(src.node, 'FORWARD', packet, inIface, outIface, extra));
       }
     }
-    if (dst.node !== null && dst.node !== src.node) {
+    if (dst.node !== null && dst.node !== src.node && packet.viaService !== true) {
       const node = this.node(dst.node);
       if (dst.pod !== null) hops.push(this.walk(dst.node, 'FORWARD', packet, UPLINK, this.iface(node, dst.pod), extra));
       else hops.push(this.walk(dst.node, 'INPUT', packet, UPLINK, undefined, extra));
@@ -155,10 +174,14 @@ export class SimulatedCluster {
     // A packet dropped on one hop never reaches the next, nor its log rules.
     const dropped = hops.findIndex((h) => h.trace.verdict === 'DROP');
     const reached = dropped < 0 ? hops : hops.slice(0, dropped + 1);
-    const logged = (): DropLogSource[] => reached.flatMap((h) => h.trace.logged).map((l) => {
+    const logged = (): LoggedDrop[] => reached.flatMap((h) => h.trace.logged).map((l) => {
       const source = this.dropLogSources.get(l.prefix);
-      if (source === undefined) throw new Error(`NFLOG prefix ${l.prefix} stands for no endpoint's drop log`);
-      return source;
+      if (source !== undefined) return source;
+      const cluster = this.clusterLogs.get(l.prefix);
+      if (cluster === undefined) throw new Error(`NFLOG prefix ${l.prefix} stands for no endpoint's drop log and no ClusterNetworkPolicy rule`);
+      // The rule is shared by every pod the policy selects: the pod is the packet's own address.
+      const own = this.podByIp.get(cluster.direction === 'egress' ? packet.src : packet.dst);
+      return { verdict: 'denied', direction: cluster.direction, namespace: own?.namespace ?? '?', pod: own?.name ?? '?', policies: [`${cluster.tier} ${cluster.policy} rule ${cluster.rule}`] };
     });
     return {
       allowed,

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { namespace, node, pod, policy } from './builders.js';
+import { clusterPolicy, namespace, node, pod, policy } from './builders.js';
 
 /**
  * fast-check arbitraries for small random clusters, as raw objects. The vocabularies are tiny on
@@ -9,7 +9,7 @@ import { namespace, node, pod, policy } from './builders.js';
 
 type Obj = Record<string, unknown>;
 
-export const NODES = [{ name: 'node-a', address: '10.0.0.1' }, { name: 'node-b', address: '10.0.0.2' }] as const;
+export const NODES = [{ name: 'node-a', address: '10.0.0.1', zone: 'a' }, { name: 'node-b', address: '10.0.0.2', zone: 'b' }] as const;
 export const EXTERNAL_ADDRESSES = ['198.51.100.7', '10.2.0.9', '172.16.5.5'] as const;
 export const PORTS = [53, 80, 443, 8080, 8081, 9090] as const;
 
@@ -71,6 +71,52 @@ export const policySpec = fc.record({
   egress: fc.option(fc.array(rule('to'), { maxLength: 3 }), { nil: undefined }),
 }).map((s) => Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined)));
 
+/**
+ * ClusterNetworkPolicies: few priorities, so ties between policies of one tier are frequent; every
+ * action, both subject kinds, every peer kind, numbers, ranges and named ports, and now and then a
+ * peer of a newer CRD (which fails closed).
+ */
+const podSelection = fc.record({ namespaceSelector: selector(NS_LABELS), podSelector: selector(POD_LABELS) });
+const clusterPeer = (direction: 'ingress' | 'egress') => fc.oneof(
+  { arbitrary: fc.record({ namespaces: selector(NS_LABELS) }), weight: 4 },
+  { arbitrary: fc.record({ pods: podSelection }), weight: 4 },
+  ...(direction === 'egress'
+    ? [
+        { arbitrary: fc.record({ nodes: fc.constantFrom({}, { matchLabels: { zone: 'a' } }, { matchExpressions: [{ key: 'zone', operator: 'NotIn', values: ['a'] }] }) }), weight: 3 },
+        { arbitrary: fc.record({ networks: fc.uniqueArray(fc.constantFrom('10.1.1.0/24', '10.0.0.0/31', '198.51.100.7/32', '0.0.0.0/0', '10.1.2.0/25'), { minLength: 1, maxLength: 2 }) }), weight: 3 },
+      ]
+    : []),
+  // A peer of a newer CRD: the rule fails closed.
+  { arbitrary: fc.constant({ services: { namespaces: {} } }), weight: 1 },
+);
+const clusterProtocol = fc.oneof(
+  fc.record({ proto: fc.constantFrom('tcp', 'udp', 'sctp'), port: fc.constantFrom(...PORTS) }).map(({ proto, port }) => ({ [proto]: { destinationPort: { number: port } } })),
+  fc.record({ proto: fc.constantFrom('tcp', 'udp'), start: fc.constantFrom(80, 443), end: fc.constantFrom(8080, 9090) }).map(({ proto, start, end }) => ({ [proto]: { destinationPort: { range: { start, end } } } })),
+  fc.constantFrom('http', 'dns', 'metrics').map((name) => ({ destinationNamedPort: name })),
+);
+const clusterRule = (direction: 'ingress' | 'egress') => fc.record({
+  action: fc.constantFrom('Accept', 'Deny', 'Pass'),
+  name: fc.constantFrom(undefined, 'r'),
+  peers: fc.array(clusterPeer(direction), { minLength: 1, maxLength: 2 }),
+  protocols: fc.option(fc.array(clusterProtocol, { minLength: 1, maxLength: 2 }), { nil: undefined }),
+}).map(({ action, name, peers, protocols }) => {
+  // Named ports need pod peers (the CRD refuses them with nodes or networks).
+  const usable = protocols?.filter((p) => !('destinationNamedPort' in p) || peers.every((peer) => 'namespaces' in peer || 'pods' in peer));
+  return {
+    action,
+    ...(name === undefined ? {} : { name }),
+    [direction === 'ingress' ? 'from' : 'to']: peers,
+    ...(usable === undefined || usable.length === 0 ? {} : { protocols: usable }),
+  };
+});
+export const clusterPolicySpec = fc.record({
+  tier: fc.constantFrom('Admin', 'Baseline'),
+  priority: fc.constantFrom(1, 1, 5, 20),
+  subject: fc.oneof(fc.record({ namespaces: selector(NS_LABELS) }), fc.record({ pods: podSelection })),
+  ingress: fc.option(fc.array(clusterRule('ingress'), { minLength: 1, maxLength: 3 }), { nil: undefined }),
+  egress: fc.option(fc.array(clusterRule('egress'), { minLength: 1, maxLength: 3 }), { nil: undefined }),
+}).map((s) => Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined)));
+
 const NAMED_PORTS = [
   { name: 'http', port: 80 }, { name: 'http', port: 8080 }, { name: 'http', port: 9090 },
   { name: 'dns', port: 53, protocol: 'UDP' as const }, { name: 'dns', port: 53, protocol: 'TCP' as const }, { name: 'metrics', port: 9090 },
@@ -96,8 +142,9 @@ export const randomCluster: fc.Arbitrary<RandomCluster> = fc.record({
   namespaces: fc.tuple(...NAMESPACES.map(() => labels(NS_LABELS))),
   pods: fc.array(podSpec, { minLength: 1, maxLength: 9 }),
   policies: fc.array(fc.record({ ns: fc.constantFrom(...NAMESPACES), spec: policySpec, audit: fc.constantFrom(false, false, false, true) }), { maxLength: 5 }),
-}).map(({ namespaces, pods, policies }) => {
-  const objects: Obj[] = NODES.map((n) => node(n.name, n.address));
+  clusterPolicies: fc.array(clusterPolicySpec, { maxLength: 3 }),
+}).map(({ namespaces, pods, policies, clusterPolicies }) => {
+  const objects: Obj[] = NODES.map((n) => node(n.name, n.address, { labels: { zone: n.zone } }));
   NAMESPACES.forEach((name, i) => objects.push(namespace(name, namespaces[i])));
   const addresses: string[] = [...NODES.map((n) => n.address), ...EXTERNAL_ADDRESSES];
   pods.forEach((p, i) => {
@@ -118,15 +165,20 @@ export const randomCluster: fc.Arbitrary<RandomCluster> = fc.record({
     if (p.audit) (object['metadata'] as Obj)['annotations'] = { 'palisade.io/audit': 'true' };
     objects.push(object);
   });
+  clusterPolicies.forEach((spec, i) => objects.push(clusterPolicy(`cnp${i}`, spec)));
   return { objects, addresses };
 });
 
+/** Now and then a pod's packet to itself through a Service (hairpin): subject to ClusterNetworkPolicy. */
 export const randomPacket = (addresses: readonly string[]) => fc.record({
   src: fc.constantFrom(...addresses),
   dst: fc.constantFrom(...addresses),
   protocol: fc.constantFrom('TCP' as const, 'UDP' as const, 'SCTP' as const, 'ICMP' as const),
   port: fc.constantFrom(...PORTS),
-}).filter((p) => p.src !== p.dst).map((p) => ({ ...p, port: p.protocol === 'ICMP' ? null : p.port }));
+  hairpin: fc.constantFrom(false, false, false, false, false, false, false, true),
+}).map(({ hairpin, ...p }) => (hairpin ? { ...p, dst: p.src, viaService: true } : p))
+  .filter((p) => p.src !== p.dst || ('viaService' in p && p.src.startsWith('10.1.')))
+  .map((p) => ({ ...p, port: p.protocol === 'ICMP' ? null : p.port }));
 
 /** Shuffles in place with a small seeded generator, so a failing order can be replayed from its seed. */
 export function seededShuffle<T>(items: T[], seed: number): T[] {

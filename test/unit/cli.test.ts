@@ -51,13 +51,15 @@ describe('palisade compile', () => {
     assert.doesNotMatch(stdout, / pal-/);
   });
 
-  it('leaves ClusterNetworkPolicies out with one warning: palisade does not enforce them yet', async () => {
+  it('compiles ClusterNetworkPolicies into tier chains of the pods they select', async () => {
     const cnp = path.join(dir, 'cnp.yaml');
     await writeFile(cnp, 'apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n  name: x\nspec:\n  tier: Admin\n  priority: 1\n  subject:\n    namespaces: {}\n  ingress:\n  - action: Deny\n    from:\n    - namespaces: {}\n');
     const { code, stdout, stderr } = await run('compile', '--node-name', 'node-a', seed, cnp);
     assert.equal(code, 0);
-    assert.equal(stderr, 'warning: 1 ClusterNetworkPolicy ignored: palisade does not enforce ClusterNetworkPolicy yet (palisade explain evaluates them)\n');
-    assert.equal(stdout, (await run('compile', '--node-name', 'node-a', seed)).stdout);
+    assert.equal(stderr, '');
+    assert.match(stdout, /-A pal-at-\S+ -m comment --comment "pal:\S+ admin ClusterNetworkPolicy x" -j pal-ci-\S+/);
+    assert.match(stdout, /-A pal-ci-\S+ -m set --match-set pal-p-\S+ src -m comment --comment "pal:\S+ admin x ingress rule 0" -g pal-cd-\S+/);
+    assert.match(stdout, /-A pal-cd-\S+ .*-j NFLOG --nflog-prefix pal:cnp:in:\S+/);
   });
 
   it('fails naming a file it cannot read', async () => {

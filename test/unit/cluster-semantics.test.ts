@@ -4,11 +4,13 @@ import type { PacketProtocol, Verdict } from '../../rules/evaluator.js';
 import type { Snapshot } from '../../rules/snapshot.js';
 import { parseObjects } from '../../rules/snapshot.js';
 import { clusterPolicy, namespace, node, pod, policy, snapshotOf } from '../support/builders.js';
+import { SimulatedCluster } from '../support/cluster-sim.js';
 
 /**
- * ClusterNetworkPolicy semantics, by the evaluator alone (palisade does not compile them yet): the
- * tiers, actions, priorities and ties, every peer kind, the fail-closed rules, and the examples of the
- * API's own documentation, each probe with the verdict the documentation gives it.
+ * ClusterNetworkPolicy semantics: the tiers, actions, priorities and ties, every peer kind, the
+ * fail-closed rules, and the examples of the API's own documentation, each probe with the verdict the
+ * documentation gives it; checked by the evaluator, and by walking the compiled rules of both nodes
+ * with the independent tracer.
  */
 
 type Obj = Record<string, unknown>;
@@ -309,10 +311,70 @@ function verdictOf(objects: readonly Obj[], from: string, to: string, protocol: 
   return new Evaluator(snapshot).evaluate({ src: addressOf(snapshot, from), dst: addressOf(snapshot, to), protocol, port });
 }
 
+/** The compiled rules of both nodes, walked hop by hop, give each probe the documented verdict; the first packet of a denied one is logged as the deciding rule. */
+function trace(snapshot: Snapshot, probes: readonly Probe[]): void {
+  const evaluator = new Evaluator(snapshot);
+  const sim = new SimulatedCluster(snapshot, ['node-a', 'node-b']);
+  for (const [from, to, protocol, port, allowed] of probes) {
+    const packet = { src: addressOf(snapshot, from), dst: addressOf(snapshot, to), protocol, port };
+    const traced = sim.send(packet);
+    const what = `${from} -> ${to} ${protocol}${port === null ? '' : `/${port}`}`;
+    assert.equal(traced.allowed, allowed, `${what}: the rules say ${traced.allowed ? 'allowed' : 'denied'}\n${traced.describe()}`);
+    const verdict = evaluator.evaluate(packet);
+    const side = !verdict.egress.allowed ? verdict.egress : !verdict.ingress.allowed ? verdict.ingress : null;
+    const denied = traced.logged().filter((l) => l.verdict === 'denied').map((l) => `${l.direction} ${l.namespace}/${l.pod} ${[...l.policies].sort().join(',')}`);
+    if (side === null) assert.deepEqual(denied, [], `${what}: allowed, yet logged`);
+    else {
+      const by = side.decidedBy === null ? [...side.policies].sort().join(',') : `${side.decidedBy.tier} ${side.decidedBy.policy} rule ${side.decidedBy.rule}`;
+      assert.deepEqual(denied, [`${side.direction} ${side.pod} ${by}`], `${what}: the drop log record\n${traced.describe()}`);
+    }
+  }
+}
+
 describe('ClusterNetworkPolicy semantics, by the evaluator', () => {
   for (const testCase of [...cases, ...conformance]) {
     it(testCase.name, () => check(snapshotOf(testCase.objects), testCase.probes));
   }
+});
+
+describe('ClusterNetworkPolicy semantics, by the compiled rules', () => {
+  for (const testCase of [...cases, ...conformance]) {
+    it(testCase.name, () => trace(snapshotOf(testCase.objects), testCase.probes));
+  }
+});
+
+describe('a pod reaching itself through a Service (hairpin)', () => {
+  const hairpin = { src: '10.1.1.1', dst: '10.1.1.1', protocol: 'TCP' as const, port: 8080, viaService: true };
+  const verdicts = (objects: readonly Obj[]) => {
+    const snapshot = snapshotOf(objects);
+    return { evaluated: new Evaluator(snapshot).evaluate(hairpin), traced: new SimulatedCluster(snapshot, ['node-a', 'node-b']).send(hairpin) };
+  };
+
+  it('is subject to an admin Deny in both directions, by its own address it is not', () => {
+    const lockdown = admin('lockdown', 10, { subject: ns('ns1'), ...ingress({ action: 'Deny', from: [everyNamespace] }) });
+    const { evaluated, traced } = verdicts([...base(), lockdown]);
+    assert.equal(evaluated.allowed, false);
+    assert.equal(evaluated.ingress.tier, 'Admin');
+    assert.equal(traced.allowed, false, traced.describe());
+    assert.deepEqual(traced.logged().map((l) => `${l.direction} ${l.namespace}/${l.pod} ${l.policies.join(',')}`), ['ingress ns1/a Admin lockdown rule 0']);
+    const direct = new SimulatedCluster(snapshotOf([...base(), lockdown]), ['node-a', 'node-b']).send({ ...hairpin, viaService: false });
+    assert.equal(direct.allowed, true);
+    assert.equal(new Evaluator(snapshotOf([...base(), lockdown])).evaluate({ ...hairpin, viaService: false }).allowed, true);
+  });
+
+  it('is allowed by NetworkPolicy where one isolates the pod (a pod cannot block itself), after Admin', () => {
+    const { evaluated, traced } = verdicts([...base(), denyIngress('ns1'), baseline('isolate', 10, ingress({ action: 'Deny', from: [everyNamespace] }))]);
+    assert.equal(evaluated.allowed, true);
+    assert.equal(evaluated.ingress.tier, 'NetworkPolicy');
+    assert.equal(traced.allowed, true, traced.describe());
+  });
+
+  it('reaches Baseline where no NetworkPolicy isolates the pod', () => {
+    const { evaluated, traced } = verdicts([...base(), baseline('isolate', 10, egress({ action: 'Deny', to: [ns('ns1')] }))]);
+    assert.equal(evaluated.allowed, false);
+    assert.equal(evaluated.egress.tier, 'Baseline');
+    assert.equal(traced.allowed, false, traced.describe());
+  });
 });
 
 describe('ClusterNetworkPolicy verdicts', () => {

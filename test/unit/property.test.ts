@@ -12,8 +12,10 @@ import { IpsetModel, IptablesModel } from '../support/tracer.js';
 import { NODES, randomCluster, randomPacket, seededShuffle } from '../support/random-cluster.js';
 
 /**
- * Random clusters and random packets: the verdict of the compiled rules (walked by the tracer across
- * two nodes) must equal the evaluator's, packet for packet.
+ * Random clusters (NetworkPolicies, audit policies and ClusterNetworkPolicies of both tiers) and
+ * random packets, hairpins through a Service among them: the verdict of the compiled rules (walked
+ * by the tracer across two nodes) must equal the evaluator's, packet for packet, and so must the
+ * drop-log records.
  */
 
 function snapshotOf(objects: readonly Record<string, unknown>[]): Snapshot {
@@ -39,7 +41,9 @@ function expectedLogs(verdict: Verdict): string[] {
   const records: string[] = [];
   for (const side of [verdict.egress, verdict.ingress]) {
     if (!side.allowed) {
-      records.push(`denied ${side.direction} ${side.pod} by ${[...side.policies].sort().join(',')}`);
+      // A ClusterNetworkPolicy's Deny is logged as its rule; a NetworkPolicy isolation drop with the policies isolating the pod.
+      const by = side.decidedBy === null ? [...side.policies].sort().join(',') : `${side.decidedBy.tier} ${side.decidedBy.policy} rule ${side.decidedBy.rule}`;
+      records.push(`denied ${side.direction} ${side.pod} by ${by}`);
       break;
     }
     if (side.audit?.wouldDeny === true) records.push(`would-deny ${side.direction} ${side.pod} by ${[...side.audit.policies].sort().join(',')}`);
@@ -55,6 +59,7 @@ describe('compiled rules against the evaluator (property-based)', function () {
   it('agree on thousands of random packets through random clusters and policies', () => {
     let packets = 0;
     const records = { denied: 0, wouldDeny: 0 };
+    const tiers = { Admin: 0, Baseline: 0, hairpin: 0 };
     fc.assert(fc.property(randomCluster.chain((cluster) => fc.tuple(fc.constant(cluster), fc.array(randomPacket(cluster.addresses), { minLength: 20, maxLength: 20 }))), ([cluster, probes]) => {
       const snapshot = snapshotOf(cluster.objects);
       const evaluator = new Evaluator(snapshot);
@@ -63,6 +68,8 @@ describe('compiled rules against the evaluator (property-based)', function () {
         packets++;
         const expected = evaluator.evaluate(packet);
         const traced = sim.send(packet);
+        for (const side of [expected.egress, expected.ingress]) if (side.tier === 'Admin' || side.tier === 'Baseline') tiers[side.tier]++;
+        if ('viaService' in packet && expected.egress.clusterPolicies.length > 0) tiers.hairpin++;
         if (traced.allowed !== expected.allowed) {
           assert.fail(`${JSON.stringify(packet)}: evaluator says ${expected.allowed ? 'allowed' : 'denied'} (${expected.egress.reason}; ${expected.ingress.reason}) but the rules say ${traced.allowed ? 'allowed' : 'denied'}\n${traced.describe()}\n${JSON.stringify(cluster.objects)}`);
         }
@@ -76,6 +83,7 @@ describe('compiled rules against the evaluator (property-based)', function () {
     }), { numRuns: 1000, seed });
     assert.ok(packets >= 20000, `only ${packets} packets were checked`);
     assert.ok(records.denied >= 300 && records.wouldDeny >= 100, `too few drop-log records were checked: ${JSON.stringify(records)}`);
+    assert.ok(tiers.Admin >= 200 && tiers.Baseline >= 200 && tiers.hairpin >= 50, `too few verdicts decided by ClusterNetworkPolicy tiers: ${JSON.stringify(tiers)}`);
   });
 
   it('render structurally sound rulesets for any cluster', () => {
@@ -84,8 +92,8 @@ describe('compiled rules against the evaluator (property-based)', function () {
       for (const { name } of NODES) {
         const dataplane = compile(snapshot, settingsFor(name));
         const problems = IptablesModel.parse(renderIptables(dataplane)).check(IpsetModel.parse(renderIpsets(dataplane.ipsets.values())));
-        // The allow chain always exists; it is unreachable only while no policy is installed.
-        assert.deepEqual(problems.filter((p) => p !== 'unreachable: pal-allow (table mangle)'), []);
+        // The allow chain always exists (the Pass and Deny chains while a ClusterNetworkPolicy is installed); each is unreachable while no rule has its action.
+        assert.deepEqual(problems.filter((p) => !['unreachable: pal-allow (table mangle)', 'unreachable: pal-pass (table mangle)', 'unreachable: pal-deny (table mangle)'].includes(p)), []);
       }
     }), { numRuns: 200, seed });
   });
@@ -108,6 +116,8 @@ describe('compiled rules against the evaluator (property-based)', function () {
       const steps: (() => void)[] = [
         ...a.pods.filter((p) => !b.pods.some((q) => q.namespace === p.namespace && q.name === p.name)).map((p) => () => compiler.deletePod(p.namespace, p.name)),
         ...a.policies.filter((p) => !b.policies.some((q) => q.namespace === p.namespace && q.name === p.name)).map((p) => () => compiler.deletePolicy(p.namespace, p.name)),
+        ...a.clusterPolicies.filter((p) => !b.clusterPolicies.some((q) => q.name === p.name)).map((p) => () => compiler.deleteClusterPolicy(p.name)),
+        ...b.clusterPolicies.map((p) => () => compiler.setClusterPolicy(p)),
         ...b.namespaces.map((ns) => () => compiler.setNamespace(ns)),
         ...b.pods.map((p) => () => compiler.setPod(p)),
         ...b.policies.map((p) => () => compiler.setPolicy(p)),
