@@ -550,7 +550,10 @@ export function policyWithNewPeer(policy: Obj, variant: number): Obj {
 // Probe packets for the walk budget
 // ---------------------------------------------------------------------------------------------------------
 
-export type ProbeKind = 'local-to-local' | 'busiest-local-to-local' | 'remote-to-local' | 'remote-udp-to-local' | 'local-to-remote';
+export type ProbeKind = 'local-to-local' | 'busiest-local-to-local' | 'remote-to-local' | 'remote-udp-to-local' | 'local-to-remote' | 'local-to-metadata' | 'local-to-node';
+
+/** Kinds whose destination is judged on another node, or nowhere: only the source's egress decides here. */
+const EGRESS_ONLY: ReadonlySet<ProbeKind> = new Set(['local-to-remote', 'local-to-metadata', 'local-to-node']);
 
 export interface Probe {
   readonly kind: ProbeKind;
@@ -596,6 +599,28 @@ export function walkProbes(cluster: SyntheticCluster, dataplane: Dataplane): Pro
   return probes;
 }
 
+/** The instance metadata service: not a pod, not a node, reached through the node from every pod. */
+export const METADATA_ADDRESS = '169.254.169.254';
+
+/**
+ * First packets that ClusterNetworkPolicy guardrails are about, from every local endpoint: to the
+ * instance metadata service on 80, and to another node's kubelet on 10250.
+ */
+export function guardrailProbes(cluster: SyntheticCluster, dataplane: Dataplane): Probe[] {
+  const node = cluster.nodes[1];
+  const nodeAddress = ((node?.['status'] as Obj | undefined)?.['addresses'] as { type: string; address: string }[] | undefined)?.find((a) => a.type === 'InternalIP')?.address;
+  if (nodeAddress === undefined) throw new Error('guardrail probes need a second node with an InternalIP');
+  const nodeName = String((node!['metadata'] as Obj)['name']);
+  return dataplane.endpoints.flatMap((src): Probe[] => {
+    const from = `${src.namespace}/${src.name}`;
+    const base = { protocol: 'tcp' as const, sport: 40000, src: src.ip, inIface: src.interfaces[0]!, outIface: 'eth0', localAddresses: [cluster.localNodeAddress] };
+    return [
+      { kind: 'local-to-metadata', from, to: METADATA_ADDRESS, packet: { ...base, dst: METADATA_ADDRESS, dport: 80 } },
+      { kind: 'local-to-node', from, to: nodeName, packet: { ...base, dst: nodeAddress, dport: 10250 } },
+    ];
+  });
+}
+
 export interface WalkResult {
   readonly probe: Probe;
   readonly verdict: 'ACCEPT' | 'DROP';
@@ -609,19 +634,20 @@ export interface WalkResult {
  * Renders the dataplane, loads it into the test-suite tracer and walks every probe through FORWARD.
  * With the snapshot, each verdict is also compared with the evaluator's: a connection between two local
  * pods must pass both ends' policies, one from a remote pod only the destination's ingress, one to a
- * remote pod only the source's egress (the remote node checks the rest).
+ * remote pod, a node or the metadata service only the source's egress (the remote node checks the rest).
+ * `probes` defaults to walkProbes.
  */
-export function traceWalks(cluster: SyntheticCluster, dataplane: Dataplane, snapshot?: Snapshot): WalkResult[] {
+export function traceWalks(cluster: SyntheticCluster, dataplane: Dataplane, snapshot?: Snapshot, probes: readonly Probe[] = walkProbes(cluster, dataplane)): WalkResult[] {
   const iptables = IptablesModel.parse(renderIptables(dataplane));
   const ipsets = IpsetModel.parse(renderIpsets(dataplane.ipsets.values()));
   const evaluator = snapshot === undefined ? undefined : new Evaluator(snapshot);
-  return walkProbes(cluster, dataplane).map((probe) => {
+  return probes.map((probe) => {
     const trace = iptables.trace('FORWARD', probe.packet, ipsets, POLICY_TABLE);
     let expected: 'ACCEPT' | 'DROP' | undefined;
     if (evaluator !== undefined) {
       const { packet } = probe;
       const verdict = evaluator.evaluate({ src: packet.src, dst: packet.dst, protocol: packet.protocol === 'udp' ? 'UDP' : 'TCP', port: packet.dport ?? null });
-      const allowed = probe.kind === 'local-to-remote' ? verdict.egress.allowed : probe.kind.endsWith('to-local') && probe.kind.startsWith('remote') ? verdict.ingress.allowed : verdict.allowed;
+      const allowed = EGRESS_ONLY.has(probe.kind) ? verdict.egress.allowed : probe.kind.endsWith('to-local') && probe.kind.startsWith('remote') ? verdict.ingress.allowed : verdict.allowed;
       expected = allowed ? 'ACCEPT' : 'DROP';
     }
     return {
