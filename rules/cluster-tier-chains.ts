@@ -4,9 +4,11 @@ import { sanitizeComment } from './names.js';
 import type { TierMarks } from './settings.js';
 
 /**
- * A pod's walk through one ClusterNetworkPolicy tier in one direction: its own chain, which clears
- * the tier bits and runs the policies selecting the pod by priority, every policy of one priority
- * before the bits are read, so a tie between them is broken by the bits and not by the order:
+ * A walk through one ClusterNetworkPolicy tier in one direction: a chain that clears the tier bits and
+ * runs the policies selecting a pod by priority, every policy of one priority before the bits are
+ * read, so a tie between them is broken by the bits and not by the order. Pods that the same policies
+ * select share the chain (named after the policies, not their priorities, so a new priority rewrites
+ * the shared chain alone):
  *
  *   pal-af-<pod>:  clear bits · -j pal-co-<p1> · denied? RETURN · -j pal-co-<p2> (same priority) · a word? RETURN · -j pal-co-<p3> ...
  *
@@ -24,7 +26,7 @@ export interface TierPolicy {
 
 export interface TierWalk {
   readonly tier: ClusterTier;
-  /** The pod's own chain for this tier and direction. */
+  /** The chain of this walk, shared by the pods it is theirs. */
   readonly chain: string;
   /** In walk order: priority, then name. */
   readonly policies: readonly TierPolicy[];

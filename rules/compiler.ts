@@ -23,6 +23,7 @@ import { PodIndexes } from './pod-indexes.js';
 import { ClusterPolicyInstaller } from './cluster-policy-installer.js';
 import type { DirectionTiers } from './endpoint-chains.js';
 import type { TierWalk } from './cluster-tier-chains.js';
+import { buildTierChain } from './cluster-tier-chains.js';
 import { tierMarks } from './settings.js';
 
 /**
@@ -84,7 +85,7 @@ export interface ClusterSelection {
   readonly ingressBaseline: readonly string[];
   readonly egressAdmin: readonly string[];
   readonly egressBaseline: readonly string[];
-  /** The lists with each policy's priority: a priority change that keeps the order can still make or break a tie. */
+  /** The lists, compared at once. */
   readonly signature: string;
 }
 
@@ -126,8 +127,12 @@ export class DataplaneCompiler {
   /** ClusterNetworkPolicies, and which are installed; their walk order (tier, priority, name) once sorted. */
   private readonly clusterPolicies: ClusterPolicyInstaller;
   private clusterOrder: readonly ClusterPolicyRecord[] | null = null;
-  /** Each local pod's tier and audit chains, removed with its endpoint chains. */
+  /** The tier walks each local pod uses (chain names), released when its chains are rebuilt. */
   private readonly tierChainNames = new Map<string, readonly string[]>();
+  /** Tier walks in use, shared by the pods whose walk they are, with how many use each. */
+  private readonly tierGroups = new Map<string, { readonly walk: TierWalk; refs: number }>();
+  /** Walks whose chain must be written again: new ones, and those of a policy whose priority may have changed. */
+  private readonly dirtyTierGroups = new Set<string>();
   private readonly nodes = new Map<string, NodeRecord>();
   private readonly claims = new AddressClaims();
   private readonly interfaces = new InterfaceOwners();
@@ -248,6 +253,8 @@ export class DataplaneCompiler {
   setClusterPolicy(policy: ClusterPolicyRecord): void {
     this.clusterPolicies.set(policy);
     this.clusterOrder = null;
+    // Its priority may have changed, which the walks that hold it say (a tie made or broken), not the pods' chains.
+    for (const [name, group] of this.tierGroups) if (group.walk.policies.some((p) => p.name === policy.name)) this.dirtyTierGroups.add(name);
     this.refreshAllEndpoints();
   }
 
@@ -286,7 +293,7 @@ export class DataplaneCompiler {
       if (pod.hostNetwork || !this.subjectSelects(policy.subject, pod)) continue;
       if (policy.ingress.length > 0) (policy.tier === 'Admin' ? selection.ingressAdmin : selection.ingressBaseline).push(policy.name);
       if (policy.egress.length > 0) (policy.tier === 'Admin' ? selection.egressAdmin : selection.egressBaseline).push(policy.name);
-      signature.push(`${policy.tier}:${policy.priority}:${policy.ingress.length > 0 ? 'i' : ''}${policy.egress.length > 0 ? 'e' : ''}:${policy.name}`);
+      signature.push(`${policy.tier}:${policy.ingress.length > 0 ? 'i' : ''}${policy.egress.length > 0 ? 'e' : ''}:${policy.name}`);
     }
     return { ...selection, signature: signature.join('\u0000') };
   }
@@ -498,6 +505,7 @@ export class DataplaneCompiler {
     }
     for (const key of this.dirtyEndpoints) this.rebuildEndpoint(key);
     this.dirtyEndpoints.clear();
+    this.syncTierGroups();
     this.syncActionChains();
     const contested = this.interfaces.contested().join(',');
     if (contested !== this.contestedInterfaces) {
@@ -512,6 +520,35 @@ export class DataplaneCompiler {
       endpoints: this.endpointList(),
       clusterDenyLogs: this.clusterPolicies.denyLogs(),
     };
+  }
+
+  private syncTierGroups(): void {
+    const marks = tierMarks(this.settings);
+    for (const name of this.dirtyTierGroups) {
+      const group = this.tierGroups.get(name);
+      if (group === undefined) continue;
+      const policies = group.walk.policies.map((p) => ({ ...p, priority: this.clusterPolicies.record(p.name)!.priority }))
+        .sort((a, b) => a.priority - b.priority || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      this.chains.set(name, buildTierChain({ ...group.walk, policies }, marks));
+    }
+    this.dirtyTierGroups.clear();
+  }
+
+  private acquireTierGroup(walk: TierWalk): void {
+    const group = this.tierGroups.get(walk.chain);
+    if (group !== undefined) {
+      group.refs++;
+      return;
+    }
+    this.tierGroups.set(walk.chain, { walk, refs: 1 });
+    this.dirtyTierGroups.add(walk.chain);
+  }
+
+  private releaseTierGroup(name: string): void {
+    const group = this.tierGroups.get(name);
+    if (group === undefined || --group.refs > 0) return;
+    this.tierGroups.delete(name);
+    this.chains.delete(name);
   }
 
   /** The Pass and Deny chains exist while some ClusterNetworkPolicy is installed (Accept shares the allow chain). */
@@ -569,7 +606,7 @@ export class DataplaneCompiler {
     this.chains.delete(this.names.endpoint('to', namespace, name));
     for (const chain of this.extraChainNames.get(key) ?? []) this.chains.delete(chain);
     this.extraChainNames.delete(key);
-    for (const chain of this.tierChainNames.get(key) ?? []) this.chains.delete(chain);
+    for (const chain of this.tierChainNames.get(key) ?? []) this.releaseTierGroup(chain);
     this.tierChainNames.delete(key);
     const state = this.endpoints.get(key);
     if (state === undefined) return;
@@ -581,6 +618,7 @@ export class DataplaneCompiler {
       const { policies, audit } = this.chainPolicies(state, d);
       return { isolated: state[d].length > 0, audit, chains: refs(d, policies), log: d === 'ingress' ? state.info.ingressLog : state.info.egressLog };
     };
+    const tiers = { ingress: this.tiers(state, 'ingress'), egress: this.tiers(state, 'egress') };
     const chains = buildEndpointChains({
       namespace: state.pod.namespace,
       name: state.pod.name,
@@ -589,11 +627,12 @@ export class DataplaneCompiler {
       extraInterfaces: state.extra,
       ingress: direction('ingress'),
       egress: direction('egress'),
-    }, this.names, this.settings, { ingress: this.tiers(state, 'ingress'), egress: this.tiers(state, 'egress') });
+    }, this.names, this.settings, tiers);
     this.chains.set(chains.from.name, chains.from);
     this.chains.set(chains.to.name, chains.to);
-    for (const chain of chains.tiers) this.chains.set(chain.name, chain);
-    if (chains.tiers.length > 0) this.tierChainNames.set(key, chains.tiers.map((c) => c.name));
+    const walks = [tiers.ingress.admin, tiers.ingress.baseline, tiers.egress.admin, tiers.egress.baseline].filter((w): w is TierWalk => w !== null);
+    for (const walk of walks) this.acquireTierGroup(walk);
+    if (walks.length > 0) this.tierChainNames.set(key, walks.map((w) => w.chain));
 
     for (const { chain } of chains.extra) this.chains.set(chain.name, chain);
     if (chains.extra.length > 0) this.extraChainNames.set(key, chains.extra.map((e) => e.chain.name));
@@ -601,10 +640,9 @@ export class DataplaneCompiler {
 
   private tiers(state: EndpointState, direction: Direction): DirectionTiers {
     const side = direction === 'ingress' ? 'to' : 'from';
-    const { namespace, name } = state.pod;
     const walk = (tier: 'Admin' | 'Baseline', policies: readonly string[]): TierWalk | null => (policies.length === 0 ? null : {
       tier,
-      chain: this.names.tier(tier, side, namespace, name),
+      chain: this.names.tier(tier, side, policies),
       policies: policies.map((policy) => ({ name: policy, priority: this.clusterPolicies.record(policy)!.priority, chain: this.names.clusterPolicy(direction, policy) })),
     });
     const c = state.cluster;

@@ -7,7 +7,7 @@ import type { DropLogSource } from './drop-log.js';
 import { dropLogRule, WOULD_DENY_COMMENT } from './drop-log.js';
 import { tierMarks } from './settings.js';
 import type { TierWalk } from './cluster-tier-chains.js';
-import { buildTierChain, tierRules } from './cluster-tier-chains.js';
+import { tierRules } from './cluster-tier-chains.js';
 
 /**
  * Each local pod gets two chains. The `from` chain sees what the pod sends: anti-spoofing first
@@ -95,8 +95,6 @@ function policyRules(chains: DirectionPolicies['chains'], mark: number): Rule[] 
 export interface EndpointChains {
   readonly from: Chain;
   readonly to: Chain;
-  /** The pod's tier chains. */
-  readonly tiers: readonly Chain[];
   /** Per further interface, the chain its dispatch entry leads to. */
   readonly extra: readonly { readonly iface: string; readonly chain: Chain }[];
 }
@@ -125,7 +123,6 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
   const selfIngress = endpoint.interfaces.map((iface): Rule => ({ match: ['-i', iface, '-s', `${endpoint.ip}/32`], target: ['-j', 'RETURN'], comment: 'a pod is never blocked from itself' }));
   const egressTiers = tiers?.egress ?? NO_TIERS;
   const ingressTiers = tiers?.ingress ?? NO_TIERS;
-  const tierChains: Chain[] = [];
   /**
    * One direction's rules after anti-spoofing: the tiers around the NetworkPolicy part, whose
    * exemptions (own node, itself) come first. Without tiers, exactly as before they existed.
@@ -134,19 +131,13 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
     const policies = endpoint[direction];
     const out: Rule[] = [];
     const marks = tierMarks(settings);
-    if (t.admin !== null) {
-      tierChains.push(buildTierChain(t.admin, marks));
-      out.push(...tierRules(t.admin, direction, who, marks));
-    }
+    if (t.admin !== null) out.push(...tierRules(t.admin, direction, who, marks));
     if (policies.isolated) {
       out.push(...exemptions, ...ending(direction));
       return out;
     }
     // Baseline decides before audit policies log: a packet Baseline denies is denied, not would-deny.
-    if (t.baseline !== null) {
-      tierChains.push(buildTierChain(t.baseline, marks));
-      out.push(...tierRules(t.baseline, direction, who, marks));
-    }
+    if (t.baseline !== null) out.push(...tierRules(t.baseline, direction, who, marks));
     if (policies.audit) out.push(...exemptions, ...ending(direction));
     return out;
   };
@@ -173,7 +164,6 @@ export function buildEndpointChains(endpoint: EndpointPolicies, names: Names, se
   return {
     from: { name: fromName, rules: fromRules },
     to: { name: toName, rules: to },
-    tiers: tierChains,
     extra,
   };
 }

@@ -125,9 +125,9 @@ export class Names {
     return `${this.prefix}-deny`;
   }
 
-  /** A pod's walk through one ClusterNetworkPolicy tier in one direction. */
-  tier(tier: 'Admin' | 'Baseline', side: 'from' | 'to', namespace: string, pod: string): string {
-    return `${this.prefix}-${tier === 'Admin' ? 'a' : 'b'}${side === 'from' ? 'f' : 't'}-${hash16(`${namespace}/${pod}`)}`;
+  /** A walk through one ClusterNetworkPolicy tier in one direction, shared by the pods the same policies select. */
+  tier(tier: 'Admin' | 'Baseline', side: 'from' | 'to', policies: readonly string[]): string {
+    return `${this.prefix}-${tier === 'Admin' ? 'a' : 'b'}${side === 'from' ? 'f' : 't'}-${hash16(policies.join('\u0000'))}`;
   }
 
   /** Addresses of the Nodes a `nodes` peer selects. */
