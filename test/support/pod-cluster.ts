@@ -43,6 +43,8 @@ export const DENIED_TIMEOUT_MS = 500;
 
 export interface ClusterPod extends PodSpec {
   readonly labels?: Record<string, string>;
+  /** Named container ports the Pod object declares. */
+  readonly namedPorts?: readonly { name: string; port: number; protocol?: 'TCP' | 'UDP' }[];
 }
 
 export interface ServedPorts {
@@ -145,7 +147,7 @@ export class PodCluster {
     const namespaces = [...new Set(listed.map((d) => d.namespace))].sort();
     return [
       ...namespaces.map((name) => namespace(name, { 'kubernetes.io/metadata.name': name })),
-      ...listed.map((d) => pod(d.namespace, d.name, { ip: d.ip, labels: d.labels ?? {}, node: NODE_NAME })),
+      ...listed.map((d) => pod(d.namespace, d.name, { ip: d.ip, labels: d.labels ?? {}, node: NODE_NAME, ...(d.namedPorts === undefined ? {} : { ports: d.namedPorts }) })),
     ];
   }
 
@@ -159,6 +161,11 @@ export class PodCluster {
   /** Packet counters of each pod's drop rules, as the applier reads them. */
   dropCounters(): Promise<DropCounters[]> {
     return this.applier.readDropCounters();
+  }
+
+  /** Reads everything back from the kernel and compares it with what was written; the kinds of drift it had to repair. */
+  async drift(): Promise<readonly string[]> {
+    return (await this.applier.refresh({ full: true })).repaired.map((f) => f.kind);
   }
 
   /** Removes every rule and set of palisade's from the node; the next apply starts from a fresh read. */
