@@ -249,19 +249,21 @@ export class DataplaneCompiler {
     if (this.clusterPolicies.size > 0) this.refreshEndpointsIn(name);
   }
 
-  /** A ClusterNetworkPolicy may select pods of any namespace: every local endpoint is looked at again. */
+  /** A ClusterNetworkPolicy may select pods of any namespace: the local pods it selected or selects are looked at again. */
   setClusterPolicy(policy: ClusterPolicyRecord): void {
+    const before = this.clusterPolicies.record(policy.name);
     this.clusterPolicies.set(policy);
     this.clusterOrder = null;
     // Its priority may have changed, which the walks that hold it say (a tie made or broken), not the pods' chains.
     for (const [name, group] of this.tierGroups) if (group.walk.policies.some((p) => p.name === policy.name)) this.dirtyTierGroups.add(name);
-    this.refreshAllEndpoints();
+    this.refreshEndpointsSelectedBy(before, policy);
   }
 
   deleteClusterPolicy(name: string): void {
+    const before = this.clusterPolicies.record(name);
     if (!this.clusterPolicies.delete(name)) return;
     this.clusterOrder = null;
-    this.refreshAllEndpoints();
+    this.refreshEndpointsSelectedBy(before, undefined);
   }
 
   /** A ClusterNetworkPolicy's record as parsed. */
@@ -269,9 +271,11 @@ export class DataplaneCompiler {
     return this.clusterPolicies.record(name);
   }
 
-  private refreshAllEndpoints(): void {
-    for (const key of [...this.endpoints.keys()]) this.refreshEndpoint(key);
-    // Local pods without an endpoint yet are not affected: they get one when they can take part.
+  /** Local pods without an endpoint yet are not affected: they get one, with their selection, when they can take part. */
+  private refreshEndpointsSelectedBy(...versions: readonly (ClusterPolicyRecord | undefined)[]): void {
+    for (const [key, state] of [...this.endpoints]) {
+      if (versions.some((v) => v !== undefined && this.subjectSelects(v.subject, state.pod))) this.refreshEndpoint(key);
+    }
   }
 
   private orderedClusterPolicies(): readonly ClusterPolicyRecord[] {
@@ -295,7 +299,8 @@ export class DataplaneCompiler {
       if (policy.egress.length > 0) (policy.tier === 'Admin' ? selection.egressAdmin : selection.egressBaseline).push(policy.name);
       signature.push(`${policy.tier}:${policy.ingress.length > 0 ? 'i' : ''}${policy.egress.length > 0 ? 'e' : ''}:${policy.name}`);
     }
-    return { ...selection, signature: signature.join('\u0000') };
+    // Which policies, not in which order: the order is the shared walks' to keep (syncTierGroups).
+    return { ...selection, signature: signature.sort().join('\u0000') };
   }
 
   setPolicy(policy: PolicyRecord): void {
@@ -423,7 +428,12 @@ export class DataplaneCompiler {
     const sameExtra = before !== undefined && sameExtras(before.extra, extra);
     if (before !== undefined && before.pod.ip === pod.ip && sameList(before.ingress, ingress) && sameList(before.egress, egress)
       && sameList(before.ingressAudit, ingressAudit) && sameList(before.egressAudit, egressAudit) && sameExtra && sameSelection(before.cluster, cluster)) {
-      this.endpoints.set(key, { ...before, pod });
+      const reordered = !sameList(before.info.ingressClusterPolicies, [...cluster.ingressAdmin, ...cluster.ingressBaseline])
+        || !sameList(before.info.egressClusterPolicies, [...cluster.egressAdmin, ...cluster.egressBaseline]);
+      // New priorities that reorder the walk change no chain of the pod's, only what its status lists.
+      const info = reordered ? { ...before.info, ingressClusterPolicies: [...cluster.ingressAdmin, ...cluster.ingressBaseline], egressClusterPolicies: [...cluster.egressAdmin, ...cluster.egressBaseline] } : before.info;
+      this.endpoints.set(key, { ...before, pod, cluster, info });
+      if (reordered) this.sortedEndpoints = null;
       return;
     }
     const selection = { ingress, egress, ingressAudit, egressAudit };
@@ -642,7 +652,7 @@ export class DataplaneCompiler {
     const side = direction === 'ingress' ? 'to' : 'from';
     const walk = (tier: 'Admin' | 'Baseline', policies: readonly string[]): TierWalk | null => (policies.length === 0 ? null : {
       tier,
-      chain: this.names.tier(tier, side, policies),
+      chain: this.names.tier(tier, side, [...policies].sort()),
       policies: policies.map((policy) => ({ name: policy, priority: this.clusterPolicies.record(policy)!.priority, chain: this.names.clusterPolicy(direction, policy) })),
     });
     const c = state.cluster;
