@@ -289,7 +289,6 @@ export class Evaluator {
   private clusterAssumptions(): string[] {
     if (this.cluster.snapshot.clusterPolicies.length === 0) return [];
     return [
-      'ClusterNetworkPolicy is enforced as its API defines it; palisade itself does not enforce it yet, only explains it',
       'the packet goes to the pod\'s address itself: a pod reaching itself through a Service is subject to ClusterNetworkPolicy, by its own pod address it is not',
       ...(this.cluster.snapshot.clusterPolicies.some((p) => p.egress.some((r) => r.peers.some((peer) => peer.kind === 'nodes')))
         ? ['a Node selected by a nodes peer is every IPv4 address in its status.addresses (InternalIP, ExternalIP), not its other local addresses']

@@ -195,7 +195,7 @@ describe('palisade explain', () => {
         '          tier     decided in the Admin tier; ClusterNetworkPolicies selecting default/busybox1 for egress: block-imds',
         '  ingress allowed  169.254.169.254 is not a pod, so no policy applies',
       ]);
-      assert.match(imds.stdout, /assuming ClusterNetworkPolicy is enforced as its API defines it; palisade itself does not enforce it yet, only explains it/);
+      assert.match(imds.stdout, /assuming the packet goes to the pod's address itself: a pod reaching itself through a Service is subject to ClusterNetworkPolicy/);
       const { stdout } = await run('explain', '--from', 'default/busybox2', '--to', 'default/busybox1', '--port', '80', '--output', 'json', seed, cnp);
       const result = JSON.parse(stdout) as { allowed: boolean; ingress: { tier: string; decidedBy: { tier: string; policy: string; rule: number; action: string } } };
       assert.equal(result.allowed, false);
