@@ -19,8 +19,9 @@ import { saysAlready, statusPatch } from './cluster-policy-conditions.js';
  * brought, so a new leader writes only what is missing. After a write, the object is not due again
  * until the watch shows it (what was written stands in until then), so a status is never written
  * twice for one change. A write refused as stale (409, or 422: the resourceVersion test failed)
- * waits for the watch to bring the newer object. Other failures are retried with backoff; a 404 (the
- * object or its CRD is gone) is dropped. Writes share the Events' rate: RATE per second, BURST at once.
+ * waits for the watch to bring the newer object. A 404 (the object or its CRD is gone), or another 422
+ * or a 400 (refused as invalid), is not retried until the object changes; other failures are retried
+ * with backoff. Writes share the Events' rate: RATE per second, BURST at once.
  */
 
 const RETRY_MIN_MS = 1000;
@@ -144,16 +145,18 @@ export class ConditionWriter {
       logger.info(fields, 'wrote the Accepted condition of a ClusterNetworkPolicy');
     } catch (error) {
       const text = error instanceof Error ? error.message : String(error);
-      if (error instanceof ApiRequestError && (error.status === 409 || error.status === 422)) {
-        // Someone wrote the object since the watch showed it: the next report comes from the newer one.
+      if (error instanceof ApiRequestError && (error.status === 409 || (error.status === 422 && /test/i.test(text)))) {
+        // Someone wrote the object since the watch showed it (the resourceVersion test failed): the next
+        // report comes from the newer one.
         this.stale.set(name, report.object.resourceVersion);
         logger.debug({ ...fields, err: text }, 'the ClusterNetworkPolicy changed before its status was written; waiting for the watch');
         return;
       }
       this.lastWriteError = text;
-      if (error instanceof ApiRequestError && error.status === 404) {
+      if (error instanceof ApiRequestError && (error.status === 404 || error.status === 422 || error.status === 400)) {
+        // Gone, or refused as invalid: asking again with the same words would get the same answer.
         this.stale.set(name, report.object.resourceVersion);
-        logger.info({ ...fields, err: text }, 'the ClusterNetworkPolicy is gone; its status is not written');
+        logger.warn({ ...fields, err: text }, 'the API server refused the status of a ClusterNetworkPolicy; not retrying it until the object changes');
         return;
       }
       this.failures++;
