@@ -181,6 +181,7 @@ export class Daemon {
     const events = config.policyEvents;
     if (events !== null) {
       const reporterRef: { current: PolicyReporter | null } = { current: null };
+      const conditionsRef: { current: ConditionWriter | null } = { current: null };
       this.elector = new LeaderElector({
         store: new KubeLeaseStore(deps.client, events.leaseNamespace, events.leaseName),
         identity: events.identity,
@@ -192,7 +193,6 @@ export class Daemon {
           conditionsRef.current?.leadershipChanged();
         },
       });
-      const conditionsRef: { current: ConditionWriter | null } = { current: null };
       this.reporter = new PolicyReporter({
         election: this.elector,
         sink: new KubeEventSink(deps.client),
