@@ -1,4 +1,4 @@
-import type { NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from '../rules/model.js';
+import type { ClusterPolicyRecord, NamespaceRecord, NodeRecord, PodRecord, PolicyRecord } from '../rules/model.js';
 import { objectKey } from '../rules/model.js';
 import type { Problem } from '../rules/problems.js';
 import { formatProblem } from '../rules/problems.js';
@@ -7,6 +7,7 @@ import type { Parsed } from '../rules/namespace.js';
 import { parseNamespace, parseNode } from '../rules/namespace.js';
 import { parsePod } from '../rules/pod.js';
 import { parsePolicy } from '../rules/policy.js';
+import { parseClusterPolicy } from '../rules/cluster-policy.js';
 import { DataplaneCompiler } from '../rules/compiler.js';
 import type { CompilerOptions } from '../rules/compiler.js';
 import { MATCH_ALL } from '../rules/selector.js';
@@ -24,7 +25,41 @@ import { policyVersionOf } from './policy-events.js';
  * used is skipped for what it cannot express while everything else keeps being enforced.
  */
 
-export type ResourceKind = 'Pod' | 'Namespace' | 'NetworkPolicy' | 'Node';
+export type ResourceKind = 'Pod' | 'Namespace' | 'NetworkPolicy' | 'Node' | 'ClusterNetworkPolicy';
+
+/**
+ * What the ClusterNetworkPolicy status writer needs of each object, kept beside its record: the raw
+ * objects are dropped, and the status is not in the record.
+ */
+export interface ClusterPolicyObject {
+  readonly name: string;
+  readonly uid: string;
+  readonly resourceVersion: string;
+  /** null when the object carries none (only manifests, never the API server). */
+  readonly generation: number | null;
+  /** The object's status as the API server has it; null when it has none. */
+  readonly status: Readonly<Record<string, unknown>> | null;
+}
+
+/** Kinds named by their name alone. */
+function clusterScoped(kind: ResourceKind): boolean {
+  return kind === 'Namespace' || kind === 'Node' || kind === 'ClusterNetworkPolicy';
+}
+
+function clusterPolicyObject(object: KubeObject): ClusterPolicyObject | null {
+  const metadata = object['metadata'];
+  if (typeof metadata !== 'object' || metadata === null) return null;
+  const { name, uid, resourceVersion, generation } = metadata as Record<string, unknown>;
+  if (typeof name !== 'string' || typeof uid !== 'string' || typeof resourceVersion !== 'string') return null;
+  const status = object['status'];
+  return {
+    name,
+    uid,
+    resourceVersion,
+    generation: typeof generation === 'number' && Number.isInteger(generation) && generation > 0 ? generation : null,
+    status: typeof status === 'object' && status !== null && !Array.isArray(status) ? (status as Record<string, unknown>) : null,
+  };
+}
 
 interface ParseContext {
   readonly settings: CompilerSettings;
@@ -87,6 +122,13 @@ const OPS: { readonly [K in ResourceKind]: KindOps<unknown> } = {
     set: (c, r) => c.setNode(r as NodeRecord),
     remove: (c, k) => c.deleteNode(k),
   },
+  ClusterNetworkPolicy: {
+    parse: (object) => parseClusterPolicy(object),
+    same: sameJson,
+    key: (r) => (r as ClusterPolicyRecord).name,
+    set: (c, r) => c.setClusterPolicy(r as ClusterPolicyRecord),
+    remove: (c, k) => c.deleteClusterPolicy(k),
+  },
 };
 
 /** Where the records of a kind are kept: what of a Map the cache uses. */
@@ -127,13 +169,22 @@ function closedPolicy(namespace: string, name: string): PolicyRecord {
   return { namespace, name, podSelector: MATCH_ALL, affectsIngress: true, affectsEgress: true, ingress: [], egress: [], failed: true, cost: null, overBudget: false, audit: false };
 }
 
+/**
+ * Denies every packet of every pod in both directions, ahead of every NetworkPolicy: the closed side of
+ * not knowing what a ClusterNetworkPolicy palisade could not handle says (as an unreadable one is read).
+ */
+function closedClusterPolicy(name: string): ClusterPolicyRecord {
+  const denyAll = { name: '', action: 'Deny' as const, peers: [], protocols: null, failClosed: 'palisade could not handle the policy' };
+  return { name, tier: 'Admin', priority: 0, subject: { kind: 'namespaces', namespaceSelector: MATCH_ALL }, ingress: [denyAll], egress: [denyAll], failed: true };
+}
+
 /** The identity of a raw object, read defensively: needed to delete even an object that no longer parses. */
 function rawKey(kind: ResourceKind, object: KubeObject): string | null {
   const metadata = object['metadata'];
   if (typeof metadata !== 'object' || metadata === null) return null;
   const { name, namespace } = metadata as Record<string, unknown>;
   if (typeof name !== 'string') return null;
-  return kind === 'Namespace' || kind === 'Node' ? name : objectKey(typeof namespace === 'string' ? namespace : 'default', name);
+  return clusterScoped(kind) ? name : objectKey(typeof namespace === 'string' ? namespace : 'default', name);
 }
 
 export class ClusterCache {
@@ -142,6 +193,8 @@ export class ClusterCache {
   private readonly problems = new Map<string, readonly Problem[]>();
   /** Each NetworkPolicy's uid and generation, by namespace/name: what its problems are reported against. */
   private readonly versions = new Map<string, PolicyVersion>();
+  /** Each ClusterNetworkPolicy's identity, generation and status, by name: what its status condition is written against. */
+  private readonly clusterObjects = new Map<string, ClusterPolicyObject>();
   private readonly onChange: (kind: ResourceKind) => void;
 
   private readonly logger: Logger;
@@ -152,7 +205,7 @@ export class ClusterCache {
 
   constructor(settings: CompilerSettings, onChange: (kind: ResourceKind) => void, logger: Logger, options: CompilerOptions = {}) {
     this.compiler = new DataplaneCompiler(settings, options);
-    this.records = { Pod: compilerPods(this.compiler), Namespace: new Map(), NetworkPolicy: new Map(), Node: new Map() };
+    this.records = { Pod: compilerPods(this.compiler), Namespace: new Map(), NetworkPolicy: new Map(), Node: new Map(), ClusterNetworkPolicy: new Map() };
     this.context = { settings, intern: new Interner() };
     this.onChange = onChange;
     this.logger = logger;
@@ -213,10 +266,13 @@ export class ClusterCache {
       const message = `palisade could not handle this object: ${error instanceof Error ? error.message : String(error)}`;
       this.logger.error({ object: `${kind} ${key ?? '<unnamed>'}`, err: error instanceof Error ? error.stack : String(error) }, 'object could not be handled; the rest are enforced as before');
       if (key === null) return false;
-      const [namespace, name] = kind === 'Namespace' || kind === 'Node' ? [null, key] : splitKey(key);
+      const [namespace, name] = clusterScoped(kind) ? [null, key] : splitKey(key);
       this.problems.set(`${kind} ${key}`, [{ severity: 'error', object: { kind, namespace, name }, field: '', message }]);
       if (kind === 'NetworkPolicy' && namespace !== null && !this.records.NetworkPolicy.has(key)) {
         return this.guardedFallback(() => this.store('NetworkPolicy', key, closedPolicy(namespace, name)));
+      }
+      if (kind === 'ClusterNetworkPolicy' && !this.records.ClusterNetworkPolicy.has(key)) {
+        return this.guardedFallback(() => this.store('ClusterNetworkPolicy', key, closedClusterPolicy(name)));
       }
       return false;
     }
@@ -245,6 +301,11 @@ export class ClusterCache {
       const version = policyVersionOf(object['metadata'] as Record<string, unknown> | undefined);
       if (version === null) this.versions.delete(key);
       else this.versions.set(key, version);
+    }
+    if (kind === 'ClusterNetworkPolicy' && key !== null) {
+      const known = clusterPolicyObject(object);
+      if (known === null) this.clusterObjects.delete(key);
+      else this.clusterObjects.set(key, known);
     }
     const parsed = ops.parse(object, this.context);
     if (key !== null) this.recordProblems(`${kind} ${key}`, parsed.problems);
@@ -284,6 +345,7 @@ export class ClusterCache {
 
   private remove(kind: ResourceKind, key: string): boolean {
     if (kind === 'NetworkPolicy') this.versions.delete(key);
+    if (kind === 'ClusterNetworkPolicy') this.clusterObjects.delete(key);
     if (!this.records[kind].delete(key)) return false;
     OPS[kind].remove(this.compiler, key);
     return true;
@@ -313,6 +375,28 @@ export class ClusterCache {
     }
   }
 
+  /**
+   * Forgets every object of a kind, its problems included, as when the API server stops serving it
+   * (a CRD removed): returns whether the compiler's input changed, and reports the change.
+   */
+  forgetAll(kind: ResourceKind): boolean {
+    let changed = false;
+    for (const key of [...this.records[kind].keys()]) changed = this.remove(kind, key) || changed;
+    for (const key of [...this.problems.keys()]) if (key.startsWith(`${kind} `)) this.problems.delete(key);
+    if (kind === 'ClusterNetworkPolicy') this.clusterObjects.clear();
+    if (changed) this.onChange(kind);
+    return changed;
+  }
+
+  /** What the status writer needs of every ClusterNetworkPolicy known, by name. */
+  clusterPolicyObjects(): ReadonlyMap<string, ClusterPolicyObject> {
+    return this.clusterObjects;
+  }
+
+  clusterPolicies(): ClusterPolicyRecord[] {
+    return [...this.records.ClusterNetworkPolicy.values()] as ClusterPolicyRecord[];
+  }
+
   /** The uid and generation (or resourceVersion) of every NetworkPolicy known, by namespace/name. */
   policyVersions(): ReadonlyMap<string, PolicyVersion> {
     return this.versions;
@@ -334,8 +418,7 @@ export class ClusterCache {
       namespaces: [...this.records.Namespace.values()] as NamespaceRecord[],
       policies: [...this.records.NetworkPolicy.values()] as PolicyRecord[],
       nodes: [...this.records.Node.values()] as NodeRecord[],
-      // Not watched: palisade does not enforce ClusterNetworkPolicy yet, and /explain says what is enforced.
-      clusterPolicies: [],
+      clusterPolicies: this.clusterPolicies(),
     };
   }
 }

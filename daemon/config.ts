@@ -38,6 +38,8 @@ export interface DaemonConfig {
   readonly startupTaint: StartupTaint | null;
   /** Events on NetworkPolicies palisade cannot fully enforce, from the holder of one Lease; null when off. */
   readonly policyEvents: PolicyEventsConfig | null;
+  /** How often discovery is asked whether the API server serves ClusterNetworkPolicies (their CRD installed or removed). */
+  readonly clusterPolicyDiscoveryIntervalMs: number;
 }
 
 export interface PolicyEventsConfig {
@@ -53,6 +55,8 @@ export const POLICY_REPORTER_LEASE = 'palisade-policy-reporter';
 export const DEFAULT_LEASE_NAMESPACE = 'kube-system';
 
 export const DEFAULT_DROP_LOG_BUFFER = 1000;
+/** Discovery more often than this would cost the API server requests for nothing a CRD change needs. */
+const MIN_DISCOVERY_INTERVAL_MS = 1000;
 const MAX_DROP_LOG_BUFFER = 1_000_000;
 
 /** Each flag, its environment variable, and its default. The table is the documentation too. */
@@ -80,6 +84,7 @@ export const DAEMON_FLAGS = [
   { flag: 'policy-events', env: ['PALISADE_POLICY_EVENTS'], default: 'on', help: 'on or off: report NetworkPolicies palisade cannot fully enforce as Events (one daemon, elected on a Lease, writes them)' },
   { flag: 'lease-namespace', env: ['PALISADE_LEASE_NAMESPACE', 'POD_NAMESPACE'], default: DEFAULT_LEASE_NAMESPACE, help: `namespace of the Lease ${POLICY_REPORTER_LEASE} (the DaemonSet sets POD_NAMESPACE from the downward API)` },
   { flag: 'pod-name', env: ['PALISADE_POD_NAME', 'POD_NAME'], default: '(none: the node name)', help: 'this pod, for the Lease holder and the Events\' reportingInstance (the DaemonSet sets POD_NAME from the downward API)' },
+  { flag: 'cluster-policy-discovery-interval', env: ['PALISADE_CLUSTER_POLICY_DISCOVERY_INTERVAL'], default: '30s', help: 'how often to ask the API server whether it serves ClusterNetworkPolicies (their CRD installed or removed); at once, too, when their watch is answered 404' },
   { flag: 'policy-max-selector-pods', env: ['PALISADE_POLICY_MAX_SELECTOR_PODS'], default: String(DEFAULT_POLICY_BUDGET.selectorPods), help: 'pods palisade may look at to fill the selector sets of one NetworkPolicy before it fails closed' },
 ] as const;
 
@@ -127,7 +132,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
   const duration = (flag: FlagName, min: number): number => {
     const { value, from } = withDefault(flag);
     const ms = parseDuration(value);
-    if (ms === null || ms < min) errors.push(`${from} "${value}": must be a duration of at least ${min} ms, like 10s or 500ms`);
+    if (ms === null || ms < min) errors.push(`${from} "${value}": must be a duration of at least ${min} ms, like 10s or 1500ms`);
     return ms ?? min;
   };
   const address = (flag: FlagName): ListenAddress => {
@@ -206,6 +211,7 @@ export function parseDaemonConfig(argv: readonly string[], env: Readonly<Record<
     dropLogBuffer: Number.isNaN(dropLogBuffer) ? DEFAULT_DROP_LOG_BUFFER : dropLogBuffer,
     startupTaint: startupTaint.ok ? startupTaint.taint : null,
     policyEvents: policyEvents === null ? null : Object.freeze(policyEvents),
+    clusterPolicyDiscoveryIntervalMs: duration('cluster-policy-discovery-interval', MIN_DISCOVERY_INTERVAL_MS),
   };
   if (errors.length > 0) throw new UsageError(errors.join('\n'));
   return Object.freeze(config);

@@ -4,6 +4,14 @@ import { Names } from '../rules/names.js';
 import type { CommandRunner } from '../lib/exec.js';
 import type { Logger } from '../lib/logger.js';
 import { Reflector } from '../lib/kube/reflector.js';
+import type { ReflectorHandler } from '../lib/kube/reflector.js';
+import { ApiRequestError } from '../lib/kube/api-client.js';
+import { servesResource } from '../lib/kube/discovery.js';
+import { CLUSTER_POLICIES_PATH, KubeClusterPolicyStatusSink } from '../lib/kube/cluster-policy-status.js';
+import { CLUSTER_POLICY_API_VERSION } from '../rules/cluster-policy.js';
+import { ClusterPolicyWatch } from './cluster-policy-watch.js';
+import { ConditionWriter } from './cluster-policy-status-writer.js';
+import { conditionReports } from './cluster-policy-conditions.js';
 import { Iptables } from '../lib/iptables/iptables.js';
 import { detectBackend } from '../lib/iptables/backend.js';
 import type { BackendDecision } from '../lib/iptables/backend.js';
@@ -48,14 +56,17 @@ import { join } from 'node:path';
  *   NodeNetworkWatcher (links, addresses, routes) ──────────┘  (further pod interfaces)  └─ refresh: read back, repair, count drops
  *   Status and metrics servers read the state; they never write.
  *   ClusterCache's problems with NetworkPolicies ─► PolicyReporter ─► Events, from the one daemon the Lease elects (LeaderElector)
+ *   ClusterPolicyWatch: discovery ─► a Reflector of ClusterNetworkPolicies while they are served ─► ClusterCache
+ *   ClusterCache's ClusterNetworkPolicies ─► ConditionWriter ─► their Accepted condition, from the same elected daemon
  *
- * Nothing is programmed before every watch has listed once and the node's network has been read, so a
+ * Nothing is programmed before every watch has listed once (ClusterNetworkPolicies: once discovery has
+ * said whether they are served, and listed them if so) and the node's network has been read, so a
  * half-known cluster never replaces rules a previous process left. While the API server is away, the
  * last rules stay in force. Where palisade cannot enforce all of policy (kube-proxy in IPVS mode,
  * node-checks.ts) it programs nothing more and says why, rather than enforce half.
  */
 
-const RESOURCES: readonly { kind: ResourceKind; path: string }[] = [
+const RESOURCES: readonly { kind: Exclude<ResourceKind, 'ClusterNetworkPolicy'>; path: string }[] = [
   { kind: 'Namespace', path: '/api/v1/namespaces' },
   { kind: 'Pod', path: '/api/v1/pods' },
   { kind: 'NetworkPolicy', path: '/apis/networking.k8s.io/v1/networkpolicies' },
@@ -114,6 +125,9 @@ export class Daemon {
   private stopping = false;
   private readonly elector: LeaderElector | null = null;
   private readonly reporter: PolicyReporter | null = null;
+  /** Writes the Accepted condition on ClusterNetworkPolicies when this daemon leads; null when --policy-events is off. */
+  private readonly conditions: ConditionWriter | null = null;
+  private readonly clusterPolicyWatch: ClusterPolicyWatch;
   /** When the oldest change not yet in the kernel arrived, per resource kind. */
   private pendingSince = new Map<ResourceKind, number>();
   private sync: SyncState = { lastAttemptAt: null, lastSuccessAt: null, lastDurationMs: null, lastError: null, consecutiveFailures: 0, pendingChanges: false };
@@ -138,14 +152,23 @@ export class Daemon {
       path,
       handler: kind === 'Node' && taint !== null ? watchingNode(config.compiler.nodeName, this.cache.handler(kind), (node) => taint.observe(node)) : this.cache.handler(kind),
       logger: deps.logger,
-      onStats: (event) => {
-        if (event === 'watch') this.metrics.watchRestarts.inc({ resource: kind });
-        if (event === 'relist') this.metrics.watchRelists.inc({ resource: kind });
-        if (event === 'handler-error') this.metrics.watchHandlerErrors.inc({ resource: kind });
-        // The first sync waits for the last of the first lists, whether or not it changed anything.
-        if (event === 'list' && this.allSynced()) this.loop.request();
-      },
+      onStats: (event) => this.watchEvent(kind, event),
     }));
+    this.clusterPolicyWatch = new ClusterPolicyWatch({
+      discover: () => servesResource(deps.client, CLUSTER_POLICY_API_VERSION, 'clusternetworkpolicies'),
+      makeReflector: () => this.clusterPolicyReflector(),
+      forget: () => {
+        this.cache.forgetAll('ClusterNetworkPolicy');
+        this.reportConditions();
+      },
+      onServedChange: (served) => {
+        this.metrics.clusterPoliciesServed.set(served ? 1 : 0);
+        if (this.allSynced()) this.loop.request();
+      },
+      intervalMs: config.clusterPolicyDiscoveryIntervalMs,
+      clock: this.clock,
+      logger: deps.logger,
+    });
     this.flows = new FlowForgetter(new Conntrack(deps.runner), deps.logger);
     this.dropLog = new DropLog({ capacity: config.dropLogBuffer, logger: deps.logger, metrics: this.metrics.dropLog, now: () => this.clock.now() });
     this.dropLog.setPodLookup((address) => this.cache.compiler.podAt(address));
@@ -158,6 +181,7 @@ export class Daemon {
     const events = config.policyEvents;
     if (events !== null) {
       const reporterRef: { current: PolicyReporter | null } = { current: null };
+      const conditionsRef: { current: ConditionWriter | null } = { current: null };
       this.elector = new LeaderElector({
         store: new KubeLeaseStore(deps.client, events.leaseNamespace, events.leaseName),
         identity: events.identity,
@@ -166,6 +190,7 @@ export class Daemon {
         onChange: (leader) => {
           this.metrics.policyReporterLeader.set(leader ? 1 : 0);
           reporterRef.current?.leadershipChanged();
+          conditionsRef.current?.leadershipChanged();
         },
       });
       this.reporter = new PolicyReporter({
@@ -177,6 +202,14 @@ export class Daemon {
         metrics: { eventCreated: (reason) => this.metrics.policyEvents.inc({ reason }) },
       });
       reporterRef.current = this.reporter;
+      this.conditions = new ConditionWriter({
+        election: this.elector,
+        sink: new KubeClusterPolicyStatusSink(deps.client),
+        clock: this.clock,
+        logger: deps.logger,
+        onWritten: (reason) => this.metrics.clusterPolicyConditions.inc({ reason }),
+      });
+      conditionsRef.current = this.conditions;
     }
     this.loop = new SyncLoop({
       delayMs: config.syncDelayMs,
@@ -227,6 +260,7 @@ export class Daemon {
     this.network.start();
     if (this.config.compiler.dropLog !== null) void this.startReader(this.config.compiler.dropLog.group);
     for (const reflector of this.reflectors) reflector.start();
+    this.clusterPolicyWatch.start();
     this.deps.logger.info({ node: this.config.compiler.nodeName, status: `${status.host}:${status.port}`, metrics: `${metrics.host}:${metrics.port}` }, 'palisade started');
   }
 
@@ -237,9 +271,10 @@ export class Daemon {
     await this.taint?.stop();
     // Released before the watches stop, so another daemon reports from now on, without waiting for the Lease to expire.
     await this.reporter?.stop();
+    await this.conditions?.stop();
     await this.elector?.stop();
     await this.reader?.stop().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'stopping the drop log reader failed'));
-    await Promise.all(this.reflectors.map((r) => r.stop()));
+    await Promise.all([...this.reflectors.map((r) => r.stop()), this.clusterPolicyWatch.stop()]);
     await this.network.stop();
     await this.loop.stop();
     await this.flows.stop();
@@ -283,8 +318,54 @@ export class Daemon {
     }
   }
 
+  /** Counts a reflector's events; the first sync waits for the last of the first lists, whether or not it changed anything. */
+  private watchEvent(kind: ResourceKind, event: 'list' | 'relist' | 'watch' | 'failure' | 'handler-error'): void {
+    if (event === 'watch') this.metrics.watchRestarts.inc({ resource: kind });
+    if (event === 'relist') this.metrics.watchRelists.inc({ resource: kind });
+    if (event === 'handler-error') this.metrics.watchHandlerErrors.inc({ resource: kind });
+    if (event === 'list' && this.allSynced()) this.loop.request();
+  }
+
+  /**
+   * ClusterNetworkPolicies, watched while served. Every change is handed to the status writer too: a
+   * status-only update (the condition written) changes nothing the compiler sees, but it is what tells
+   * the writer the condition is there.
+   */
+  private clusterPolicyReflector(): Reflector {
+    const kind = 'ClusterNetworkPolicy';
+    const inner = this.cache.handler(kind);
+    const handler: ReflectorHandler = {
+      beginList: () => inner.beginList(),
+      listPage: (objects) => inner.listPage(objects),
+      endList: () => {
+        inner.endList();
+        this.reportConditions();
+      },
+      event: (type, object) => {
+        inner.event(type, object);
+        this.reportConditions();
+      },
+    };
+    return new Reflector({
+      client: this.deps.client,
+      path: CLUSTER_POLICIES_PATH,
+      handler,
+      logger: this.deps.logger,
+      onStats: (event) => this.watchEvent(kind, event),
+      // 404: the CRD may have been removed; discovery tells, without waiting for its next round.
+      onError: (error) => {
+        if (error instanceof ApiRequestError && error.status === 404) this.clusterPolicyWatch.recheck();
+      },
+    });
+  }
+
+  /**
+   * Whether the cluster is known well enough to program. ClusterNetworkPolicies count only for the
+   * first apply: a CRD installed later is listed while the rules already in force stay and keep being
+   * updated, as they were before it existed.
+   */
   private allSynced(): boolean {
-    return this.reflectors.every((r) => r.synced);
+    return this.reflectors.every((r) => r.synced) && (this.firstApplied || this.clusterPolicyWatch.settled);
   }
 
   private changed(kind: ResourceKind): void {
@@ -318,7 +399,10 @@ export class Daemon {
   }
 
   readiness(): { ready: boolean; reason: string } {
-    const waiting = RESOURCES.filter((_, i) => !this.reflectors[i]!.synced).map((r) => r.kind);
+    const waiting: string[] = RESOURCES.filter((_, i) => !this.reflectors[i]!.synced).map((r) => r.kind);
+    if (!this.firstApplied && !this.clusterPolicyWatch.settled) {
+      waiting.push(this.clusterPolicyWatch.status().served === null ? 'ClusterNetworkPolicy (discovery has not answered yet)' : 'ClusterNetworkPolicy');
+    }
     if (waiting.length > 0) return { ready: false, reason: `waiting for the first list of ${waiting.join(', ')}` };
     if (this.network.current === null) return { ready: false, reason: `waiting for the first read of the node's links, addresses and routes${this.network.lastError === null ? '' : `: ${this.network.lastError}`}` };
     if (this.findings.refusal !== null) return { ready: false, reason: `refusing to enforce: ${this.findings.refusal.message}` };
@@ -386,7 +470,13 @@ export class Daemon {
   private report(): void {
     if (this.reporter === null || this.elector === null) return;
     this.reporter.observe(policyReports(this.cache.allProblems(), this.cache.policyVersions()));
+    this.reportConditions();
     this.elector.start();
+  }
+
+  /** Hands the condition writer what each ClusterNetworkPolicy's status should say, and what it says. */
+  private reportConditions(): void {
+    this.conditions?.observe(conditionReports(this.cache.clusterPolicyObjects(), this.cache.clusterPolicies(), this.cache.allProblems()));
   }
 
   /**
@@ -447,12 +537,14 @@ export class Daemon {
     this.metrics.policies.set(policies.length);
     this.metrics.policiesFailing.set(policies.filter((p) => p.failed).length);
     this.metrics.observeOverBudget(policies, this.cache.compiler.selectorPodsOverBudget());
+    this.metrics.observeClusterPolicies(this.cache.clusterPolicies());
     this.metrics.objectHandlingFailures.set(this.cache.handlingFailures);
   }
 
   status(): ReturnType<typeof buildStatus> {
     this.problemsByKind();
     const readiness = this.readiness();
+    const cnpReflector = this.clusterPolicyWatch.reflector;
     return buildStatus({
       node: this.config.compiler.nodeName,
       backend: this.backend === null ? null : { name: this.backend.backend, reason: this.backend.reason },
@@ -461,7 +553,10 @@ export class Daemon {
       ready: readiness.ready,
       readyReason: readiness.reason,
       sync: { ...this.sync, pendingChanges: this.pendingSince.size > 0 || this.loop.pending, consecutiveFailures: this.loop.consecutiveFailures },
-      watches: RESOURCES.map(({ kind }, i) => ({ resource: kind, synced: this.reflectors[i]!.synced, ...this.reflectors[i]!.stats })),
+      watches: [
+        ...RESOURCES.map(({ kind }, i) => ({ resource: kind, synced: this.reflectors[i]!.synced, ...this.reflectors[i]!.stats })),
+        ...(cnpReflector === null ? [] : [{ resource: 'ClusterNetworkPolicy', synced: cnpReflector.synced, ...cnpReflector.stats }]),
+      ],
       dataplane: this.dataplane,
       drops: this.drops,
       policies: this.cache.policies(),
@@ -481,6 +576,9 @@ export class Daemon {
       },
       startupTaint: this.taint?.status() ?? null,
       policyReporter: this.reporter?.status() ?? null,
+      clusterPolicies: this.cache.clusterPolicies(),
+      clusterPolicyDiscovery: this.clusterPolicyWatch.status(),
+      clusterPolicyConditions: this.conditions?.status() ?? null,
     });
   }
 

@@ -3,12 +3,13 @@ import type { Dataplane } from '../rules/dataplane.js';
 import { POLICY_TABLE } from '../rules/dataplane.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { DropLogMetrics } from './drop-log.js';
-import type { PolicyRecord } from '../rules/model.js';
+import type { ClusterPolicyRecord, PolicyRecord } from '../rules/model.js';
+import { CLUSTER_TIERS } from '../rules/model.js';
 import type { NodeFindings } from './node-checks.js';
 import type { UnauthorizedCounts } from '../lib/kube/api-client.js';
 import type { ResourceKind } from './cluster-cache.js';
 
-const CHANGE_RESOURCES: readonly ResourceKind[] = ['Pod', 'Namespace', 'NetworkPolicy', 'Node'];
+const CHANGE_RESOURCES: readonly ResourceKind[] = ['Pod', 'Namespace', 'NetworkPolicy', 'Node', 'ClusterNetworkPolicy'];
 import { POLICY_EVENT_REASONS } from './policy-events.js';
 
 /**
@@ -57,6 +58,9 @@ export class DaemonMetrics {
   readonly dropLogEnabled: Gauge;
   readonly policyReporterLeader: Gauge;
   readonly policyEvents: Counter<'reason'>;
+  readonly clusterPolicies: Gauge<'tier'>;
+  readonly clusterPoliciesServed: Gauge;
+  readonly clusterPolicyConditions: Counter<'reason'>;
   /** Label sets of per-policy series published, to remove those of policies no local pod uses any more. */
   private readonly policySeries = new Map<string, { policy_namespace: string; policy: string; verdict: string }>();
   /** The API client's 401 counts as last published. */
@@ -111,7 +115,16 @@ export class DaemonMetrics {
     this.policyReporterLeader = new Gauge({ name: 'palisade_policy_reporter_leader', help: '1 while this daemon holds the policy reporter Lease and reports NetworkPolicies palisade cannot fully enforce as Events', registers });
     this.policyEvents = new Counter({ name: 'palisade_policy_events_total', help: 'Events this daemon created about NetworkPolicies it cannot fully enforce, by reason', labelNames: ['reason'], registers });
     for (const reason of POLICY_EVENT_REASONS) this.policyEvents.inc({ reason }, 0);
+    this.clusterPolicies = new Gauge({ name: 'palisade_cluster_network_policies', help: 'ClusterNetworkPolicies known to this daemon, by tier (Admin, Baseline); 0 while the API server does not serve them', labelNames: ['tier'], registers });
+    for (const tier of CLUSTER_TIERS) this.clusterPolicies.set({ tier }, 0);
+    this.clusterPoliciesServed = new Gauge({ name: 'palisade_cluster_network_policies_served', help: '1 while the API server serves ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2: their CRD is installed) and palisade watches them', registers });
+    this.clusterPolicyConditions = new Counter({ name: 'palisade_cluster_network_policy_conditions_total', help: 'Accepted conditions this daemon wrote on ClusterNetworkPolicies as the policy reporter, by reason', labelNames: ['reason'], registers });
+    for (const reason of ['Accepted', 'Invalid', 'PartiallySupported']) this.clusterPolicyConditions.inc({ reason }, 0);
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  observeClusterPolicies(policies: readonly ClusterPolicyRecord[]): void {
+    for (const tier of CLUSTER_TIERS) this.clusterPolicies.set({ tier }, policies.filter((p) => p.tier === tier).length);
   }
 
   observeNode(findings: NodeFindings): void {

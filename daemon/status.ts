@@ -1,7 +1,7 @@
 import type { Dataplane, EndpointInfo } from '../rules/dataplane.js';
 import type { Problem } from '../rules/problems.js';
 import { formatObjectRef } from '../rules/problems.js';
-import type { PolicyRecord } from '../rules/model.js';
+import type { ClusterPolicyRecord, PolicyRecord } from '../rules/model.js';
 import type { DropCounters } from '../lib/dataplane/applier.js';
 import type { ReflectorStats } from '../lib/kube/reflector.js';
 import type { NodeNetwork } from '../lib/node-network.js';
@@ -9,6 +9,8 @@ import type { NodeFindings } from './node-checks.js';
 import type { DropLogSettings } from '../rules/settings.js';
 import type { StartupTaintStatus } from './taint-remover.js';
 import type { ReporterStatus } from './policy-reporter.js';
+import type { ClusterPolicyDiscoveryStatus } from './cluster-policy-watch.js';
+import type { ConditionWriterStatus } from './cluster-policy-status-writer.js';
 
 /**
  * The status document served at /status, built by a pure function from the daemon's state so it can
@@ -56,6 +58,11 @@ export interface DaemonState {
   readonly startupTaint: StartupTaintStatus | null;
   /** The policy reporter's election and Events; null when --policy-events is off. */
   readonly policyReporter: ReporterStatus | null;
+  /** ClusterNetworkPolicies known (none while the API server does not serve them). */
+  readonly clusterPolicies: readonly ClusterPolicyRecord[];
+  readonly clusterPolicyDiscovery: ClusterPolicyDiscoveryStatus;
+  /** The Accepted conditions' writer; null when --policy-events is off. */
+  readonly clusterPolicyConditions: ConditionWriterStatus | null;
 }
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
@@ -69,6 +76,8 @@ function endpointStatus(endpoint: EndpointInfo, drops: DropCounters | undefined)
     ...(endpoint.extraInterfaces.length === 0 ? {} : { extraInterfaces: endpoint.extraInterfaces }),
     isolated: { ingress: endpoint.isolatedIngress, egress: endpoint.isolatedEgress },
     policies: { ingress: endpoint.ingressPolicies, egress: endpoint.egressPolicies },
+    // Those whose subject selects the pod, Admin tier first, each tier in walk order (priority, then name).
+    clusterNetworkPolicies: { ingress: endpoint.ingressClusterPolicies, egress: endpoint.egressClusterPolicies },
     ...(endpoint.ingressAudit.length + endpoint.egressAudit.length === 0 ? {} : {
       // Audit policies isolate nothing; "wouldDeny" says where they are logging would-deny records now.
       auditPolicies: { ingress: endpoint.ingressAudit, egress: endpoint.egressAudit },
@@ -136,6 +145,19 @@ export function buildStatus(state: DaemonState) {
       pending: state.policyReporter.pending,
       leaseError: state.policyReporter.lastError,
       eventError: state.policyReporter.lastWriteError,
+    },
+    clusterNetworkPolicies: {
+      // null until discovery first answers; false on a cluster without the CRD, which runs as without any.
+      served: state.clusterPolicyDiscovery.served,
+      count: state.clusterPolicies.length,
+      byTier: { Admin: state.clusterPolicies.filter((p) => p.tier === 'Admin').length, Baseline: state.clusterPolicies.filter((p) => p.tier === 'Baseline').length },
+      failed: state.clusterPolicies.filter((p) => p.failed).map((p) => p.name),
+      discovery: {
+        lastCheck: iso(state.clusterPolicyDiscovery.lastCheckAt),
+        intervalSeconds: state.clusterPolicyDiscovery.intervalMs / 1000,
+        error: state.clusterPolicyDiscovery.lastError,
+      },
+      conditions: state.clusterPolicyConditions === null ? { enabled: false } : { enabled: true, ...state.clusterPolicyConditions },
     },
     auditPolicies: state.policies.filter((p) => p.audit).map((p) => `${p.namespace}/${p.name}`),
     endpoints: (dataplane?.endpoints ?? []).map((e) => endpointStatus(e, drops.get(`${e.namespace}/${e.name}`))),

@@ -65,6 +65,8 @@ export interface ReflectorOptions {
   readonly watchTimeoutSeconds?: number;
   /** 'auto' (the default) tries a streaming list first; 'paged' never does. */
   readonly listMode?: 'auto' | 'paged';
+  /** Each failed list or watch, before its backoff: a 404 may mean the resource is no longer served. */
+  readonly onError?: (error: unknown) => void;
   /** 'list' is the first complete list; 'relist' any later one. */
   readonly onStats?: (event: 'list' | 'relist' | 'watch' | 'failure' | 'handler-error') => void;
 }
@@ -196,6 +198,7 @@ export class Reflector {
         this.stats.failures++;
         this.stats.lastError = error instanceof Error ? error.message : String(error);
         this.options.onStats?.('failure');
+        this.options.onError?.(error);
         const delay = backoffDelay(this.backoff, failures++);
         this.options.logger.warn({ path: this.path, err: this.stats.lastError, retryInMs: delay }, 'list or watch failed; the last rules stay in force');
         // The watch resumes from the last resourceVersion seen; if that is too old by then, the

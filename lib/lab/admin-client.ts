@@ -49,6 +49,14 @@ export class LabApiClient {
     await this.call('POST', 'failure', rule);
   }
 
+  /**
+   * Installs or removes the CustomResourceDefinition of `kind` (ClusterNetworkPolicy): while removed
+   * its paths answer 404 and discovery leaves it out, and removing it deletes its objects.
+   */
+  async setCrdInstalled(kind: string, installed: boolean): Promise<void> {
+    await this.call('POST', 'crd', { kind, installed });
+  }
+
   /** Accepts `token` as `identity` from now on: a service account, and the node its pod runs on. */
   async bindToken(token: string, identity: BoundIdentity): Promise<void> {
     await this.call('POST', 'bind-token', { token, username: identity.username, nodeName: identity.nodeName });
@@ -58,7 +66,7 @@ export class LabApiClient {
    * A Kubernetes API request over the socket, with `token` as its bearer token, as a client holding
    * that token would send it: for checking what the API server lets a token do.
    */
-  kube(method: 'GET' | 'PATCH', pathAndQuery: string, token: string | null, body?: { text: string; contentType: string }): Promise<{ status: number; body: string }> {
+  kube(method: 'GET' | 'PATCH' | 'PUT' | 'POST' | 'DELETE', pathAndQuery: string, token: string | null, body?: { text: string; contentType: string }): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
       const headers: Record<string, string> = { accept: 'application/json' };
       if (token !== null) headers['authorization'] = `Bearer ${token}`;

@@ -4,11 +4,12 @@
  *
  *   node dist/lib/lab/api-server-main.js [--port 6443] [--host 127.0.0.1] [--socket PATH]
  *     [--kubeconfig-out FILE] [--bookmark-ms 1000] [--history-limit 1000] [--seed FILE.yaml]
- *     [--token TOKEN]... [--kubeconfig-token-file FILE]
+ *     [--token TOKEN]... [--kubeconfig-token-file FILE] [--crd KIND]...
  *
  * --token (repeatable) sets the bearer tokens accepted (default: fake-token); --kubeconfig-token-file
  * makes the written kubeconfig's user read its token from FILE (kubeconfig `tokenFile`), which the
- * caller keeps and rotates, rather than carry a token.
+ * caller keeps and rotates, rather than carry a token. --crd (repeatable) installs the CRD of a kind
+ * defined by one (ClusterNetworkPolicy) from the start; /fake/crd installs and removes it later.
  *
  * Prints one line "ready <url>" on stdout once listening (after writing --kubeconfig-out and
  * applying every object of the --seed YAML documents, List items included), then serves until
@@ -50,6 +51,7 @@ async function main(): Promise<void> {
       seed: { type: 'string' },
       token: { type: 'string', multiple: true },
       'kubeconfig-token-file': { type: 'string' },
+      crd: { type: 'string', multiple: true },
     },
     strict: true,
   });
@@ -60,6 +62,7 @@ async function main(): Promise<void> {
     ...(values['bookmark-ms'] === undefined ? {} : { bookmarkIntervalMs: intOption(values['bookmark-ms'], 'bookmark-ms') }),
     ...(values['history-limit'] === undefined ? {} : { historyLimit: intOption(values['history-limit'], 'history-limit') }),
     ...(values.token === undefined ? {} : { tokens: values.token }),
+    ...(values.crd === undefined ? {} : { crds: values.crd }),
   });
   let closing = false;
   const shutdown = (): void => {

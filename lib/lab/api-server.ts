@@ -10,13 +10,21 @@
  *   server.compact();                        // watches from older resourceVersions now get 410
  *   await server.close();
  *
- * Kinds: Pod, Namespace, Node, NetworkPolicy, and the two palisade writes: Lease and Event (RESOURCES).
- * One global resourceVersion like etcd's.
- * Paths: {prefix}/{plural}[/{name}], {prefix}/namespaces/{ns}/{plural}[/{name}], the legacy
- * {prefix}/watch/... form, plus /healthz /livez /readyz /version. GET; PATCH of a Node with a JSON
- * patch; and for the writable kinds (Lease, Event) POST to create (409 AlreadyExists when the name is
- * taken) and PUT to replace (404 when absent, 409 Conflict when metadata.resourceVersion is not the
- * stored one); else 405. Bearer token required when options.token is set (the default; kubeconfig()
+ * Kinds: Pod, Namespace, Node, NetworkPolicy, the two palisade writes: Lease and Event, and
+ * ClusterNetworkPolicy, a custom resource (RESOURCES). One global resourceVersion like etcd's;
+ * metadata.generation goes up when anything but metadata and status changes.
+ * Paths: {prefix}/{plural}[/{name}[/status]], {prefix}/namespaces/{ns}/{plural}[/{name}[/status]], the
+ * legacy {prefix}/watch/... form, plus /healthz /livez /readyz /version and the discovery documents
+ * (/api, /api/v1, /apis, /apis/{group}[/{version}]: discovery.ts). GET; PATCH of a Node with a JSON
+ * patch; and for the writable kinds (Lease, Event, ClusterNetworkPolicy) POST to create (409
+ * AlreadyExists when the name is taken), PUT to replace (404 when absent, 409 Conflict when
+ * metadata.resourceVersion is not the stored one), PATCH with a JSON patch or a JSON merge patch (the
+ * same resourceVersion precondition) and DELETE; else 405. A kind with the status subresource keeps its
+ * status through writes to the object and changes only its status through writes to .../status; a
+ * write that changes nothing is answered with the stored object and no new resourceVersion. A kind
+ * defined by a CRD (ClusterNetworkPolicy) is served, and named by discovery, only while its CRD is
+ * installed (options.crds, setCrdInstalled): otherwise its paths answer 404, as a real API server's
+ * do; removing the CRD deletes its objects and ends its watches. Bearer token required when options.token is set (the default; kubeconfig()
  * carries it), or one of options.tokens, or a token bound to an identity (bindToken: a service
  * account and the node its pod runs on, as bound service-account tokens carry); anything else gets
  * 401 with an Unauthorized Status, as from a real API server. A node PATCH by palisade's service
@@ -36,7 +44,8 @@ import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo, ListenOptions } from 'node:net';
 import { AcceptedTokens, bearerToken } from './bearer-tokens.js';
-import { applyJsonPatch, JsonPatchError } from './json-patch.js';
+import { applyJsonPatch, applyMergePatch, JsonPatchError, jsonEqual } from './json-patch.js';
+import { discoveryDocument } from './discovery.js';
 import { admitNodeUpdate, PALISADE_NODE_TAINT_POLICY } from './node-admission.js';
 import type { BoundIdentity, NodeTaintPolicy } from './node-admission.js';
 import { fieldsMatch, parseFieldSelector } from './field-selector.js';
@@ -91,6 +100,8 @@ export interface FakeApiServerOptions {
   pageCachedLists?: boolean;
   /** The admission policy node PATCHes pass; default palisade's (PALISADE_NODE_TAINT_POLICY); null: none. */
   nodeTaintPolicy?: NodeTaintPolicy | null;
+  /** Kinds defined by a CRD whose CRD is installed from the start (e.g. ['ClusterNetworkPolicy']); default none. */
+  crds?: readonly string[];
 }
 export interface FailureRule {
   /** Tested against pathname + query string; absent matches every kube API request. */
@@ -117,15 +128,31 @@ export interface FakeApiStats {
   failures: number;
   /** Bytes of kube API response bodies sent (lists, watch events, single objects), admin API left out. */
   bytesSent: number;
-  /** PATCH requests per plural and name ('nodes/node-a'), whatever their answer. */
+  /** PATCH requests per plural and name ('nodes/node-a', 'clusternetworkpolicies/x/status'), whatever their answer. */
   patches: Record<string, number>;
   /** PATCH requests the admission policy refused (403). */
   forbidden: number;
-  /** Writes accepted, per "POST plural" or "PUT plural"; refused ones are not counted. */
+  /**
+   * Writes accepted, per "POST plural", "PUT plural", "PATCH plural", "DELETE plural" (with "/status" for
+   * the subresource); refused ones and ones that changed nothing are not counted.
+   */
   writes: Record<string, number>;
 }
 
-export interface Resource { kind: string; apiVersion: string; plural: string; prefix: string; namespaced: boolean; writable?: boolean }
+export interface Resource {
+  kind: string;
+  apiVersion: string;
+  plural: string;
+  prefix: string;
+  namespaced: boolean;
+  /** Created, replaced, patched and deleted through the kube API (else only read, and a Node patched). */
+  writable?: boolean;
+  /** Defined by a CustomResourceDefinition: served (paths and discovery) only while it is installed (setCrdInstalled). */
+  crd?: boolean;
+  /** Has the status subresource: writes to the object keep its status, writes to .../status change only the status. */
+  statusSubresource?: boolean;
+  shortNames?: readonly string[];
+}
 export const RESOURCES: readonly Resource[] = [
   { kind: 'Pod', apiVersion: 'v1', plural: 'pods', prefix: '/api/v1', namespaced: true },
   { kind: 'Namespace', apiVersion: 'v1', plural: 'namespaces', prefix: '/api/v1', namespaced: false },
@@ -133,6 +160,10 @@ export const RESOURCES: readonly Resource[] = [
   { kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', plural: 'networkpolicies', prefix: '/apis/networking.k8s.io/v1', namespaced: true },
   { kind: 'Lease', apiVersion: 'coordination.k8s.io/v1', plural: 'leases', prefix: '/apis/coordination.k8s.io/v1', namespaced: true, writable: true },
   { kind: 'Event', apiVersion: 'v1', plural: 'events', prefix: '/api/v1', namespaced: true, writable: true },
+  {
+    kind: 'ClusterNetworkPolicy', apiVersion: 'policy.networking.k8s.io/v1alpha2', plural: 'clusternetworkpolicies', prefix: '/apis/policy.networking.k8s.io/v1alpha2',
+    namespaced: false, writable: true, crd: true, statusSubresource: true, shortNames: ['cnp'],
+  },
 ];
 
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
@@ -147,7 +178,7 @@ interface Watcher {
   token: string | null;
   timer?: NodeJS.Timeout;
 }
-interface Route { resource: Resource; namespace: string | null; name: string | null; watch: boolean }
+interface Route { resource: Resource; namespace: string | null; name: string | null; watch: boolean; status: boolean }
 
 const REASONS: Record<number, string> = {
   400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed', 409: 'Conflict',
@@ -167,6 +198,20 @@ export function resourceFor(kindOrPlural: string): Resource {
 }
 
 const clone = <T>(value: T): T => structuredClone(value);
+
+/** What a write may change: everything ('all': the admin's apply), all but the status ('object'), or only the status. */
+type WriteScope = 'all' | 'object' | 'status';
+
+/** Everything but metadata and status: what metadata.generation counts changes of. */
+function specOf(object: KubeObject): Record<string, unknown> {
+  const { metadata: _metadata, status: _status, kind: _kind, apiVersion: _apiVersion, ...spec } = object;
+  return spec;
+}
+
+/** `clusternetworkpolicies.policy.networking.k8s.io "x"`, as the API server names an object in its messages. */
+function describeObject(resource: Resource, name: string): string {
+  return `${resource.plural}${resource.prefix === '/api/v1' ? '' : `.${resource.prefix.split('/')[2]}`} "${name}"`;
+}
 
 /** A kubeconfig (YAML) for the lab API server at `serverUrl`, authenticating with a token, a token file, or nothing. */
 export function labKubeconfig(serverUrl: string, user: { token?: string | null; tokenFile?: string }): string {
@@ -198,6 +243,8 @@ export class FakeApiServer {
   private readonly accepted: AcceptedTokens;
   /** Tokens bound to an identity (bindToken): accepted, and judged by the admission policy. */
   private readonly identities = new Map<string, BoundIdentity>();
+  /** Kinds whose CRD is installed: served now. */
+  private readonly crds = new Set<string>();
   private readonly log: string[] = [];
   private bookmarkTimer: NodeJS.Timeout | undefined;
   private host: string;
@@ -210,6 +257,7 @@ export class FakeApiServer {
     this.port = options.port ?? 0;
     const token = options.token === undefined ? 'fake-token' : options.token;
     this.accepted = new AcceptedTokens(options.tokens ?? (token === null ? null : [token]));
+    for (const kind of options.crds ?? []) this.setCrdInstalled(kind, true);
   }
 
   static async start(options: FakeApiServerOptions = {}): Promise<FakeApiServer> {
@@ -231,24 +279,55 @@ export class FakeApiServer {
     return this.servers.length > 0;
   }
 
-  /** Creates or replaces (by kind, namespace, name); emits ADDED or MODIFIED; returns the stored object. */
+  /**
+   * Creates or replaces (by kind, namespace, name); emits ADDED or MODIFIED; returns the stored object.
+   * A kind with the status subresource keeps its stored status when `input` has none, as `kubectl
+   * apply` never writes it. A kind defined by a CRD needs the CRD installed.
+   */
   apply(input: KubeObject): StoredObject {
+    return this.store(input, 'all');
+  }
+
+  private store(input: KubeObject, scope: WriteScope): StoredObject {
     const resource = resourceFor(input.kind ?? '');
-    const { apiVersion: _apiVersion, kind: _kind, metadata: meta = {}, ...rest } = clone(input);
-    if (typeof meta.name !== 'string' || meta.name === '') throw new Error(`fake apiserver: ${resource.kind} without metadata.name`);
-    if (resource.namespaced) meta.namespace ??= 'default';
-    else delete meta.namespace;
-    const key = this.key(resource, meta.namespace ?? null, meta.name);
+    if (resource.crd === true && !this.crds.has(resource.kind)) throw new Error(`fake apiserver: no ${resource.kind} is served while its CRD is not installed`);
+    const { apiVersion: _apiVersion, kind: _kind, metadata: given = {}, ...givenRest } = clone(input);
+    if (typeof given.name !== 'string' || given.name === '') throw new Error(`fake apiserver: ${resource.kind} without metadata.name`);
+    if (resource.namespaced) given.namespace ??= 'default';
+    else delete given.namespace;
+    const key = this.key(resource, given.namespace ?? null, given.name);
     const prev = this.objects.get(key);
+    let meta: ObjectMeta = given;
+    let rest: Record<string, unknown> = givenRest;
+    if (resource.statusSubresource === true) {
+      if (scope === 'status') {
+        // Only the status is written; metadata and spec stay as stored.
+        if (prev === undefined) throw new Error(`fake apiserver: ${describeObject(resource, given.name)} not found`);
+        meta = prev.metadata;
+        rest = { ...specOf(prev), ...(givenRest['status'] === undefined ? {} : { status: givenRest['status'] }) };
+      } else if (scope === 'object' || !Object.hasOwn(givenRest, 'status')) {
+        delete rest['status'];
+        if (prev?.status !== undefined) rest['status'] = prev.status;
+      }
+    }
+    const specChanged = prev === undefined || !jsonEqual(specOf(prev), specOf(rest));
+    const generation = prev === undefined ? 1 : (prev.metadata.generation ?? 0) + (specChanged ? 1 : 0);
+    const candidate = {
+      apiVersion: resource.apiVersion, kind: resource.kind,
+      metadata: {
+        ...meta,
+        name: given.name,
+        uid: prev?.metadata.uid ?? meta.uid ?? randomUUID(),
+        resourceVersion: prev?.metadata.resourceVersion ?? '',
+        creationTimestamp: prev?.metadata.creationTimestamp ?? meta.creationTimestamp ?? nowTimestamp(),
+        generation,
+      },
+      ...rest,
+    };
+    // As the API server does, a write through the API that changes nothing writes nothing.
+    if (scope !== 'all' && prev !== undefined && jsonEqual(candidate, prev)) return clone(prev);
     this.rv += 1;
-    const obj: StoredObject = { apiVersion: resource.apiVersion, kind: resource.kind, metadata: {
-      ...meta,
-      name: meta.name,
-      uid: prev?.metadata.uid ?? meta.uid ?? randomUUID(),
-      resourceVersion: String(this.rv),
-      creationTimestamp: prev?.metadata.creationTimestamp ?? meta.creationTimestamp ?? nowTimestamp(),
-      generation: (prev?.metadata.generation ?? 0) + 1,
-    }, ...rest };
+    const obj: StoredObject = { ...candidate, metadata: { ...candidate.metadata, resourceVersion: String(this.rv) } };
     this.objects.set(key, obj);
     // Serialised now, as a real API server's watch cache keeps objects ready to send.
     this.serialized(obj);
@@ -325,6 +404,38 @@ export class FakeApiServer {
    */
   bindToken(token: string, identity: BoundIdentity): void {
     this.identities.set(token, identity);
+  }
+
+  /**
+   * Installs or removes the CRD of a kind defined by one (ClusterNetworkPolicy). While removed, its
+   * paths answer 404 and discovery leaves it out; removing it deletes its objects (each watch of the
+   * kind sees DELETED) and then ends its watches, as deleting a CustomResourceDefinition does.
+   */
+  setCrdInstalled(kind: string, installed: boolean): void {
+    const resource = resourceFor(kind);
+    if (resource.crd !== true) throw new Error(`fake apiserver: ${resource.kind} is built in, not defined by a CRD`);
+    if (installed) {
+      this.crds.add(resource.kind);
+      return;
+    }
+    if (!this.crds.has(resource.kind)) return;
+    for (const obj of this.list(resource.kind)) this.delete(resource.kind, obj.metadata.namespace ?? null, obj.metadata.name);
+    this.crds.delete(resource.kind);
+    for (const w of [...this.watchers]) if (w.resource === resource) this.endWatch(w);
+  }
+
+  crdInstalled(kind: string): boolean {
+    return this.crds.has(resourceFor(kind).kind);
+  }
+
+  /** Whether the path is under the prefix of a group version served now (what is not gets 404, whatever the method). */
+  private servesPath(pathname: string): boolean {
+    return this.served().some((r) => pathname.startsWith(`${r.prefix}/`));
+  }
+
+  /** The resources served now: the built-in ones and those whose CRD is installed. */
+  private served(): Resource[] {
+    return RESOURCES.filter((r) => r.crd !== true || this.crds.has(r.kind));
   }
 
   stats(): FakeApiStats {
@@ -526,10 +637,16 @@ export class FakeApiServer {
       return this.sendJson(res, 401, statusObject(401, 'Unauthorized'));
     }
     if (req.method === 'PATCH') return this.patch(req, res, url.pathname, presented);
-    const writable = this.route(url.pathname)?.resource.writable === true;
-    if (writable && (req.method === 'POST' || req.method === 'PUT')) return this.write(req, res, this.route(url.pathname)!);
+    const writeRoute = this.route(url.pathname);
+    if (writeRoute?.resource.writable === true && !writeRoute.watch) {
+      if (req.method === 'POST' || (req.method === 'PUT' && (!writeRoute.status || writeRoute.name !== null))) return this.write(req, res, writeRoute);
+      if (req.method === 'DELETE') return this.remove(res, writeRoute);
+    }
+    if (req.method !== 'GET' && writeRoute === null && !this.servesPath(url.pathname)) return this.sendJson(res, 404, statusObject(404, `the server could not find the requested resource (${url.pathname})`));
     if (req.method !== 'GET') return this.sendJson(res, 405, statusObject(405, `the server does not allow this method on the requested resource (${req.method} ${url.pathname})`));
     if (url.pathname === '/version') return this.sendJson(res, 200, { major: '1', minor: '33', gitVersion: 'v1.33.0-fake', platform: 'linux/amd64' });
+    const discovery = discoveryDocument(url.pathname, this.served());
+    if (discovery !== null) return this.sendJson(res, 200, discovery);
     const route = this.route(url.pathname);
     if (route === null) return this.sendJson(res, 404, statusObject(404, `the server could not find the requested resource (${url.pathname})`));
     const q = url.searchParams;
@@ -553,41 +670,87 @@ export class FakeApiServer {
   }
 
   /**
-   * POST (create) on a collection, PUT (replace) on an object, of the writable kinds: the checks a real
-   * API server makes that clients depend on, and no validation beyond them.
+   * POST (create) on a collection, PUT (replace) on an object or its status, of the writable kinds: the
+   * checks a real API server makes that clients depend on, and no validation beyond them.
    */
   private async write(req: http.IncomingMessage, res: http.ServerResponse, route: Route): Promise<void> {
     const { resource, namespace, name } = route;
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
     let body: KubeObject;
     try {
-      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as KubeObject;
+      body = JSON.parse(await readText(req)) as KubeObject;
     } catch (error) {
       return this.sendJson(res, 400, statusObject(400, `invalid JSON: ${error instanceof Error ? error.message : String(error)}`));
     }
     const meta = { ...(body.metadata ?? {}) };
-    if (namespace === null) return this.sendJson(res, 405, statusObject(405, `${resource.plural} are written in a namespace`));
-    if (meta.namespace !== undefined && meta.namespace !== namespace) return this.sendJson(res, 400, statusObject(400, `the namespace of the provided object (${meta.namespace}) does not match the namespace sent on the request (${namespace})`));
+    if (resource.namespaced && namespace === null) return this.sendJson(res, 405, statusObject(405, `${resource.plural} are written in a namespace`));
+    if (resource.namespaced && meta.namespace !== undefined && meta.namespace !== namespace) return this.sendJson(res, 400, statusObject(400, `the namespace of the provided object (${meta.namespace}) does not match the namespace sent on the request (${namespace})`));
     if (req.method === 'POST' && name !== null) return this.sendJson(res, 405, statusObject(405, `POST goes to the collection, not to ${resource.plural}/${name}`));
     if (req.method === 'PUT' && name === null) return this.sendJson(res, 405, statusObject(405, `PUT goes to an object of ${resource.plural}`));
     if (meta.name === undefined && req.method === 'POST' && typeof meta['generateName'] === 'string') meta.name = `${meta['generateName']}${randomUUID().slice(0, 5)}`;
     if (typeof meta.name !== 'string' || meta.name === '') return this.sendJson(res, 422, statusObject(422, `${resource.kind}: metadata.name: Required value`));
     if (name !== null && meta.name !== name) return this.sendJson(res, 400, statusObject(400, `the name of the object (${meta.name}) does not match the name on the URL (${name})`));
     const existing = this.objects.get(this.key(resource, namespace, meta.name));
-    const what = `${resource.plural}${resource.prefix === '/api/v1' ? '' : `.${resource.prefix.split('/')[2]}`} "${meta.name}"`;
+    const what = describeObject(resource, meta.name);
     if (req.method === 'POST' && existing !== undefined) return this.sendJson(res, 409, { ...statusObject(409, `${what} already exists`), reason: 'AlreadyExists' });
     if (req.method === 'PUT') {
       if (existing === undefined) return this.sendJson(res, 404, statusObject(404, `${what} not found`));
-      if (meta.resourceVersion !== undefined && meta.resourceVersion !== existing.metadata.resourceVersion) {
-        return this.sendJson(res, 409, statusObject(409, `Operation cannot be fulfilled on ${what}: the object has been modified; please apply your changes to the latest version and try again`));
-      }
+      if (meta.resourceVersion !== undefined && meta.resourceVersion !== existing.metadata.resourceVersion) return this.sendConflict(res, what);
     }
     const { resourceVersion: _rv, uid: _uid, creationTimestamp: _created, generation: _generation, ...kept } = meta;
-    const stored = this.apply({ ...body, kind: resource.kind, metadata: { ...kept, namespace } });
-    const op = `${req.method} ${resource.plural}`;
+    this.finishWrite(res, route, req.method === 'POST' ? 201 : 200, existing, { ...body, kind: resource.kind, metadata: { ...kept, ...(resource.namespaced && namespace !== null ? { namespace } : {}) } });
+  }
+
+  /** Stores a write through the API, counts it when it changed something, and answers with the object. */
+  private finishWrite(res: http.ServerResponse, route: Route, code: number, before: StoredObject | undefined, object: KubeObject): void {
+    const stored = this.store(object, route.status ? 'status' : 'object');
+    if (stored.metadata.resourceVersion !== before?.metadata.resourceVersion) {
+      const op = `${res.req.method ?? ''} ${route.resource.plural}${route.status ? '/status' : ''}`;
+      this.counts.writes[op] = (this.counts.writes[op] ?? 0) + 1;
+    }
+    this.sendJson(res, code, stored);
+  }
+
+  private sendConflict(res: http.ServerResponse, what: string): void {
+    this.sendJson(res, 409, statusObject(409, `Operation cannot be fulfilled on ${what}: the object has been modified; please apply your changes to the latest version and try again`));
+  }
+
+  /** DELETE of an object of a writable kind: answers with the object as it was. */
+  private remove(res: http.ServerResponse, route: Route): void {
+    const { resource, namespace, name } = route;
+    if (name === null || route.status) return this.sendJson(res, 405, statusObject(405, `DELETE goes to an object of ${resource.plural}`));
+    const existing = this.objects.get(this.key(resource, namespace, name));
+    if (existing === undefined) return this.sendJson(res, 404, statusObject(404, `${describeObject(resource, name)} not found`));
+    this.delete(resource.kind, namespace, name);
+    const op = `DELETE ${resource.plural}`;
     this.counts.writes[op] = (this.counts.writes[op] ?? 0) + 1;
-    this.sendJson(res, req.method === 'POST' ? 201 : 200, stored);
+    this.sendJson(res, 200, existing);
+  }
+
+  /**
+   * PATCH of an object of a writable kind (or its status) with a JSON patch or a JSON merge patch,
+   * applied to the stored object in one step; a resourceVersion the result carries must be the stored
+   * one (else 409), as the API server takes it for a precondition.
+   */
+  private patchObject(res: http.ServerResponse, route: Route, contentType: string, text: string): void {
+    const { resource, namespace, name } = route;
+    const what = describeObject(resource, name ?? '');
+    const stored = name === null ? undefined : this.objects.get(this.key(resource, namespace, name));
+    if (stored === undefined) return this.sendJson(res, 404, statusObject(404, `${what} not found`));
+    let patched: StoredObject;
+    try {
+      const patch = JSON.parse(text) as unknown;
+      if (contentType === 'application/json-patch+json') patched = applyJsonPatch(stored, patch);
+      else if (contentType === 'application/merge-patch+json') patched = applyMergePatch(stored, patch);
+      else return this.sendJson(res, 415, { ...statusObject(400, `fake apiserver: a PATCH of ${resource.plural} must be application/json-patch+json or application/merge-patch+json, not "${contentType}"`), code: 415, reason: 'UnsupportedMediaType' });
+    } catch (error) {
+      const status = error instanceof JsonPatchError ? error.status : 400;
+      return this.sendJson(res, status, statusObject(status, error instanceof Error ? error.message : String(error)));
+    }
+    const meta = (patched.metadata ?? {}) as ObjectMeta;
+    if (meta.name !== stored.metadata.name) return this.sendJson(res, 400, statusObject(400, 'the name of the object cannot be changed'));
+    if (meta.resourceVersion !== stored.metadata.resourceVersion) return this.sendConflict(res, what);
+    const { resourceVersion: _rv, uid: _uid, creationTimestamp: _created, generation: _generation, ...kept } = meta;
+    this.finishWrite(res, route, 200, stored, { ...patched, kind: resource.kind, metadata: kept });
   }
 
   /**
@@ -598,14 +761,15 @@ export class FakeApiServer {
    */
   private async patch(req: http.IncomingMessage, res: http.ServerResponse, pathname: string, token: string | null): Promise<void> {
     const route = this.route(pathname);
-    if (route === null || route.watch || route.resource.kind !== 'Node' || route.name === null) {
-      return this.sendJson(res, 405, statusObject(405, `fake apiserver: PATCH is supported on a node only (${pathname})`));
+    if (route === null && !this.servesPath(pathname)) return this.sendJson(res, 404, statusObject(404, `the server could not find the requested resource (${pathname})`));
+    if (route === null || route.watch || (route.resource.kind !== 'Node' && route.resource.writable !== true) || route.name === null) {
+      return this.sendJson(res, 405, statusObject(405, `fake apiserver: PATCH is supported on a node and on objects of the writable kinds only (${pathname})`));
     }
-    const key = `${route.resource.plural}/${route.name}`;
+    const key = [route.resource.plural, ...(route.namespace === null ? [] : [route.namespace]), route.name, ...(route.status ? ['status'] : [])].join('/');
     this.counts.patches[key] = (this.counts.patches[key] ?? 0) + 1;
-    const chunks: Buffer[] = [];
-    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const text = await readText(req);
     const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
+    if (route.resource.kind !== 'Node') return this.patchObject(res, route, contentType, text);
     if (contentType !== 'application/json-patch+json') {
       return this.sendJson(res, 415, { ...statusObject(400, `fake apiserver: only application/json-patch+json patches are supported, not "${contentType}"`), code: 415, reason: 'UnsupportedMediaType' });
     }
@@ -613,16 +777,14 @@ export class FakeApiServer {
     if (stored === undefined) return this.sendJson(res, 404, statusObject(404, `nodes "${route.name}" not found`));
     let patched: StoredObject;
     try {
-      patched = applyJsonPatch(stored, JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown);
+      patched = applyJsonPatch(stored, JSON.parse(text) as unknown);
     } catch (error) {
       const status = error instanceof JsonPatchError ? error.status : 400;
       return this.sendJson(res, status, statusObject(status, error instanceof Error ? error.message : String(error)));
     }
     const meta = patched.metadata as ObjectMeta | undefined;
     if (meta?.name !== stored.metadata.name) return this.sendJson(res, 400, statusObject(400, 'the name of the object cannot be changed'));
-    if (meta.resourceVersion !== stored.metadata.resourceVersion) {
-      return this.sendJson(res, 409, statusObject(409, `Operation cannot be fulfilled on nodes "${route.name}": the object has been modified; please apply your changes to the latest version and try again`));
-    }
+    if (meta.resourceVersion !== stored.metadata.resourceVersion) return this.sendConflict(res, `nodes "${route.name}"`);
     patched.status = stored.status;
     const identity = token === null ? undefined : this.identities.get(token);
     const policy = this.options.nodeTaintPolicy === undefined ? PALISADE_NODE_TAINT_POLICY : this.options.nodeTaintPolicy;
@@ -670,18 +832,26 @@ export class FakeApiServer {
   }
 
   private route(pathname: string): Route | null {
-    for (const resource of RESOURCES) {
+    for (const resource of this.served()) {
       if (!pathname.startsWith(`${resource.prefix}/`)) continue;
       const rest = pathname.slice(resource.prefix.length + 1).split('/').filter((s) => s !== '').map(decodeURIComponent);
       const watch = rest[0] === 'watch';
       if (watch) rest.shift();
-      const [a, b, c, d, ...extra] = rest;
+      const [a, b, c, d, e, ...extra] = rest;
       if (extra.length > 0) continue;
-      if (a === resource.plural && c === undefined) {
+      // The status subresource of one object, never watched.
+      const status = (after: string | undefined): boolean | null => (after === undefined ? false : after === 'status' && resource.statusSubresource === true && !watch ? true : null);
+      if (a === resource.plural && d === undefined) {
         if (b !== undefined && resource.namespaced) continue;
-        return { resource, namespace: null, name: b ?? null, watch };
+        const sub = status(c);
+        if (sub === null) continue;
+        return { resource, namespace: null, name: b ?? null, watch, status: sub };
       }
-      if (resource.namespaced && a === 'namespaces' && b !== undefined && c === resource.plural) return { resource, namespace: b, name: d ?? null, watch };
+      if (resource.namespaced && a === 'namespaces' && b !== undefined && c === resource.plural) {
+        const sub = status(e);
+        if (sub === null || (sub && d === undefined)) continue;
+        return { resource, namespace: b, name: d ?? null, watch, status: sub };
+      }
     }
     return null;
   }
@@ -716,7 +886,7 @@ export class FakeApiServer {
     if (endAfterMs !== null) w.timer = setTimeout(() => this.endWatch(w), endAfterMs);
   }
 
-  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens,bind-token}; GET /fake/{stats,kubeconfig,objects?kind=K&namespace=N}. */
+  /** POST /fake/{apply,delete,compact,bookmark,close-watches,outage,failure,tokens,bind-token,crd}; GET /fake/{stats,kubeconfig,objects?kind=K&namespace=N}. */
   private async admin(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const op = `${req.method ?? 'GET'} ${url.pathname.slice('/fake/'.length)}`;
     const chunks: Buffer[] = [];
@@ -751,6 +921,10 @@ export class FakeApiServer {
           this.bindToken(b.token, { username: b.username, nodeName: typeof b.nodeName === 'string' ? b.nodeName : null });
           break;
         }
+        case 'POST crd':
+          if (typeof b.kind !== 'string' || typeof b.installed !== 'boolean') throw new Error('crd wants kind (a string) and installed (true or false)');
+          this.setCrdInstalled(b.kind, b.installed);
+          break;
         case 'GET stats': return this.sendJson(res, 200, this.stats(), {}, true);
         case 'GET objects': {
           const ns = url.searchParams.get('namespace');
@@ -766,4 +940,10 @@ export class FakeApiServer {
       this.sendJson(res, 400, statusObject(400, `fake apiserver: ${op}: ${err instanceof Error ? err.message : String(err)}`), {}, true);
     }
   }
+}
+
+async function readText(req: http.IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }

@@ -23,6 +23,11 @@ function pointer(path: unknown): string[] {
   return path === '' ? [] : path.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
 }
 
+/** Deep equality of JSON values, member order aside. */
+export function jsonEqual(a: unknown, b: unknown): boolean {
+  return equal(a, b);
+}
+
 function equal(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   if (Array.isArray(a) || Array.isArray(b)) return Array.isArray(a) && Array.isArray(b) && a.length === b.length && a.every((x, i) => equal(x, b[i]));
@@ -95,4 +100,24 @@ export function applyJsonPatch<T>(document: T, patch: unknown): T {
     }
   }
   return doc as T;
+}
+
+/**
+ * RFC 7386 JSON merge patch (application/merge-patch+json), as the API server applies it to custom
+ * resources: objects merge member by member, null removes a member, anything else (lists included)
+ * replaces. Returns a new document; `document` is left as it was.
+ */
+export function applyMergePatch<T>(document: T, patch: unknown): T {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) throw new JsonPatchError(400, 'a JSON merge patch must be an object');
+  return merge(structuredClone(document) as Json, patch as Json) as T;
+}
+
+function merge(target: Json, patch: Json): Json {
+  if (typeof patch !== 'object' || patch === null || Array.isArray(patch)) return structuredClone(patch);
+  const result: { [key: string]: Json } = typeof target === 'object' && target !== null && !Array.isArray(target) ? target : {};
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete result[key];
+    else result[key] = merge(Object.hasOwn(result, key) ? result[key]! : null, value);
+  }
+  return result;
 }

@@ -30,6 +30,18 @@ describe('daemon configuration', () => {
     });
   });
 
+  it('asks discovery about ClusterNetworkPolicies every 30 s by default, or as often as told, and not more than once a second', () => {
+    assert.equal(parseDaemonConfig([], { NODE_NAME: 'n1' }).clusterPolicyDiscoveryIntervalMs, 30_000);
+    assert.equal(parseDaemonConfig(['--cluster-policy-discovery-interval', '2s'], { NODE_NAME: 'n1' }).clusterPolicyDiscoveryIntervalMs, 2000);
+    assert.equal(parseDaemonConfig([], { NODE_NAME: 'n1', PALISADE_CLUSTER_POLICY_DISCOVERY_INTERVAL: '5m' }).clusterPolicyDiscoveryIntervalMs, 300_000);
+    for (const bad of ['100ms', 'soon', '0']) {
+      assert.throws(() => parseDaemonConfig(['--cluster-policy-discovery-interval', bad], { NODE_NAME: 'n1' }), (error: Error) => {
+        assert.match(error.message, new RegExp(`--cluster-policy-discovery-interval "${bad}": must be a duration of at least 1000 ms, like 10s or 1500ms`));
+        return true;
+      });
+    }
+  });
+
   it('prefers a flag to its PALISADE_ variable, and that to the generic one', () => {
     const env = { NODE_NAME: 'from-downward-api', PALISADE_NODE_NAME: 'from-palisade-env', KUBECONFIG: '/generic', PALISADE_LOG_LEVEL: 'debug' };
     assert.equal(parseDaemonConfig([], env).compiler.nodeName, 'from-palisade-env');

@@ -181,10 +181,13 @@ describe('the shipped manifests', function () {
     assert.ok((container['env'] as Obj[]).some((e) => e['name'] === 'POD_NAMESPACE' && at(e, 'valueFrom', 'fieldRef', 'fieldPath') === 'metadata.namespace'));
   });
 
-  it('let the policy reporter create Events and nothing more, and touch only its own Lease, in palisade\'s namespace', async () => {
+  it('let the policy reporter create Events, patch ClusterNetworkPolicies\' status and nothing more, and touch only its own Lease, in palisade\'s namespace', async () => {
     const loaded = await loadManifests([path.join(root, 'manifests/policy-reporter-rbac.yaml')]);
     const byKind = new Map(loaded.map(({ object }) => [String(object['kind']), object as Obj]));
-    assert.deepEqual(at(byKind.get('ClusterRole'), 'rules'), [{ apiGroups: [''], resources: ['events'], verbs: ['create'] }]);
+    assert.deepEqual(at(byKind.get('ClusterRole'), 'rules'), [
+      { apiGroups: [''], resources: ['events'], verbs: ['create'] },
+      { apiGroups: ['policy.networking.k8s.io'], resources: ['clusternetworkpolicies/status'], verbs: ['patch'] },
+    ]);
     const role = byKind.get('Role')!;
     assert.equal(at(role, 'metadata', 'namespace'), at(await daemonSet(), 'metadata', 'namespace'));
     assert.deepEqual(at(role, 'rules'), [
@@ -209,11 +212,12 @@ describe('the shipped manifests', function () {
     assert.deepEqual(at(pod, 'initContainers', 0, 'securityContext', 'capabilities'), { drop: ['ALL'], add: ['NET_ADMIN', 'NET_RAW'] });
   });
 
-  it('grant get, list and watch on pods, namespaces, nodes and networkpolicies, and patch on nodes alone (for the startup taint)', async () => {
+  it('grant get, list and watch on pods, namespaces, nodes, networkpolicies and clusternetworkpolicies, and patch on nodes alone (for the startup taint)', async () => {
     const [role] = await loadManifests([path.join(root, 'manifests/clusterrole.yaml')]);
     const rules = at(role!.object, 'rules') as Obj[];
     const grants = new Set(rules.flatMap((r) => (r['resources'] as string[]).flatMap((res) => (r['verbs'] as string[]).map((v) => `${String((r['apiGroups'] as string[])[0])}/${res}:${v}`))));
-    const expected = new Set([...['pods', 'namespaces', 'nodes'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `/${r}:${v}`)), ...['get', 'list', 'watch'].map((v) => `networking.k8s.io/networkpolicies:${v}`), '/nodes:patch']);
+    const expected = new Set([...['pods', 'namespaces', 'nodes'].flatMap((r) => ['get', 'list', 'watch'].map((v) => `/${r}:${v}`)), ...['get', 'list', 'watch'].map((v) => `networking.k8s.io/networkpolicies:${v}`),
+      ...['get', 'list', 'watch'].map((v) => `policy.networking.k8s.io/clusternetworkpolicies:${v}`), '/nodes:patch']);
     assert.deepEqual(grants, expected);
     assert.ok(rules.every((r) => r['resourceNames'] === undefined && !(r['resources'] as string[]).some((res) => res.includes('/'))), 'no subresources (nodes/status) and nothing by name');
   });
