@@ -73,7 +73,8 @@ export class SetIndex {
       this.nodeSets.add(name);
       for (const node of this.view.nodes()) this.refreshNode(state, node);
     }
-    for (const pod of this.candidatePods(definition)) this.refreshMember(state, pod);
+    // Candidates come from the namespaces in scope: only the pod's own state and labels are left to test.
+    for (const pod of this.candidatePods(definition)) this.refreshMember(state, pod, true);
     this.dirty.add(name);
   }
 
@@ -191,9 +192,9 @@ export class SetIndex {
     }
   }
 
-  private refreshMember(state: SetState, pod: PodRecord): void {
+  private refreshMember(state: SetState, pod: PodRecord, inScope = false): void {
     const key = podKey(pod);
-    const next = this.membersOf(state.definition, pod);
+    const next = this.membersOf(state.definition, pod, inScope);
     const previous = state.members.get(key);
     if (next === null) {
       if (previous !== undefined) {
@@ -207,7 +208,7 @@ export class SetIndex {
     this.dirty.add(state.name);
   }
 
-  private membersOf(definition: SetDefinition, pod: PodRecord): Member | null {
+  private membersOf(definition: SetDefinition, pod: PodRecord, inScope = false): Member | null {
     if (!podCounts(pod)) return null;
     switch (definition.kind) {
       case 'ipBlock':
@@ -220,10 +221,10 @@ export class SetIndex {
         return found.length === 0 ? null : found.length === 1 ? found[0]! : found;
       }
       case 'pods': {
-        const inScope = definition.namespace !== null
+        const scoped = inScope || (definition.namespace !== null
           ? pod.namespace === definition.namespace
-          : selectorMatches(definition.namespaceSelector!, this.view.namespace(pod.namespace).labels);
-        return inScope && selectorMatches(definition.podSelector, pod.labels) ? pod.ip : null;
+          : selectorMatches(definition.namespaceSelector!, this.view.namespace(pod.namespace).labels));
+        return scoped && selectorMatches(definition.podSelector, pod.labels) ? pod.ip : null;
       }
     }
   }
@@ -241,10 +242,13 @@ export class SetIndex {
 
   private toIpSet(state: SetState): IpSet {
     const { definition } = state;
-    const members = new Set<string>(definition.kind === 'ipBlock' ? definition.cidrs : []);
-    for (const member of state.members.values()) {
-      if (typeof member === 'string') members.add(member);
-      else for (const m of member) members.add(m);
+    // A pod set's members are one address each: copied in one go, the common case at cluster scale.
+    const members = definition.kind === 'pods' ? new Set(state.members.values() as IterableIterator<string>) : new Set<string>(definition.kind === 'ipBlock' ? definition.cidrs : []);
+    if (definition.kind !== 'pods') {
+      for (const member of state.members.values()) {
+        if (typeof member === 'string') members.add(member);
+        else for (const m of member) members.add(m);
+      }
     }
     return { name: state.name, type: setType(definition), members, description: describe(definition.key) };
   }
