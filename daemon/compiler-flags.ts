@@ -21,7 +21,7 @@ export const COMPILER_FLAGS = {
 
 export const COMPILER_FLAG_HELP = `  --interface-prefix LIST  host-side veth prefixes, comma separated (default ${DEFAULT_SETTINGS.interfacePrefixes.join(',')})
   --chain-prefix P        prefix of every chain and set (default ${DEFAULT_SETTINGS.chainPrefix})
-  --allow-mark BIT        packet-mark bit for "allowed" (default 0x${DEFAULT_SETTINGS.allowMark.toString(16)})
+  --allow-mark BIT        packet-mark bit for "allowed", and the two above it for Pass and Deny (default 0x${DEFAULT_SETTINGS.allowMark.toString(16)})
   --unknown-endpoint A    drop|allow traffic of pod interfaces not known yet (default ${DEFAULT_SETTINGS.unknownEndpoint})
   --policy-max-rules N    iptables rules one policy may need before it fails closed (default ${DEFAULT_POLICY_BUDGET.rules})
   --policy-max-sets N     ipsets one policy may need (default ${DEFAULT_POLICY_BUDGET.sets})

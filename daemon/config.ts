@@ -71,7 +71,7 @@ export const DAEMON_FLAGS = [
   { flag: 'sync-delay', env: ['PALISADE_SYNC_DELAY'], default: '20ms', help: 'how long changes are gathered into one sync' },
   { flag: 'log-level', env: ['PALISADE_LOG_LEVEL'], default: 'info', help: 'trace, debug, info, warn or error' },
   { flag: 'chain-prefix', env: ['PALISADE_CHAIN_PREFIX'], default: DEFAULT_SETTINGS.chainPrefix, help: 'prefix of every chain and ipset' },
-  { flag: 'allow-mark', env: ['PALISADE_ALLOW_MARK'], default: `0x${DEFAULT_SETTINGS.allowMark.toString(16)}`, help: 'packet-mark bit meaning "allowed"' },
+  { flag: 'allow-mark', env: ['PALISADE_ALLOW_MARK'], default: `0x${DEFAULT_SETTINGS.allowMark.toString(16)}`, help: 'packet-mark bit meaning "allowed"; the two bits above it mean ClusterNetworkPolicy Pass and Deny' },
   { flag: 'unknown-endpoint', env: ['PALISADE_UNKNOWN_ENDPOINT'], default: DEFAULT_SETTINGS.unknownEndpoint, help: 'drop or allow traffic of pod interfaces not known yet' },
   { flag: 'policy-max-rules', env: ['PALISADE_POLICY_MAX_RULES'], default: String(DEFAULT_POLICY_BUDGET.rules), help: 'iptables rules one NetworkPolicy may need before it fails closed' },
   { flag: 'policy-max-sets', env: ['PALISADE_POLICY_MAX_SETS'], default: String(DEFAULT_POLICY_BUDGET.sets), help: 'ipsets one NetworkPolicy may need before it fails closed' },

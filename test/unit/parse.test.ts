@@ -268,6 +268,9 @@ describe('compiler settings', () => {
     ['a chain prefix that would make names too long', { nodeName: 'n', chainPrefix: 'palisadeX' }, /chain prefix "palisadeX"/],
     ['a mark of several bits', { nodeName: 'n', allowMark: 0x3 }, /must be a single bit/],
     ['kube-proxy\'s masquerade mark', { nodeName: 'n', allowMark: 0x4000 }, /clashes with the kube-proxy masquerade mark/],
+    ['a mark whose Pass bit (one up) is kube-proxy\'s masquerade mark', { nodeName: 'n', allowMark: 0x2000 }, /palisade's bit 0x4000 clashes with the kube-proxy masquerade mark/],
+    ['a mark whose Deny bit (two up) is kube-proxy\'s drop mark', { nodeName: 'n', allowMark: 0x2000 }, /palisade's bit 0x8000 clashes with the kube-proxy drop mark/],
+    ['a mark too high for the two bits above it', { nodeName: 'n', allowMark: 0x40000000 }, /no higher than 0x20000000/],
     ['an empty node name', { nodeName: '' }, /node name: must not be empty/],
   ];
   for (const [name, input, message] of cases) {
