@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { POLICY_TABLE } from '../../rules/dataplane.js';
 import type { Dataplane, EndpointInfo } from '../../rules/dataplane.js';
-import type { DropLogSource } from '../../rules/drop-log.js';
+import type { ClusterDenyLog, DropLogSource } from '../../rules/drop-log.js';
 import { Evaluator } from '../../rules/evaluator.js';
 import { hostInterfaceName, Names } from '../../rules/names.js';
 import { formatProblem } from '../../rules/problems.js';
@@ -15,7 +15,7 @@ import { DaemonMetrics } from '../../daemon/metrics.js';
 import { drops } from '../../daemon/status-routes.js';
 import { parseDaemonConfig } from '../../daemon/config.js';
 import type { NflogPacket } from '../../lib/drop-log/nflog-packet.js';
-import { namespace, node, pod, policy, snapshotOf } from '../support/builders.js';
+import { clusterPolicy, namespace, node, pod, policy, snapshotOf } from '../support/builders.js';
 import { IpsetModel, IptablesModel } from '../support/tracer.js';
 import type { Packet } from '../support/tracer.js';
 
@@ -313,6 +313,53 @@ describe('the drop log in the daemon', () => {
     text = await metrics.registry.metrics();
     assert.match(text, /policy="deny-all"/);
     assert.doesNotMatch(text, /policy="egress-lock"/);
+  });
+});
+
+describe('the drop log of ClusterNetworkPolicy Deny rules, in the daemon', () => {
+  const pods = new Map([[A_IP, 'x/a'], [B_IP, 'x/b'], [C_IP, 'y/c']]);
+  const log = (direction: 'ingress' | 'egress', prefix: string): ClusterDenyLog => ({ prefix, direction, tier: 'Admin', policy: 'guard', priority: 10, rule: 1, ruleName: 'no-tools', chain: `pal-cd-${prefix.slice(-4)}` });
+  const IN = log('ingress', 'pal:cnp:in:dddd');
+  const OUT = log('egress', 'pal:cnp:out:eeee');
+
+  it('names the policy and rule, and the pod by the packet\'s own address (the rule is shared), with no NetworkPolicies', async () => {
+    const metrics = new DaemonMetrics();
+    const dropLog = new DropLog({ capacity: 10, logger: recorder().logger, metrics: metrics.dropLog });
+    dropLog.setPodLookup((ip) => pods.get(ip) ?? null);
+    dropLog.install([], [IN, OUT]);
+    dropLog.packet(packet(IN.prefix, C_IP, A_IP));
+    dropLog.packet(packet(OUT.prefix, B_IP, OUTSIDE));
+    const [egress, ingress] = dropLog.query().drops;
+    assert.deepEqual({ ...ingress, time: undefined }, {
+      time: undefined, verdict: 'denied', direction: 'ingress', protocol: 'TCP', port: 8080,
+      source: { ip: C_IP, namespace: 'y', pod: 'c' }, destination: { ip: A_IP, namespace: 'x', pod: 'a' }, policies: [],
+      clusterPolicy: { tier: 'Admin', name: 'guard', priority: 10, rule: 1, ruleName: 'no-tools' },
+    });
+    assert.deepEqual(egress?.source, { ip: B_IP, namespace: 'x', pod: 'b' });
+    assert.deepEqual(dropLog.query({ pod: 'x/a' }).drops.length, 1);
+    let text = await metrics.registry.metrics();
+    assert.match(text, /palisade_policy_denied_connections_total\{policy_namespace="ClusterNetworkPolicy",policy="guard",verdict="denied"\} 2/);
+    dropLog.install([], []);
+    text = await metrics.registry.metrics();
+    assert.doesNotMatch(text, /policy="guard"/);
+  });
+
+  it('compiles a Deny rule\'s log with a per-pod bucket keyed by the pod\'s address (source for egress, destination for ingress), then the node\'s', () => {
+    const objects = [
+      ...cluster,
+      clusterPolicy('guard', { tier: 'Admin', priority: 10, subject: { namespaces: {} }, ingress: [{ action: 'Deny', name: 'r', from: [{ namespaces: {} }] }], egress: [{ action: 'Deny', to: [{ networks: ['198.51.100.0/24'] }] }] }),
+    ];
+    const settings = makeSettings({ nodeName: 'node-a' });
+    assert.ok(settings.ok);
+    const dataplane = compile(snapshotOf(objects), settings.settings);
+    assert.deepEqual(dataplane.clusterDenyLogs.map((l) => `${l.direction} ${l.policy} ${l.rule} ${l.ruleName}`).sort(), ['egress guard 0 ', 'ingress guard 0 r']);
+    for (const l of dataplane.clusterDenyLogs) {
+      const [logRule, markRule] = dataplane.chains.get(l.chain)!.rules;
+      assert.deepEqual(logRule!.match.slice(0, 10), ['-m', 'hashlimit', '--hashlimit-upto', '10/sec', '--hashlimit-burst', '20', '--hashlimit-mode', l.direction === 'ingress' ? 'dstip' : 'srcip', '--hashlimit-name', `pal-c${l.direction === 'ingress' ? 'i' : 'o'}${logRule!.match[9]!.slice(6)}`]);
+      assert.ok(logRule!.target.includes(l.prefix));
+      assert.match(l.prefix, /^pal:cnp:(in|out):[0-9a-f]{16}$/);
+      assert.deepEqual(markRule!.target, ['-j', 'MARK', '--set-xmark', '0x400000/0x400000']);
+    }
   });
 });
 
