@@ -8,7 +8,7 @@ import { snapshotFromFiles } from './snapshot-files.js';
 import { compilerSettingsFromFlags } from './compiler-flags.js';
 import type { CommandIO } from './command-io.js';
 
-export const EXPLAIN_HELP = `Usage: palisade explain --from NS/POD|IP --to NS/POD|IP --port N [--protocol TCP] [--output text|json] FILE|DIR...
+export const EXPLAIN_HELP = `Usage: palisade explain --from NS/POD|IP --to NS/POD|IP --port N [--protocol TCP] [--via-service] [--output text|json] FILE|DIR...
 
 Says whether NetworkPolicy allows a new connection, and which policies and rules decide it, for the
 source's egress and the destination's ingress. Give pods or their addresses, never a Service's
@@ -22,14 +22,16 @@ says whether they would deny the packet were they enforced.
 
 ClusterNetworkPolicies (policy.networking.k8s.io/v1alpha2) in the manifests are evaluated in their
 tiers, Admin before NetworkPolicy and Baseline after it; a "tier" line under a direction names the tier
-that decided and the ClusterNetworkPolicies that select the pod. palisade does not enforce
-ClusterNetworkPolicy yet: explain says what it means, not what the node does.
+that decided and the ClusterNetworkPolicies that select the pod. A pod reaching its own address is
+not subject to them; --via-service asks about a pod reaching itself through a Service that sends it
+back to the pod (a hairpin), which is.
 
 Options:
   --from NS/POD|IP        source pod (namespace/name) or IPv4 address
   --to NS/POD|IP          destination pod or address
   --port N                destination port (not for ICMP)
   --protocol P            TCP (default), UDP, SCTP or ICMP
+  --via-service           the pod reaches itself through a Service (--from and --to the same pod)
   --output F              text (default) or json: one object whose boolean "allowed" is the verdict
   --policy-max-… N        the per-policy budget, as the daemon's flags of the same names set it
 `;
@@ -91,6 +93,7 @@ export async function explainCommand(argv: readonly string[], io: CommandIO): Pr
       to: { type: 'string' },
       port: { type: 'string' },
       protocol: { type: 'string', default: 'TCP' },
+      'via-service': { type: 'boolean', default: false },
       output: { type: 'string', default: 'text' },
       'policy-max-rules': { type: 'string' },
       'policy-max-sets': { type: 'string' },
@@ -116,7 +119,9 @@ export async function explainCommand(argv: readonly string[], io: CommandIO): Pr
   const evaluator = new Evaluator(snapshot, { selectorPods: budget.selectorPods });
   const from = resolve('from', values.from, evaluator);
   const to = resolve('to', values.to, evaluator);
-  const verdict: Verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });
+  const viaService = values['via-service'];
+  if (viaService && from.address !== to.address) throw new UsageError('--via-service: --from and --to must be the same pod (a pod reaching itself through a Service)');
+  const verdict: Verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port, ...(viaService ? { viaService } : {}) });
   if (values.output === 'json') {
     io.stdout(`${JSON.stringify({ allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress, assumptions: evaluator.assumptions() }, null, 2)}\n`);
   } else {

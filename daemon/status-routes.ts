@@ -74,8 +74,12 @@ export function explain(url: URL, snapshot: Snapshot, options: EvaluatorOptions 
     if (portText === null || !/^\d+$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) errors.push(`port=${portText ?? ''}: must be a number from 1 to 65535`);
     else port = Number(portText);
   }
+  const viaServiceText = url.searchParams.get('viaService');
+  if (viaServiceText !== null && viaServiceText !== 'true' && viaServiceText !== 'false') errors.push(`viaService=${viaServiceText}: must be true or false`);
+  const viaService = viaServiceText === 'true';
+  if (viaService && typeof from !== 'string' && typeof to !== 'string' && from.address !== to.address) errors.push('viaService=true: from and to must be the same pod (a pod reaching itself through a Service)');
   if (errors.length > 0 || typeof from === 'string' || typeof to === 'string') return json(400, { error: errors.join('; ') });
-  const verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port });
+  const verdict = evaluator.evaluate({ src: from.address, dst: to.address, protocol, port, ...(viaService ? { viaService } : {}) });
   return json(200, { allowed: verdict.allowed, from, to, protocol, port, egress: verdict.egress, ingress: verdict.ingress, assumptions: evaluator.assumptions() });
 }
 

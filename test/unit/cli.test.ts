@@ -196,6 +196,13 @@ describe('palisade explain', () => {
         '  ingress allowed  169.254.169.254 is not a pod, so no policy applies',
       ]);
       assert.match(imds.stdout, /assuming the packet goes to the pod's address itself: a pod reaching itself through a Service is subject to ClusterNetworkPolicy/);
+      const hairpin = await run('explain', '--from', 'default/busybox1', '--to', 'default/busybox1', '--port', '80', '--via-service', seed, cnp);
+      assert.equal(hairpin.code, 0);
+      assert.match(hairpin.stdout, /^default\/busybox1 \(192\.168\.48\.252\) -> default\/busybox1 \(192\.168\.48\.252\) TCP\/80: DENIED\n/);
+      assert.match((await run('explain', '--from', 'default/busybox1', '--to', 'default/busybox1', '--port', '80', seed, cnp)).stdout, /: ALLOWED\n/);
+      const notSame = await run('explain', '--from', 'default/busybox1', '--to', 'default/busybox2', '--port', '80', '--via-service', seed, cnp);
+      assert.equal(notSame.code, 2);
+      assert.match(notSame.stderr, /--via-service: --from and --to must be the same pod/);
       const { stdout } = await run('explain', '--from', 'default/busybox2', '--to', 'default/busybox1', '--port', '80', '--output', 'json', seed, cnp);
       const result = JSON.parse(stdout) as { allowed: boolean; ingress: { tier: string; decidedBy: { tier: string; policy: string; rule: number; action: string } } };
       assert.equal(result.allowed, false);

@@ -5,6 +5,7 @@ import type { Snapshot } from '../../rules/snapshot.js';
 import { parseObjects } from '../../rules/snapshot.js';
 import { clusterPolicy, namespace, node, pod, policy, snapshotOf } from '../support/builders.js';
 import { SimulatedCluster } from '../support/cluster-sim.js';
+import { explain } from '../../daemon/status-routes.js';
 
 /**
  * ClusterNetworkPolicy semantics: the tiers, actions, priorities and ties, every peer kind, the
@@ -367,6 +368,17 @@ describe('a pod reaching itself through a Service (hairpin)', () => {
     assert.equal(evaluated.allowed, true);
     assert.equal(evaluated.ingress.tier, 'NetworkPolicy');
     assert.equal(traced.allowed, true, traced.describe());
+  });
+
+  it('is asked of the daemon with viaService=true, for one pod only', () => {
+    const snapshot = snapshotOf([...base(), admin('lockdown', 10, { subject: ns('ns1'), ...ingress({ action: 'Deny', from: [everyNamespace] }) })]);
+    const ask = (query: string) => explain(new URL(`http://node/explain?${query}`), snapshot);
+    const hairpinReply = ask('from=ns1/a&to=ns1/a&port=8080&viaService=true');
+    assert.equal(hairpinReply.status, 200);
+    assert.equal((JSON.parse(hairpinReply.body) as { allowed: boolean }).allowed, false);
+    assert.equal((JSON.parse(ask('from=ns1/a&to=ns1/a&port=8080').body) as { allowed: boolean }).allowed, true);
+    assert.match(ask('from=ns1/a&to=ns1/b&port=8080&viaService=true').body, /from and to must be the same pod/);
+    assert.equal(ask('from=ns1/a&to=ns1/a&port=8080&viaService=yes').status, 400);
   });
 
   it('reaches Baseline where no NetworkPolicy isolates the pod', () => {
