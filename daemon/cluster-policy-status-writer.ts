@@ -2,7 +2,8 @@ import type { Clock } from './clock.js';
 import type { Logger } from '../lib/logger.js';
 import { ApiRequestError } from '../lib/kube/api-client.js';
 import type { ClusterPolicyStatusSink } from '../lib/kube/cluster-policy-status.js';
-import { TokenBucket } from './token-bucket.js';
+import { LeaderWrites } from './leader-writes.js';
+import type { WriteResult } from './leader-writes.js';
 import type { Election } from './policy-reporter.js';
 import { EVENT_BURST, EVENT_RATE_PER_SECOND } from './policy-reporter.js';
 import type { AcceptedReason, ConditionReport } from './cluster-policy-conditions.js';
@@ -24,9 +25,6 @@ import { saysAlready, statusPatch } from './cluster-policy-conditions.js';
  * with backoff. Writes share the Events' rate: RATE per second, BURST at once.
  */
 
-const RETRY_MIN_MS = 1000;
-const RETRY_MAX_MS = 60_000;
-
 export interface ConditionWriterOptions {
   readonly election: Election;
   readonly sink: ClusterPolicyStatusSink;
@@ -46,23 +44,23 @@ export interface ConditionWriterStatus {
 
 export class ConditionWriter {
   private readonly options: ConditionWriterOptions;
-  private readonly bucket: TokenBucket;
+  private readonly writes: LeaderWrites<ConditionReport>;
   private reports = new Map<string, ConditionReport>();
   /** Objects written, by name, with the condition written and the object's uid, until the watch shows it. */
   private readonly written = new Map<string, { readonly key: string; readonly uid: string }>();
   /** Objects whose write was refused as stale, by name, with the resourceVersion it was made from. */
   private readonly stale = new Map<string, string>();
-  private timer: unknown = null;
-  private writing: Promise<void> | null = null;
-  private failures = 0;
-  private retryAt = 0;
   private lastWriteError: string | null = null;
-  private stopped = false;
 
   constructor(options: ConditionWriterOptions) {
     this.options = options;
-    const rate = options.rate ?? { perSecond: EVENT_RATE_PER_SECOND, burst: EVENT_BURST };
-    this.bucket = new TokenBucket(rate.perSecond, rate.burst, () => options.clock.now());
+    this.writes = new LeaderWrites({
+      election: options.election,
+      clock: options.clock,
+      rate: options.rate ?? { perSecond: EVENT_RATE_PER_SECOND, burst: EVENT_BURST },
+      next: () => this.next(),
+      write: (report) => this.send(report),
+    });
   }
 
   /** Every ClusterNetworkPolicy's report, each time: what is gone is forgotten, what is due is queued. */
@@ -74,11 +72,11 @@ export class ConditionWriter {
       if (report === undefined || report.object.uid !== written.uid || saysAlready(report.object, report.desired) || conditionKey(report) !== written.key) this.written.delete(name);
     }
     for (const [name, resourceVersion] of this.stale) if (this.reports.get(name)?.object.resourceVersion !== resourceVersion) this.stale.delete(name);
-    this.kick();
+    this.writes.kick();
   }
 
   leadershipChanged(): void {
-    this.kick();
+    this.writes.kick();
   }
 
   status(): ConditionWriterStatus {
@@ -87,31 +85,17 @@ export class ConditionWriter {
     return { current: this.reports.size - pending, pending, lastWriteError: this.lastWriteError };
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer !== null) this.options.clock.clearTimeout(this.timer);
-    this.timer = null;
-    await this.writing;
+  stop(): Promise<void> {
+    return this.writes.stop();
   }
 
   /** Resolves once no write is running or could run now (for tests). */
-  async idle(): Promise<void> {
-    while (this.writing !== null) await this.writing;
+  idle(): Promise<void> {
+    return this.writes.idle();
   }
 
   private isDue(report: ConditionReport): boolean {
     return !saysAlready(report.object, report.desired) && !this.written.has(report.object.name);
-  }
-
-  private kick(delayMs = 0): void {
-    if (this.stopped || this.writing !== null || this.timer !== null) return;
-    this.timer = this.options.clock.setTimeout(() => {
-      this.timer = null;
-      this.writing = this.pump().then((later) => {
-        this.writing = null;
-        if (later !== null) this.kick(later);
-      });
-    }, delayMs);
   }
 
   private next(): ConditionReport | null {
@@ -119,30 +103,17 @@ export class ConditionWriter {
     return null;
   }
 
-  private async pump(): Promise<number | null> {
-    for (;;) {
-      if (this.stopped || !this.options.election.leader) return null;
-      const report = this.next();
-      if (report === null) return null;
-      const wait = Math.max(this.retryAt - this.options.clock.now(), this.bucket.waitMs());
-      if (wait > 0) return wait;
-      this.bucket.take();
-      await this.send(report);
-    }
-  }
-
-  private async send(report: ConditionReport): Promise<void> {
+  private async send(report: ConditionReport): Promise<WriteResult> {
     const { sink, clock, logger } = this.options;
     const { name } = report.object;
     const fields = { clusterNetworkPolicy: name, status: report.desired.status, reason: report.desired.reason, observedGeneration: report.desired.observedGeneration };
     try {
       await sink.patchStatus(name, statusPatch(report, clock.now()));
       this.written.set(name, { key: conditionKey(report), uid: report.object.uid });
-      this.failures = 0;
-      this.retryAt = 0;
       this.lastWriteError = null;
       this.options.onWritten?.(report.desired.reason);
       logger.info(fields, 'wrote the Accepted condition of a ClusterNetworkPolicy');
+      return 'written';
     } catch (error) {
       const text = error instanceof Error ? error.message : String(error);
       if (error instanceof ApiRequestError && (error.status === 409 || (error.status === 422 && /test/i.test(text)))) {
@@ -150,19 +121,17 @@ export class ConditionWriter {
         // report comes from the newer one.
         this.stale.set(name, report.object.resourceVersion);
         logger.debug({ ...fields, err: text }, 'the ClusterNetworkPolicy changed before its status was written; waiting for the watch');
-        return;
+        return 'settled';
       }
       this.lastWriteError = text;
       if (error instanceof ApiRequestError && (error.status === 404 || error.status === 422 || error.status === 400)) {
         // Gone, or refused as invalid: asking again with the same words would get the same answer.
         this.stale.set(name, report.object.resourceVersion);
         logger.warn({ ...fields, err: text }, 'the API server refused the status of a ClusterNetworkPolicy; not retrying it until the object changes');
-        return;
+        return 'settled';
       }
-      this.failures++;
-      const backoff = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (this.failures - 1));
-      this.retryAt = clock.now() + backoff;
-      logger.warn({ ...fields, err: text, retryInMs: backoff }, 'could not write the status of a ClusterNetworkPolicy; retrying');
+      logger.warn({ ...fields, err: text, retryInMs: this.writes.nextBackoffMs() }, 'could not write the status of a ClusterNetworkPolicy; retrying');
+      return 'retry';
     }
   }
 }

@@ -3,7 +3,8 @@ import type { Logger } from '../lib/logger.js';
 import type { EventSink } from '../lib/kube/events.js';
 import { ApiRequestError } from '../lib/kube/api-client.js';
 import type { ElectionStatus } from './leader-election.js';
-import { TokenBucket } from './token-bucket.js';
+import { LeaderWrites } from './leader-writes.js';
+import type { WriteResult } from './leader-writes.js';
 import type { PolicyEventReason, PolicyReport, Reporter } from './policy-events.js';
 import { policyEvent, reportKey } from './policy-events.js';
 
@@ -24,8 +25,6 @@ import { policyEvent, reportKey } from './policy-events.js';
 
 export const EVENT_RATE_PER_SECOND = 2;
 export const EVENT_BURST = 20;
-const RETRY_MIN_MS = 1000;
-const RETRY_MAX_MS = 60_000;
 
 /** The election, as the reporter sees it. */
 export interface Election {
@@ -57,34 +56,34 @@ export interface ReporterStatus extends ElectionStatus {
 
 export class PolicyReporter {
   private readonly options: PolicyReporterOptions;
-  private readonly bucket: TokenBucket;
+  private readonly writes: LeaderWrites<PolicyReport>;
   /** The current reports, by reportKey. */
   private due = new Map<string, PolicyReport>();
   private readonly sent = new Set<string>();
   private lastNamespace = '';
-  private timer: unknown = null;
-  private writing: Promise<void> | null = null;
-  private failures = 0;
-  private retryAt = 0;
   private lastWriteError: string | null = null;
-  private stopped = false;
 
   constructor(options: PolicyReporterOptions) {
     this.options = options;
-    const rate = options.rate ?? { perSecond: EVENT_RATE_PER_SECOND, burst: EVENT_BURST };
-    this.bucket = new TokenBucket(rate.perSecond, rate.burst, () => options.clock.now());
+    this.writes = new LeaderWrites({
+      election: options.election,
+      clock: options.clock,
+      rate: options.rate ?? { perSecond: EVENT_RATE_PER_SECOND, burst: EVENT_BURST },
+      next: () => this.next(),
+      write: (report) => this.send(report),
+    });
   }
 
   /** The reports due now (all of them, each time): what is no longer due is forgotten, what is new is queued. */
   observe(reports: readonly PolicyReport[]): void {
     this.due = new Map(reports.map((r) => [reportKey(r), r]));
     for (const key of this.sent) if (!this.due.has(key)) this.sent.delete(key);
-    this.kick();
+    this.writes.kick();
   }
 
   /** Leadership changed: a new leader starts sending what is due. */
   leadershipChanged(): void {
-    this.kick();
+    this.writes.kick();
   }
 
   status(): ReporterStatus {
@@ -93,27 +92,13 @@ export class PolicyReporter {
     return { ...this.options.election.status(), reported: this.due.size - pending, pending, lastWriteError: this.lastWriteError };
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer !== null) this.options.clock.clearTimeout(this.timer);
-    this.timer = null;
-    await this.writing;
+  stop(): Promise<void> {
+    return this.writes.stop();
   }
 
   /** Resolves once no write is running or could run now (for tests). */
-  async idle(): Promise<void> {
-    while (this.writing !== null) await this.writing;
-  }
-
-  private kick(delayMs = 0): void {
-    if (this.stopped || this.writing !== null || this.timer !== null) return;
-    this.timer = this.options.clock.setTimeout(() => {
-      this.timer = null;
-      this.writing = this.pump().then((later) => {
-        this.writing = null;
-        if (later !== null) this.kick(later);
-      });
-    }, delayMs);
+  idle(): Promise<void> {
+    return this.writes.idle();
   }
 
   /** The next report to send: namespaces in turn, after the one served last. */
@@ -128,29 +113,14 @@ export class PolicyReporter {
     return after ?? first;
   }
 
-  /** Sends what is due while it may; resolves with how long to wait before the next round, or null for none. */
-  private async pump(): Promise<number | null> {
-    for (;;) {
-      if (this.stopped || !this.options.election.leader) return null;
-      const report = this.next();
-      if (report === null) return null;
-      const wait = Math.max(this.retryAt - this.options.clock.now(), this.bucket.waitMs());
-      if (wait > 0) return wait;
-      this.bucket.take();
-      this.lastNamespace = report.namespace;
-      await this.send(report);
-    }
-  }
-
-  private async send(report: PolicyReport): Promise<void> {
+  private async send(report: PolicyReport): Promise<WriteResult> {
+    this.lastNamespace = report.namespace;
     const { sink, reporter, clock, logger, metrics } = this.options;
     const key = reportKey(report);
     const policy = `${report.namespace}/${report.name}`;
     try {
       const outcome = await sink.create(report.namespace, policyEvent(report, reporter, clock.now()));
       this.sent.add(key);
-      this.failures = 0;
-      this.retryAt = 0;
       this.lastWriteError = null;
       if (outcome === 'created') {
         metrics.eventCreated(report.reason);
@@ -158,6 +128,7 @@ export class PolicyReporter {
       } else {
         logger.debug({ policy, reason: report.reason, version: report.version }, 'the Event for this policy version exists already');
       }
+      return 'written';
     } catch (error) {
       const text = error instanceof Error ? error.message : String(error);
       this.lastWriteError = text;
@@ -165,12 +136,10 @@ export class PolicyReporter {
         // The API server will never take it (the namespace is gone, or it finds the Event invalid): not retried.
         this.sent.add(key);
         logger.warn({ policy, err: text }, 'the API server refused the policy Event; not retrying it');
-        return;
+        return 'settled';
       }
-      this.failures++;
-      const backoff = Math.min(RETRY_MAX_MS, RETRY_MIN_MS * 2 ** (this.failures - 1));
-      this.retryAt = clock.now() + backoff;
-      logger.warn({ policy, err: text, retryInMs: backoff }, 'could not write the policy Event; retrying');
+      logger.warn({ policy, err: text, retryInMs: this.writes.nextBackoffMs() }, 'could not write the policy Event; retrying');
+      return 'retry';
     }
   }
 }
