@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { Lab } from '../../lib/lab/cluster.js';
 import type { StoredObject } from '../../lib/lab/api-server.js';
-import { removeStaleNamespaces } from '../../lib/netns.js';
 import { clusterPolicy, namespace, node, pod } from '../support/builders.js';
 import { eventually } from '../support/eventually.js';
-import { netnsUnavailableReason } from '../support/netns-fixture.js';
+import { prepareNamespaces } from '../support/netns-fixture.js';
 
 /**
  * ClusterNetworkPolicies across a real `palisade daemon` process in a node's network namespace and the
@@ -36,12 +35,7 @@ describe('ClusterNetworkPolicies appearing and disappearing under a real daemon'
   let lab: Lab | null = null;
 
   before(async function () {
-    const reason = await netnsUnavailableReason();
-    if (reason !== null) {
-      if (process.env['PALISADE_REQUIRE_NETNS'] === '1') throw new Error(`network namespace tests required but unavailable: ${reason}`);
-      this.skip();
-    }
-    await removeStaleNamespaces(PREFIX);
+    await prepareNamespaces(this, PREFIX);
     lab = await Lab.create({ prefix: PREFIX, nodes: [{ name: NODE, address: '172.31.0.1', podCidr: '10.1.1.0/24' }], daemonArgs: ['--cluster-policy-discovery-interval', `${DISCOVERY_SECONDS}s`] });
     await lab.api.apply([
       namespace('team-a', { 'kubernetes.io/metadata.name': 'team-a' }), namespace('team-b', { 'kubernetes.io/metadata.name': 'team-b' }), node(NODE, '172.31.0.1'),

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { Lab } from '../../lib/lab/cluster.js';
 import type { StoredObject } from '../../lib/lab/api-server.js';
-import { removeStaleNamespaces } from '../../lib/netns.js';
 import { namespace, node, policy } from '../support/builders.js';
-import { netnsUnavailableReason } from '../support/netns-fixture.js';
+import { prepareNamespaces } from '../support/netns-fixture.js';
 
 /**
  * The policy reporter across real daemons: two `palisade daemon` processes, each in its own node's
@@ -45,12 +44,7 @@ describe('policy Events from two real daemons and one with them off, against the
   let lab: Lab | null = null;
 
   before(async function () {
-    const reason = await netnsUnavailableReason();
-    if (reason !== null) {
-      if (process.env['PALISADE_REQUIRE_NETNS'] === '1') throw new Error(`network namespace tests required but unavailable: ${reason}`);
-      this.skip();
-    }
-    await removeStaleNamespaces(PREFIX);
+    await prepareNamespaces(this, PREFIX);
     lab = await Lab.create({
       prefix: PREFIX,
       nodes: [

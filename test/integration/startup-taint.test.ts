@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { Lab } from '../../lib/lab/cluster.js';
-import { removeStaleNamespaces } from '../../lib/netns.js';
 import { namespace, node, pod } from '../support/builders.js';
 import { podClusterUnavailableReason } from '../support/pod-cluster.js';
+import { prepareNamespaces } from '../support/netns-fixture.js';
 import { eventually } from '../support/eventually.js';
 
 /**
@@ -27,14 +27,7 @@ describe('palisade daemon and the startup taint', function () {
   let lab: Lab | null = null;
 
   before(async function () {
-    const reason = await podClusterUnavailableReason();
-    if (reason !== null) {
-      if (process.env['PALISADE_REQUIRE_NETNS'] === '1') throw new Error(`network namespace tests required but unavailable: ${reason}`);
-      console.warn(`      skipped (${PREFIX}): ${reason}`);
-      this.skip();
-    }
-    const stale = await removeStaleNamespaces(PREFIX);
-    if (stale.length > 0) console.warn(`      removed network namespaces left by an earlier run: ${stale.join(', ')}`);
+    await prepareNamespaces(this, PREFIX, podClusterUnavailableReason);
   });
 
   afterEach(async () => {

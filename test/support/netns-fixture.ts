@@ -43,6 +43,23 @@ export function netnsUnavailableReason(): Promise<string | null> {
   return availability;
 }
 
+/**
+ * For suites that build their own namespaces (a lab cluster): skips the suite, or fails it under
+ * PALISADE_REQUIRE_NETNS=1, when namespaces or the tools are missing (`unavailable` may check more),
+ * then removes namespaces an earlier run left under the prefix. Call from a `before` hook.
+ */
+export async function prepareNamespaces(context: Mocha.Context, prefix: string, unavailable: () => Promise<string | null> = netnsUnavailableReason): Promise<void> {
+  if (!prefix.startsWith('paltest-')) throw new Error(`prepareNamespaces: prefix "${prefix}" must start with "paltest-"`);
+  const reason = await unavailable();
+  if (reason !== null) {
+    if (process.env['PALISADE_REQUIRE_NETNS'] === '1') throw new Error(`network namespace tests required but unavailable: ${reason}`);
+    console.warn(`      skipped (${prefix}): ${reason}`);
+    context.skip();
+  }
+  const stale = await removeStaleNamespaces(prefix);
+  if (stale.length > 0) console.warn(`      removed network namespaces left by an earlier run: ${stale.join(', ')}`);
+}
+
 export function useNetns(prefix: string, options: NetnsFixtureOptions = {}): () => NetworkNamespace {
   // removeStaleNamespaces deletes by prefix: keep test namespaces apart from anything else on the machine.
   if (!prefix.startsWith('paltest-')) throw new Error(`useNetns: prefix "${prefix}" must start with "paltest-"`);

@@ -18,7 +18,7 @@ import assert from 'node:assert/strict';
 import type { ApplyReport, DropCounters } from '../../lib/dataplane/applier.js';
 import { DataplaneApplier } from '../../lib/dataplane/applier.js';
 import { cleanup } from '../../lib/dataplane/cleanup.js';
-import { commandAvailable, removeStaleNamespaces } from '../../lib/netns.js';
+import { commandAvailable } from '../../lib/netns.js';
 import { Ipset } from '../../lib/ipset.js';
 import { Iptables } from '../../lib/iptables/iptables.js';
 import type { Backend } from '../../lib/iptables/iptables.js';
@@ -30,7 +30,7 @@ import { Names } from '../../rules/names.js';
 import { makeSettings } from '../../rules/settings.js';
 import { compile } from '../../rules/snapshot.js';
 import { namespace, pod, snapshotOf } from './builders.js';
-import { netnsUnavailableReason } from './netns-fixture.js';
+import { netnsUnavailableReason, prepareNamespaces } from './netns-fixture.js';
 
 type Obj = Record<string, unknown>;
 
@@ -242,14 +242,7 @@ export async function podClusterUnavailableReason(): Promise<string | null> {
 export function usePodCluster(options: PodClusterOptions): () => PodCluster {
   let current: PodCluster | undefined;
   before(async function () {
-    const reason = await podClusterUnavailableReason();
-    if (reason !== null) {
-      if (process.env['PALISADE_REQUIRE_NETNS'] === '1') throw new Error(`network namespace tests required but unavailable: ${reason}`);
-      console.warn(`      skipped (${options.prefix}): ${reason}`);
-      this.skip();
-    }
-    const stale = await removeStaleNamespaces(options.prefix);
-    if (stale.length > 0) console.warn(`      removed network namespaces left by an earlier run: ${stale.join(', ')}`);
+    await prepareNamespaces(this, options.prefix, podClusterUnavailableReason);
     current = await PodCluster.create(options);
   });
   after(async () => {
