@@ -15,6 +15,12 @@ import type { Clock } from './clock.js';
  *
  * `settled` is what the first apply waits for: discovery has answered, and if the resource is served,
  * its first list is in. A cluster without the CRD is settled by one 404.
+ *
+ * Served to not served needs saying twice, at least CONFIRM_MS apart, before anything is forgotten:
+ * an API server that is starting (a control-plane update) answers 404 for custom resources until it
+ * has loaded their CRDs, and forgetting then would open every guardrail for a discovery round.
+ * Meanwhile what is known stays enforced and the reflector keeps trying. When a CRD really goes, its
+ * objects are deleted first, and the watch has taken them away before discovery says so.
  */
 
 /** What the watch needs of a reflector. */
@@ -48,6 +54,8 @@ export interface ClusterPolicyDiscoveryStatus {
 
 /** The first retry after a failed discovery; doubled each time up to the interval. */
 const RETRY_MIN_MS = 1000;
+/** How long "not served" must last, over two answers, before ClusterNetworkPolicies are forgotten. */
+const CONFIRM_MS = 5000;
 
 export class ClusterPolicyWatch {
   private readonly options: ClusterPolicyWatchOptions;
@@ -60,6 +68,8 @@ export class ClusterPolicyWatch {
   private checking: Promise<void> | null = null;
   private again = false;
   private stopped = true;
+  /** When discovery first said "not served" while a reflector ran; null otherwise. */
+  private goneSince: number | null = null;
 
   constructor(options: ClusterPolicyWatchOptions) {
     this.options = options;
@@ -145,6 +155,14 @@ export class ClusterPolicyWatch {
     this.failures = 0;
     this.lastCheckAt = clock.now();
     const before = this.served;
+    if (served) this.goneSince = null;
+    if (!served && this.current !== null && (this.goneSince === null || clock.now() - this.goneSince < CONFIRM_MS)) {
+      const first = this.goneSince === null;
+      this.goneSince ??= clock.now();
+      if (first) logger.warn({ confirmInMs: CONFIRM_MS }, 'discovery says ClusterNetworkPolicies are no longer served; they stay enforced until it says so again');
+      this.schedule(Math.max(CONFIRM_MS - (clock.now() - this.goneSince), Math.min(intervalMs, CONFIRM_MS)));
+      return;
+    }
     if (served && this.current === null) {
       this.current = this.options.makeReflector();
       this.current.start();
@@ -152,6 +170,7 @@ export class ClusterPolicyWatch {
     } else if (!served && this.current !== null) {
       const reflector = this.current;
       this.current = null;
+      this.goneSince = null;
       await reflector.stop();
       this.options.forget();
       logger.info({}, 'the API server no longer serves ClusterNetworkPolicies (its CRD was removed): stopped watching, and forgot every one');

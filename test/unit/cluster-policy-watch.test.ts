@@ -93,6 +93,10 @@ describe('watching ClusterNetworkPolicies while they are served', () => {
     answers.next = false;
     h.watch.recheck();
     await h.clock.advance(0);
+    assert.deepEqual([h.reflectors[0]!.running, h.events.includes('forget')], [true, false], 'one answer is not enough: an API server starting up says 404 too');
+    await h.clock.advance(4_999);
+    assert.equal(h.events.includes('forget'), false);
+    await h.clock.advance(1);
     assert.deepEqual([h.reflectors[0]!.running, h.watch.reflector, h.watch.settled], [false, null, true]);
     assert.deepEqual(h.events, ['not served', 'served', 'forget', 'not served']);
     answers.next = true;
@@ -100,6 +104,27 @@ describe('watching ClusterNetworkPolicies while they are served', () => {
     assert.deepEqual([h.reflectors.length, h.reflectors[1]!.running], [2, true], 'and a fresh one when it comes back');
     await h.watch.stop();
     assert.equal(h.reflectors[1]!.running, false);
+  });
+
+  it('keeps every policy through a moment of "not served" (an API server starting up) when served again at the next answer', async () => {
+    const answers: { next: boolean | Error } = { next: true };
+    const h = harness(answers);
+    h.watch.start();
+    await h.clock.advance(0);
+    h.reflectors[0]!.synced = true;
+    answers.next = false;
+    h.watch.recheck();
+    await h.clock.advance(0);
+    answers.next = true;
+    await h.clock.advance(5_000);
+    assert.deepEqual([h.reflectors.length, h.reflectors[0]!.running, h.events], [1, true, ['served']]);
+    assert.match(h.lines.join('\n'), /stay enforced until it says so again/);
+    answers.next = false;
+    await h.clock.advance(30_000);
+    assert.equal(h.events.includes('forget'), false, 'a new "not served" starts its own confirmation');
+    await h.clock.advance(5_000);
+    assert.deepEqual(h.events, ['served', 'forget', 'not served']);
+    await h.watch.stop();
   });
 
   it('keeps what it has when discovery fails, retries sooner with backoff, and logs each distinct error once', async () => {
