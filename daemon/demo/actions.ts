@@ -21,6 +21,8 @@ export class Kubectl {
   private namespaceLabels: Record<string, string> = {};
   /** Policy names in the namespace, in creation order. */
   private readonly policies: string[] = [];
+  /** ClusterNetworkPolicy names, in creation order. */
+  private readonly clusterPolicies: string[] = [];
 
   constructor(lab: DemoLab, pods: DemoPods, interruption: Interruption, policyFiles: ReadonlyMap<string, Obj>) {
     this.lab = lab;
@@ -48,6 +50,11 @@ export class Kubectl {
         return this.labelNamespace(lab, action.namespace, action.key, action.value);
       case 'delete-all-policies':
         return this.deleteAllPolicies(lab);
+      case 'install-cluster-policy-crd':
+        await lab.api.setCrdInstalled('ClusterNetworkPolicy', true);
+        return ['customresourcedefinition.apiextensions.k8s.io/clusternetworkpolicies.policy.networking.k8s.io created   (the lab API server now serves policy.networking.k8s.io/v1alpha2; palisade finds it through discovery)'];
+      case 'delete-cluster-policy':
+        return this.deleteClusterPolicy(lab, action.name);
     }
   }
 
@@ -62,10 +69,19 @@ export class Kubectl {
     const policy = this.policyFiles.get(file);
     if (policy === undefined) throw new PalisadeError('DEMO', `no example policy ${file}`);
     const name = metadataName(policy);
-    if (this.policies.includes(name)) return [`Error from server (AlreadyExists): networkpolicies.networking.k8s.io "${name}" already exists`];
+    const cluster = policy['kind'] === 'ClusterNetworkPolicy';
+    const [names, resource] = cluster ? [this.clusterPolicies, 'clusternetworkpolicies.policy.networking.k8s.io'] : [this.policies, 'networkpolicies.networking.k8s.io'];
+    if (names.includes(name)) return [`Error from server (AlreadyExists): ${resource} "${name}" already exists`];
     await lab.api.apply(policy);
-    this.policies.push(name);
-    return [`networkpolicy.networking.k8s.io/${name} created   (from manifests/examples/${file})`];
+    names.push(name);
+    return [`${cluster ? 'clusternetworkpolicy.policy.networking.k8s.io' : 'networkpolicy.networking.k8s.io'}/${name} created   (from manifests/examples/${file})`];
+  }
+
+  private async deleteClusterPolicy(lab: Lab, name: string): Promise<string[]> {
+    if (!this.clusterPolicies.includes(name)) return [`Error from server (NotFound): clusternetworkpolicies.policy.networking.k8s.io "${name}" not found`];
+    await lab.api.delete('ClusterNetworkPolicy', null, name);
+    this.clusterPolicies.splice(this.clusterPolicies.indexOf(name), 1);
+    return [`clusternetworkpolicy.policy.networking.k8s.io "${name}" deleted`];
   }
 
   private async labelPod(lab: Lab, spec: DemoPodSpec, key: string, value: string): Promise<string[]> {

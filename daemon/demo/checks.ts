@@ -28,13 +28,19 @@ export function statusCommandCheck(): CheckResult {
 
 export function explainCheck(question: ExplainExpectation, answer: ExplainAnswer): CheckResult {
   const verdict = (allowed: boolean): string => (allowed ? 'allowed' : 'denied');
+  const tiers = question.tiers;
+  const tiersOk = tiers === undefined || (answer.egress.tier === tiers.egress && answer.ingress.tier === tiers.ingress);
+  const tier = (side: ExplainAnswer['egress'], expected: string | undefined): string => {
+    if (side.tier === undefined || side.tier === null) return '';
+    return expected === undefined || expected === side.tier ? ` [${side.tier} tier]` : ` [${side.tier} tier, expected ${expected}]`;
+  };
   return {
-    ok: answer.allowed === question.allowed,
+    ok: answer.allowed === question.allowed && tiersOk,
     lines: [
       `$ curl -s '${STATUS_ADDRESS}${explainQuery(question).shown}'`,
       `${question.from} → ${question.to} tcp/${ECHO_PORT}: ${verdict(answer.allowed)} (expected ${verdict(question.allowed)})`,
-      `egress:  ${verdict(answer.egress.allowed)}, ${answer.egress.reason}`,
-      `ingress: ${verdict(answer.ingress.allowed)}, ${answer.ingress.reason}`,
+      `egress:  ${verdict(answer.egress.allowed)}${tier(answer.egress, tiers?.egress)}, ${answer.egress.reason}`,
+      `ingress: ${verdict(answer.ingress.allowed)}${tier(answer.ingress, tiers?.ingress)}, ${answer.ingress.reason}`,
     ],
   };
 }
@@ -45,9 +51,11 @@ export function dropCheck(expected: DropExpectation, records: readonly DropRecor
   const found = records.find((r) => r.verdict === 'denied' && r.direction === expected.direction
     && r.source.namespace === DEMO_NAMESPACE && r.source.pod === expected.from
     && r.destination.namespace === DEMO_NAMESPACE && r.destination.pod === expected.to
-    && [...r.policies].sort().join(',') === [...expected.policies].sort().join(','));
+    && [...r.policies].sort().join(',') === [...expected.policies].sort().join(',')
+    && (r.clusterPolicy === undefined ? undefined : `${r.clusterPolicy.name}/${r.clusterPolicy.ruleName}`) === expected.clusterPolicy);
   const command = `$ curl -s '${STATUS_ADDRESS}${dropsQuery(refusing)}'`;
-  if (found === undefined) return { ok: false, lines: [command, `no record yet of ${expected.from} → ${expected.to} denied by ${expected.from === refusing ? 'its' : `${expected.to}'s`} ${expected.direction} (${expected.policies.join(', ')})`] };
+  const by = expected.clusterPolicy === undefined ? expected.policies.join(', ') : `ClusterNetworkPolicy ${expected.clusterPolicy}`;
+  if (found === undefined) return { ok: false, lines: [command, `no record yet of ${expected.from} → ${expected.to} denied by ${expected.from === refusing ? 'its' : `${expected.to}'s`} ${expected.direction} (${by})`] };
   return { ok: true, lines: [command, JSON.stringify(found)] };
 }
 
@@ -59,7 +67,10 @@ export function endpointCheck(expected: EndpointExpectation, status: StatusDocum
   const isolationOk = found.isolated.ingress === expected.isolated.ingress && found.isolated.egress === expected.isolated.egress;
   const policiesOk = sorted(found.policies.ingress) === sorted(expected.policies.ingress) && sorted(found.policies.egress) === sorted(expected.policies.egress);
   const dropsOk = (expected.droppedSome ?? []).every((direction) => (found.dropped[direction]?.packets ?? 0) > 0);
-  const ok = isolationOk && policiesOk && dropsOk;
+  const cluster = found.clusterNetworkPolicies ?? { ingress: [], egress: [] };
+  const clusterOk = expected.clusterPolicies === undefined
+    || (sorted(cluster.ingress) === sorted(expected.clusterPolicies.ingress) && sorted(cluster.egress) === sorted(expected.clusterPolicies.egress));
+  const ok = isolationOk && policiesOk && dropsOk && clusterOk;
   const isolation = found.isolated.ingress || found.isolated.egress
     ? `isolated for ${[found.isolated.ingress ? 'ingress' : '', found.isolated.egress ? 'egress' : ''].filter((s) => s !== '').join(' and ')}`
     : 'not isolated';
@@ -67,7 +78,9 @@ export function endpointCheck(expected: EndpointExpectation, status: StatusDocum
   const list = (l: readonly string[]): string => (l.length === 0 ? '(none)' : l.join(', '));
   if (!detailed) {
     const by = found.policies.ingress.length + found.policies.egress.length === 0 ? '' : ` by ${list([...new Set([...found.policies.ingress, ...found.policies.egress])].sort())}`;
-    return { ok, lines: [`/status ${ref}: ${isolation}${by}${ok ? '' : ' (not what was expected)'}`] };
+    const selecting = [...new Set([...cluster.ingress, ...cluster.egress])].sort();
+    const tiers = expected.clusterPolicies === undefined && selecting.length === 0 ? '' : `; ClusterNetworkPolicies selecting it: ${list(selecting)}`;
+    return { ok, lines: [`/status ${ref}: ${isolation}${by}${tiers}${ok ? '' : ' (not what was expected)'}`] };
   }
   const expectedDrops = (expected.droppedSome ?? []).map((d) => `${d} drops counted`).join(', ');
   return {

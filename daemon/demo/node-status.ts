@@ -19,6 +19,7 @@ export interface StatusEndpoint {
   readonly isolated: { readonly ingress: boolean; readonly egress: boolean };
   readonly policies: { readonly ingress: readonly string[]; readonly egress: readonly string[] };
   readonly dropped: { readonly ingress: Counter | null; readonly egress: Counter | null };
+  readonly clusterNetworkPolicies?: { readonly ingress: readonly string[]; readonly egress: readonly string[] };
 }
 export interface StatusDocument {
   readonly ready: boolean;
@@ -31,6 +32,8 @@ export interface StatusDocument {
 interface ExplainDirection {
   readonly allowed: boolean;
   readonly reason: string;
+  /** The tier that decided (Admin, NetworkPolicy, Baseline, Default), or null where no policy can apply. */
+  readonly tier?: string | null;
 }
 export interface ExplainAnswer {
   readonly allowed: boolean;
@@ -47,6 +50,7 @@ export interface DropRecordView {
   readonly source: { readonly ip: string; readonly namespace?: string; readonly pod?: string };
   readonly destination: { readonly ip: string; readonly namespace?: string; readonly pod?: string };
   readonly policies: readonly string[];
+  readonly clusterPolicy?: { readonly tier: string; readonly name: string; readonly priority: number; readonly rule: number; readonly ruleName: string };
 }
 
 /** The drop log's records for one demo pod, newest first. */

@@ -12,7 +12,7 @@ export type Obj = Record<string, unknown>;
 const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../..');
 const EXAMPLES_DIR = path.join(REPO_ROOT, 'manifests', 'examples');
 
-/** The NetworkPolicy of each example file the steps create, by file name. */
+/** The NetworkPolicy or ClusterNetworkPolicy of each example file the steps create, by file name. */
 export async function loadExamplePolicies(): Promise<Map<string, Obj>> {
   const files = new Set<string>();
   for (const step of DEMO_STEPS) for (const c of step.commands) if (c.action.kind === 'create') files.add(c.action.file);
@@ -21,8 +21,8 @@ export async function loadExamplePolicies(): Promise<Map<string, Obj>> {
     const full = path.join(EXAMPLES_DIR, file);
     const loaded = await loadManifests([full]);
     const first = loaded[0]?.object;
-    if (loaded.length !== 1 || first === undefined || first['kind'] !== 'NetworkPolicy') {
-      throw new PalisadeError('DEMO', `${full}: expected exactly one NetworkPolicy`);
+    if (loaded.length !== 1 || first === undefined || (first['kind'] !== 'NetworkPolicy' && first['kind'] !== 'ClusterNetworkPolicy')) {
+      throw new PalisadeError('DEMO', `${full}: expected exactly one NetworkPolicy or ClusterNetworkPolicy`);
     }
     policies.set(file, first);
   }

@@ -24,10 +24,15 @@ export const ECHO_PORT = 80;
 /** An address outside the cluster (TEST-NET-3), for /explain questions about traffic from elsewhere. */
 export const OUTSIDE_ADDRESS = '203.0.113.10';
 
-/** What a kubectl command does to the lab. `create` files are read from manifests/examples. */
+/** The CRD of ClusterNetworkPolicy, as the operator's guide installs it. */
+export const CLUSTER_POLICY_CRD_URL = 'https://raw.githubusercontent.com/kubernetes-sigs/network-policy-api/v0.2.0/config/crd/standard/policy.networking.k8s.io_clusternetworkpolicies.yaml';
+
+/** What a kubectl command does to the lab. `create` files (a NetworkPolicy or a ClusterNetworkPolicy) are read from manifests/examples. */
 export type DemoAction =
   | { readonly kind: 'run-pod'; readonly pod: DemoPod }
   | { readonly kind: 'create'; readonly file: string }
+  | { readonly kind: 'install-cluster-policy-crd' }
+  | { readonly kind: 'delete-cluster-policy'; readonly name: string }
   | { readonly kind: 'label-pod'; readonly pod: DemoPod; readonly key: string; readonly value: string }
   | { readonly kind: 'label-namespace'; readonly namespace: string; readonly key: string; readonly value: string }
   | { readonly kind: 'delete-all-policies' };
@@ -51,6 +56,8 @@ export interface EndpointExpectation {
   readonly policies: { readonly ingress: readonly string[]; readonly egress: readonly string[] };
   /** Require a non-zero dropped-packet count in these directions (counters refresh every few seconds). */
   readonly droppedSome?: readonly ('ingress' | 'egress')[];
+  /** When given, the ClusterNetworkPolicies /status lists as selecting the pod, per direction. */
+  readonly clusterPolicies?: { readonly ingress: readonly string[]; readonly egress: readonly string[] };
 }
 
 /** A question to /explain: `from`/`to` are demo pods or IPv4 addresses; TCP to the echo port. */
@@ -58,6 +65,8 @@ export interface ExplainExpectation {
   readonly from: DemoPod | string;
   readonly to: DemoPod | string;
   readonly allowed: boolean;
+  /** When given, the tier that decided each direction (Admin, NetworkPolicy, Baseline or Default). */
+  readonly tiers?: { readonly egress: string; readonly ingress: string };
 }
 
 /** A record /drops must hold: a connection between demo pods refused by one side's policies. */
@@ -66,6 +75,8 @@ export interface DropExpectation {
   readonly to: DemoPod;
   readonly direction: 'ingress' | 'egress';
   readonly policies: readonly string[];
+  /** The ClusterNetworkPolicy rule that refused, as "<name>/<rule name>" (its `policies` are then empty). */
+  readonly clusterPolicy?: string;
 }
 
 export interface DemoStep {
@@ -176,5 +187,63 @@ export const DEMO_STEPS: readonly DemoStep[] = [
     reachability: both(true, true),
     endpoints: [notIsolated('busybox1'), notIsolated('busybox2')],
     explain: [{ from: OUTSIDE_ADDRESS, to: 'busybox1', allowed: true }],
+  },
+  {
+    number: 8,
+    title: 'A cluster-wide guardrail: an Admin ClusterNetworkPolicy no namespace can override',
+    summary: 'admin-deny-busybox2 (Admin tier) holds against the namespace\'s allow-all: busybox2 → busybox1 blocked, and the drop log names the ClusterNetworkPolicy and its rule',
+    commands: [
+      { kubectl: `kubectl apply -f ${CLUSTER_POLICY_CRD_URL}`, action: { kind: 'install-cluster-policy-crd' } },
+      { kubectl: 'kubectl create -f allow-all.yaml', action: { kind: 'create', file: 'allow-all.yaml' } },
+      { kubectl: 'kubectl create -f admin-deny-busybox2.yaml', action: { kind: 'create', file: 'admin-deny-busybox2.yaml' } },
+    ],
+    reachability: both(true, false),
+    endpoints: [
+      { ...isolatedBy('busybox1', ['allow-all']), clusterPolicies: { ingress: ['admin-deny-busybox2'], egress: [] } },
+      { ...isolatedBy('busybox2', ['allow-all']), clusterPolicies: { ingress: [], egress: [] } },
+    ],
+    explain: [{ from: 'busybox2', to: 'busybox1', allowed: false, tiers: { egress: 'NetworkPolicy', ingress: 'Admin' } }],
+    drops: [{ from: 'busybox2', to: 'busybox1', direction: 'ingress', policies: [], clusterPolicy: 'admin-deny-busybox2/no-busybox2' }],
+  },
+  {
+    number: 9,
+    title: 'A default below NetworkPolicy: a Baseline ClusterNetworkPolicy isolates the namespace',
+    summary: 'baseline-isolate-namespace (Baseline tier): with no NetworkPolicy left, no pod of default hears from another',
+    commands: [
+      { kubectl: 'kubectl delete clusternetworkpolicy admin-deny-busybox2', action: { kind: 'delete-cluster-policy', name: 'admin-deny-busybox2' } },
+      { kubectl: 'kubectl delete networkpolicy --all', action: { kind: 'delete-all-policies' } },
+      { kubectl: 'kubectl create -f baseline-isolate-namespace.yaml', action: { kind: 'create', file: 'baseline-isolate-namespace.yaml' } },
+    ],
+    reachability: both(false, false),
+    endpoints: [
+      { ...notIsolated('busybox1'), clusterPolicies: { ingress: ['baseline-isolate-namespace'], egress: [] } },
+      { ...notIsolated('busybox2'), clusterPolicies: { ingress: ['baseline-isolate-namespace'], egress: [] } },
+    ],
+    explain: [{ from: 'busybox2', to: 'busybox1', allowed: false, tiers: { egress: 'Default', ingress: 'Baseline' } }],
+  },
+  {
+    number: 10,
+    title: 'The namespace refines the default: its own NetworkPolicy decides for the pods it selects',
+    summary: 'allow-in-from-out isolates busybox1 (name=in) and lets busybox2 (name=out) in; busybox2 is still under the Baseline, so busybox1 → busybox2 stays blocked',
+    commands: [{ kubectl: 'kubectl create -f allow-in-from-out.yaml', action: { kind: 'create', file: 'allow-in-from-out.yaml' } }],
+    reachability: both(false, true),
+    explain: [
+      { from: 'busybox2', to: 'busybox1', allowed: true, tiers: { egress: 'Default', ingress: 'NetworkPolicy' } },
+      { from: 'busybox1', to: 'busybox2', allowed: false, tiers: { egress: 'Default', ingress: 'Baseline' } },
+    ],
+  },
+  {
+    number: 11,
+    title: 'Clean up: delete the ClusterNetworkPolicy and the NetworkPolicy',
+    summary: 'no policy of either kind left: both directions reachable',
+    commands: [
+      { kubectl: 'kubectl delete clusternetworkpolicy baseline-isolate-namespace', action: { kind: 'delete-cluster-policy', name: 'baseline-isolate-namespace' } },
+      { kubectl: 'kubectl delete networkpolicy --all', action: { kind: 'delete-all-policies' } },
+    ],
+    reachability: both(true, true),
+    endpoints: [
+      { ...notIsolated('busybox1'), clusterPolicies: { ingress: [], egress: [] } },
+      { ...notIsolated('busybox2'), clusterPolicies: { ingress: [], egress: [] } },
+    ],
   },
 ];

@@ -14,7 +14,7 @@ import { netnsUnavailableReason } from '../support/netns-fixture.js';
 
 const root = path.resolve(fileURLToPath(import.meta.url), '../../../..');
 const MAIN = path.join(root, 'dist/daemon/main.js');
-const STEPS = [1, 2, 3, 4, 5, 6, 7];
+const STEPS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
 
 interface DemoRun {
   readonly child: ChildProcess;
@@ -89,7 +89,11 @@ describe('palisade demo, the process', function () {
     for (const n of STEPS) assert.match(output, new RegExp(`^✔ step ${n}: `, 'm'), `step ${n} passed; output:\n${output}`);
     assert.doesNotMatch(output, /✘/, 'no check failed');
     assert.match(output, /ping \(TCP echo probe on port 80\)|real ICMP ping/);
-    assert.match(output, /^✔ all 7 steps behaved as the tutorial says/m);
+    assert.match(output, /^✔ all 11 steps behaved as the tutorial says/m);
+    // The ClusterNetworkPolicy steps show what decided: the tier, and the drop log's record of the rule.
+    assert.match(output, /ingress: denied \[Admin tier\], denied by admin ClusterNetworkPolicy admin-deny-busybox2 \(priority 10\) ingress rule 0 no-busybox2/);
+    assert.match(output, /"clusterPolicy":\{"tier":"Admin","name":"admin-deny-busybox2","priority":10,"rule":0,"ruleName":"no-busybox2"\}/);
+    assert.match(output, /ingress: allowed \[NetworkPolicy tier\], allowed by default\/allow-in-from-out ingress rule 0/);
     assert.match(output, /^cleaned up: /m);
     const prefix = runPrefix(output);
     assert.ok(prefix !== null, 'the demo names its namespaces');
