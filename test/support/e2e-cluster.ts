@@ -39,7 +39,6 @@ import type { Backend } from '../../lib/iptables/iptables.js';
 import { Lab } from '../../lib/lab/cluster.js';
 import type { KubeProxyMode } from '../../lib/lab/kube-proxy.js';
 import type { ServicePortSpec, ServiceSpec } from '../../lib/lab/services.js';
-import { removeStaleNamespaces } from '../../lib/netns.js';
 import type { NetworkNamespace } from '../../lib/netns.js';
 import { ProbeAgent } from '../../lib/probe/agent-in-namespace.js';
 import { AGENT_UDP_SOURCE_PORTS } from '../../lib/probe/agent-protocol.js';
@@ -47,6 +46,7 @@ import type { ProbeOutcome, ProbeProtocol } from '../../lib/probe/echo.js';
 import type { PodWiring } from '../../lib/pod-network.js';
 import { namespace, node, pod } from './builders.js';
 import { podClusterUnavailableReason } from './pod-cluster.js';
+import { prepareNamespaces } from './netns-fixture.js';
 
 type Obj = Record<string, unknown>;
 
@@ -275,6 +275,10 @@ export interface E2eClusterOptions {
   readonly prefix: string;
   /** kube-proxy on both nodes and a Service per pod, programmed before the daemons start. */
   readonly kubeProxy?: E2eKubeProxyOptions;
+  /** The ClusterNetworkPolicy CRD installed before the daemons start. */
+  readonly clusterPolicies?: boolean;
+  /** Further flags for both daemons. */
+  readonly daemonArgs?: readonly string[];
 }
 
 export interface E2eKubeProxyOptions {
@@ -364,12 +368,14 @@ export class E2eCluster {
       prefix: options.prefix,
       nodes: NODES,
       externalAddress: EXTERNAL_IP,
+      ...(options.daemonArgs === undefined ? {} : { daemonArgs: options.daemonArgs }),
       ...(kp === undefined ? {} : {
         kubeProxy: { mode: kp.mode, iptablesBackend: kp.iptablesBackend ?? 'nft', ...(kp.clusterCidr === undefined ? {} : { clusterCidr: kp.clusterCidr }) },
       }),
     });
     const cluster = new E2eCluster(lab, kp);
     try {
+      if (options.clusterPolicies === true) await lab.api.setCrdInstalled('ClusterNetworkPolicy', true);
       await cluster.build();
     } catch (error) {
       await cluster.destroy().catch(() => undefined);
@@ -518,6 +524,7 @@ export class E2eCluster {
 
   // --- driving the API server ---
 
+  /** NetworkPolicies and ClusterNetworkPolicies alike; reset() deletes them. */
   async applyPolicies(...policies: Obj[]): Promise<void> {
     for (const p of policies) this.policies.set(policyKey(p), p);
     await this.lab.api.apply(policies);
@@ -526,6 +533,17 @@ export class E2eCluster {
   async deletePolicy(ns: string, name: string): Promise<void> {
     await this.lab.api.delete('NetworkPolicy', ns, name);
     this.policies.delete(`${ns}/${name}`);
+  }
+
+  /** Installs or removes the ClusterNetworkPolicy CRD; removing it deletes every ClusterNetworkPolicy, as the API server does. */
+  async setClusterPolicyCrd(installed: boolean): Promise<void> {
+    await this.lab.api.setCrdInstalled('ClusterNetworkPolicy', installed);
+    if (!installed) for (const key of [...this.policies.keys()]) if (key.startsWith(`${CLUSTER_SCOPED}/`)) this.policies.delete(key);
+  }
+
+  async deleteClusterPolicy(name: string): Promise<void> {
+    await this.lab.api.delete('ClusterNetworkPolicy', null, name);
+    this.policies.delete(`${CLUSTER_SCOPED}/${name}`);
   }
 
   async setPodLabels(peer: string, labels: Record<string, string>): Promise<void> {
@@ -622,7 +640,8 @@ export class E2eCluster {
   async reset(): Promise<void> {
     for (const key of [...this.policies.keys()]) {
       const [ns, name] = key.split('/') as [string, string];
-      await this.deletePolicy(ns, name);
+      if (ns === CLUSTER_SCOPED) await this.deleteClusterPolicy(name);
+      else await this.deletePolicy(ns, name);
     }
     if (this.relabelled.size > 0) {
       for (const key of this.relabelled) {
@@ -817,8 +836,12 @@ export class E2eCluster {
   }
 }
 
+/** Where cluster-scoped policies are kept among the namespaced ones: no namespace can be called this. */
+const CLUSTER_SCOPED = '<cluster>';
+
 function policyKey(p: Obj): string {
   const metadata = p['metadata'] as { namespace?: string; name?: string } | undefined;
+  if (p['kind'] === 'ClusterNetworkPolicy' && metadata?.name !== undefined) return `${CLUSTER_SCOPED}/${metadata.name}`;
   if (metadata?.namespace === undefined || metadata.name === undefined) throw new Error('E2eCluster: a policy needs metadata.namespace and metadata.name');
   return `${metadata.namespace}/${metadata.name}`;
 }
@@ -831,14 +854,7 @@ export function useE2eCluster(options: E2eClusterOptions): () => E2eCluster {
   let building: Promise<E2eCluster> | undefined;
   before(async function () {
     this.timeout(120_000);
-    const reason = await podClusterUnavailableReason();
-    if (reason !== null) {
-      if (process.env['PALISADE_REQUIRE_NETNS'] === '1') throw new Error(`network namespace tests required but unavailable: ${reason}`);
-      console.warn(`      skipped (${options.prefix}): ${reason}`);
-      this.skip();
-    }
-    const stale = await removeStaleNamespaces(options.prefix);
-    if (stale.length > 0) console.warn(`      removed network namespaces left by an earlier run: ${stale.join(', ')}`);
+    await prepareNamespaces(this, options.prefix, podClusterUnavailableReason);
     const started = Date.now();
     building = E2eCluster.create(options);
     current = await building;
