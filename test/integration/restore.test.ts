@@ -22,7 +22,7 @@ import { useNetns } from '../support/netns-fixture.js';
 const REPO_ROOT = path.resolve(fileURLToPath(import.meta.url), '../../../..');
 const EXAMPLES_DIR = path.join(REPO_ROOT, 'manifests', 'examples');
 /** The seed's examples; a test below fails if the directory gains or loses one, so the list stays honest. */
-const EXAMPLE_FILES: readonly string[] = ['allow-all.yaml', 'allow-out-to-in.yaml', 'deny-all.yaml', 'isolate-namespace.yaml'];
+const EXAMPLE_FILES: readonly string[] = ['admin-deny-busybox2.yaml', 'allow-all.yaml', 'allow-in-from-out.yaml', 'allow-out-to-in.yaml', 'baseline-isolate-namespace.yaml', 'deny-all.yaml', 'isolate-namespace.yaml'];
 const NODE = 'node-a';
 /** Every iptables-restore waits up to 5 s for the xtables lock instead of failing at once. */
 const LOCK_WAIT = ['-w', '5'];
@@ -71,8 +71,8 @@ function policyObject(namespace: string, name: string, spec: K8sObject): K8sObje
 /** The two pods the example policies are written for (see their comments), both on this node. */
 const EXAMPLE_CLUSTER: readonly K8sObject[] = [
   namespaceObject('default', { nsname: 'default' }),
-  podObject('default', 'busybox1', '10.0.0.11', { name: 'in' }, NODE, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]),
-  podObject('default', 'busybox2', '10.0.0.12', { name: 'out' }, NODE, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]),
+  podObject('default', 'busybox1', '10.0.0.11', { name: 'in', run: 'busybox1' }, NODE, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]),
+  podObject('default', 'busybox2', '10.0.0.12', { name: 'out', run: 'busybox2' }, NODE, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]),
 ];
 
 const NAMESPACES = [
@@ -299,7 +299,7 @@ describe('restore text in a real kernel (network namespace)', function () {
       // A fresh namespace per test: each starts from an empty mangle table and no sets.
       const netns = useNetns(`paltest-restore-${backend.name}`, { perTest: true });
 
-      const cases = [...EXAMPLE_FILES.map((f) => ({ title: f, files: [f] })), { title: 'all four examples together', files: EXAMPLE_FILES }];
+      const cases = [...EXAMPLE_FILES.map((f) => ({ title: f, files: [f] })), { title: 'every example together', files: EXAMPLE_FILES }];
       for (const { title, files } of cases) {
         it(`loads ${title} with two local pods and hooks it in at position 1 of FORWARD and INPUT`, async function () {
           const policies = await exampleObjects(files);
