@@ -134,6 +134,8 @@ export class DataplaneCompiler {
   /** Walks whose chain must be written again: new ones, and those of a policy whose priority may have changed. */
   private readonly dirtyTierGroups = new Set<string>();
   private readonly nodes = new Map<string, NodeRecord>();
+  /** Local pods a ClusterNetworkPolicy change may have selected or let go, looked at once in build() however many changed. */
+  private readonly clusterRefresh = new Set<string>();
   private readonly claims = new AddressClaims();
   private readonly interfaces = new InterfaceOwners();
   private readonly endpoints = new Map<string, EndpointState>();
@@ -256,6 +258,11 @@ export class DataplaneCompiler {
     this.clusterOrder = null;
     // Its priority may have changed, which the walks that hold it say (a tie made or broken), not the pods' chains.
     for (const [name, group] of this.tierGroups) if (group.walk.policies.some((p) => p.name === policy.name)) this.dirtyTierGroups.add(name);
+    // Only the subject, tier, priority and which directions have rules decide whom it selects and in what walk order;
+    // a change of its rules alone is its own chains' (the installer rebuilds them).
+    if (before !== undefined && before.tier === policy.tier && before.priority === policy.priority
+      && (before.ingress.length > 0) === (policy.ingress.length > 0) && (before.egress.length > 0) === (policy.egress.length > 0)
+      && JSON.stringify(before.subject) === JSON.stringify(policy.subject)) return;
     this.refreshEndpointsSelectedBy(before, policy);
   }
 
@@ -273,8 +280,8 @@ export class DataplaneCompiler {
 
   /** Local pods without an endpoint yet are not affected: they get one, with their selection, when they can take part. */
   private refreshEndpointsSelectedBy(...versions: readonly (ClusterPolicyRecord | undefined)[]): void {
-    for (const [key, state] of [...this.endpoints]) {
-      if (versions.some((v) => v !== undefined && this.subjectSelects(v.subject, state.pod))) this.refreshEndpoint(key);
+    for (const [key, state] of this.endpoints) {
+      if (versions.some((v) => v !== undefined && this.subjectSelects(v.subject, state.pod))) this.clusterRefresh.add(key);
     }
   }
 
@@ -507,6 +514,8 @@ export class DataplaneCompiler {
   }
 
   build(): Dataplane {
+    for (const key of this.clusterRefresh) this.refreshEndpoint(key);
+    this.clusterRefresh.clear();
     this.policies.sync();
     this.clusterPolicies.sync();
     for (const [name, set] of this.sets.takeChanges()) {
