@@ -88,7 +88,7 @@ export interface DaemonDeps {
 /**
  * Where ulogd keeps its configuration, socket and pid file: the same for every process of palisade on
  * a node (so a restarted daemon finds, and stops, a reader its predecessor left behind), different
- * between nodes that share a filesystem (the lab).
+ * between nodes that share a filesystem (the nodes of one lab; each lab gives its nodes their own TMPDIR).
  */
 function readerDirectory(nodeName: string, group: number): string {
   return join(tmpdir(), `palisade-nflog-${createHash('sha256').update(nodeName).digest('hex').slice(0, 10)}-${group}`);

@@ -83,12 +83,12 @@ export class NetworkNamespace implements CommandRunner {
    * the child; `ip netns exec` execs it in place, so signals sent to the child reach the program.
    * With `ownGroup`, it leads its own process group, so one signal to the group reaches all it starts.
    */
-  spawn(argv: readonly string[], options: { stdin?: 'pipe' | 'ignore'; ownGroup?: boolean } = {}): ChildProcess {
+  spawn(argv: readonly string[], options: { stdin?: 'pipe' | 'ignore'; ownGroup?: boolean; env?: Readonly<Record<string, string>> } = {}): ChildProcess {
     if (this.destroyed) throw new PalisadeError('NETNS_EXEC', `network namespace ${this.name} was destroyed; cannot start ${formatArgv(argv)}`);
     return spawn('ip', ['netns', 'exec', this.name, ...argv], {
       stdio: [options.stdin ?? 'ignore', 'pipe', 'pipe'],
       detached: options.ownGroup ?? false,
-      env: { ...process.env, LC_ALL: 'C' },
+      env: { ...process.env, ...options.env, LC_ALL: 'C' },
     });
   }
 

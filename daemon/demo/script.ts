@@ -60,13 +60,16 @@ export interface EndpointExpectation {
   readonly clusterPolicies?: { readonly ingress: readonly string[]; readonly egress: readonly string[] };
 }
 
+/** The tier /explain names as deciding a direction. */
+export type DemoTier = 'Admin' | 'NetworkPolicy' | 'Baseline' | 'Default';
+
 /** A question to /explain: `from`/`to` are demo pods or IPv4 addresses; TCP to the echo port. */
 export interface ExplainExpectation {
   readonly from: DemoPod | string;
   readonly to: DemoPod | string;
   readonly allowed: boolean;
-  /** When given, the tier that decided each direction (Admin, NetworkPolicy, Baseline or Default). */
-  readonly tiers?: { readonly egress: string; readonly ingress: string };
+  /** When given, the tier that decided each direction. */
+  readonly tiers?: { readonly egress: DemoTier; readonly ingress: DemoTier };
 }
 
 /** A record /drops must hold: a connection between demo pods refused by one side's policies. */
@@ -220,6 +223,8 @@ export const DEMO_STEPS: readonly DemoStep[] = [
       { ...notIsolated('busybox2'), clusterPolicies: { ingress: ['baseline-isolate-namespace'], egress: [] } },
     ],
     explain: [{ from: 'busybox2', to: 'busybox1', allowed: false, tiers: { egress: 'Default', ingress: 'Baseline' } }],
+    // The Baseline's Deny is recorded like the Admin one, by name and rule (the record's tier says Baseline).
+    drops: [{ from: 'busybox1', to: 'busybox2', direction: 'ingress', policies: [], clusterPolicy: 'baseline-isolate-namespace/from-anywhere' }],
   },
   {
     number: 10,
@@ -227,6 +232,16 @@ export const DEMO_STEPS: readonly DemoStep[] = [
     summary: 'allow-in-from-out isolates busybox1 (name=in) and lets busybox2 (name=out) in; busybox2 is still under the Baseline, so busybox1 → busybox2 stays blocked',
     commands: [{ kubectl: 'kubectl create -f allow-in-from-out.yaml', action: { kind: 'create', file: 'allow-in-from-out.yaml' } }],
     reachability: both(false, true),
+    // The Baseline still selects busybox1 (/status lists it), but the NetworkPolicy isolating busybox1's ingress decides alone.
+    endpoints: [
+      {
+        pod: 'busybox1',
+        isolated: { ingress: true, egress: false },
+        policies: { ingress: [policy('allow-in-from-out')], egress: [] },
+        clusterPolicies: { ingress: ['baseline-isolate-namespace'], egress: [] },
+      },
+      { ...notIsolated('busybox2'), clusterPolicies: { ingress: ['baseline-isolate-namespace'], egress: [] } },
+    ],
     explain: [
       { from: 'busybox2', to: 'busybox1', allowed: true, tiers: { egress: 'Default', ingress: 'NetworkPolicy' } },
       { from: 'busybox1', to: 'busybox2', allowed: false, tiers: { egress: 'Default', ingress: 'Baseline' } },

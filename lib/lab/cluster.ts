@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -244,7 +244,13 @@ export class Lab {
     const node = this.node(nodeName);
     if (node.daemon?.running === true) throw new PalisadeError('LAB', `the daemon on ${nodeName} is already running`);
     const kubeconfig = this.nodeCredentials.get(nodeName)?.kubeconfig ?? this.kubeconfigPath;
-    node.daemon = LabProcess.start(node.netns, [process.execPath, MAIN_JS, 'daemon', '--kubeconfig', kubeconfig, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs]);
+    // Each node its own temporary directory, as a real node has its own /tmp: the daemon keeps its ulogd's
+    // configuration, socket and pid file there under a name made from the node's name alone, so two labs
+    // at once with a node-a each (the demo beside a test) would otherwise share them, and each daemon
+    // would end the other's ulogd as one its predecessor left behind and take over its socket.
+    const tmp = path.join(this.dir, `tmp-${nodeName}`);
+    await mkdir(tmp, { recursive: true, mode: 0o700 });
+    node.daemon = LabProcess.start(node.netns, [process.execPath, MAIN_JS, 'daemon', '--kubeconfig', kubeconfig, '--node-name', nodeName, '--sync-delay', '20ms', '--refresh-interval', '2s', ...(this.options.daemonArgs ?? []), ...extraArgs], { TMPDIR: tmp });
     await node.daemon.waitFor(/"msg":"palisade started"/);
     return node.daemon;
   }

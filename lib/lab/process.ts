@@ -23,8 +23,9 @@ export class LabProcess {
     this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve(code ?? (signal === null ? null : 128))));
   }
 
-  static start(ns: NetworkNamespace, argv: readonly string[]): LabProcess {
-    return new LabProcess(ns.spawn(argv));
+  /** `env` adds to (or overrides) this process's environment. */
+  static start(ns: NetworkNamespace, argv: readonly string[], env: Readonly<Record<string, string>> = {}): LabProcess {
+    return new LabProcess(ns.spawn(argv, { env }));
   }
 
   get running(): boolean {

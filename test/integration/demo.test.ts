@@ -93,7 +93,9 @@ describe('palisade demo, the process', function () {
     // The ClusterNetworkPolicy steps show what decided: the tier, and the drop log's record of the rule.
     assert.match(output, /ingress: denied \[Admin tier\], denied by admin ClusterNetworkPolicy admin-deny-busybox2 \(priority 10\) ingress rule 0 no-busybox2/);
     assert.match(output, /"clusterPolicy":\{"tier":"Admin","name":"admin-deny-busybox2","priority":10,"rule":0,"ruleName":"no-busybox2"\}/);
+    assert.match(output, /"clusterPolicy":\{"tier":"Baseline","name":"baseline-isolate-namespace","priority":10,"rule":0,"ruleName":"from-anywhere"\}/);
     assert.match(output, /ingress: allowed \[NetworkPolicy tier\], allowed by default\/allow-in-from-out ingress rule 0/);
+    assert.match(output, /\/status default\/busybox1: isolated for ingress by default\/allow-in-from-out; ClusterNetworkPolicies selecting it: baseline-isolate-namespace/);
     assert.match(output, /^cleaned up: /m);
     const prefix = runPrefix(output);
     assert.ok(prefix !== null, 'the demo names its namespaces');
