@@ -3,49 +3,25 @@
  * the CRD installed, and the full reachability matrix of upstream's e2e layout (namespaces x, y, z;
  * pods a and b on node-a, c on node-b; TCP and UDP on 80 and 81, declared as named ports). Each case
  * is one thing the API documents: each action in each tier, priorities and ties, Pass into
- * NetworkPolicy and into Baseline, peers by namespace, pod, network and node, named ports, relabels of
- * subjects and peers, deletion, the hairpin through a Service; and nothing leaks while policies change.
+ * NetworkPolicy and into Baseline, peers by namespace, pod, network (a pod's address and an outside
+ * one) and node (by labels: a pod's own node and the other), named ports on ingress and egress,
+ * relabels of subjects and peers (pods, namespaces, nodes) both ways, deletion, the hairpin through a
+ * Service, and the /drops records of Deny rules in both tiers and directions. The CRD's arrival and
+ * removal, and continuous probing while policies change, are cluster-policy-lifecycle.test.ts.
  */
 import assert from 'node:assert/strict';
-import { clusterPolicy, policy } from '../support/builders.js';
+import { policy } from '../support/builders.js';
+import { allowAll, cnp, denyIngress, every, ns, podsLabelled, tcp, waitForDrop } from '../support/cluster-policy-e2e.js';
+import type { Obj } from '../support/cluster-policy-e2e.js';
 import {
   EXTERNAL, EXTERNAL_2, NODE_A, NODE_B, POD_PEERS, Reachability, TCP_80, TCP_81, UDP_80,
-  assertNoUnexpected, onAllPorts, useE2eCluster,
+  onAllPorts, useE2eCluster,
 } from '../support/e2e-cluster.js';
-import type { E2eCluster, WatchedPair } from '../support/e2e-cluster.js';
-
-type Obj = Record<string, unknown>;
-
-const ns = (name: string): Obj => ({ namespaces: { matchLabels: { ns: name } } });
-const every: Obj = { namespaces: {} };
-const cnp = (name: string, tier: 'Admin' | 'Baseline', priority: number, spec: Obj): Obj => clusterPolicy(name, { tier, priority, ...spec });
-const tcp = (port: number): Obj => ({ tcp: { destinationPort: { number: port } } });
-const allowAll = (namespace: string): Obj => policy(namespace, 'allow-all', { podSelector: {}, policyTypes: ['Ingress', 'Egress'], ingress: [{}], egress: [{}] });
-const denyIngress = (namespace: string): Obj => policy(namespace, 'deny-ingress', { podSelector: {}, policyTypes: ['Ingress'] });
-
-interface DropRecord {
-  readonly direction: string;
-  readonly source: { readonly namespace?: string; readonly pod?: string };
-  readonly destination: { readonly namespace?: string; readonly pod?: string };
-  readonly policies: readonly string[];
-  readonly clusterPolicy?: { readonly tier: string; readonly name: string; readonly rule: number; readonly ruleName: string };
-}
-
-async function waitForDrop(c: E2eCluster, node: string, pod: string, find: (r: DropRecord) => boolean, what: string): Promise<DropRecord> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const { status, body } = await c.lab.status(node, `/drops?pod=${pod}`);
-    assert.equal(status, 200, body);
-    const found = (JSON.parse(body) as { drops: DropRecord[] }).drops.find(find);
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) assert.fail(`${what}: no record at /drops?pod=${pod} on ${node}: ${body.slice(0, 600)}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
+import type { E2eCluster } from '../support/e2e-cluster.js';
 
 describe('ClusterNetworkPolicy on the lab cluster (two nodes, real daemons, kube-proxy)', function () {
   this.timeout(300_000);
-  const cluster = useE2eCluster({ prefix: 'paltest-e2e-cnp', kubeProxy: { mode: 'iptables' }, clusterPolicies: true, daemonArgs: ['--cluster-policy-discovery-interval', '1s'] });
+  const cluster = useE2eCluster({ prefix: 'paltest-e2e-cnp', kubeProxy: { mode: 'iptables' }, clusterPolicies: true, syncBeforeProbing: true });
   const fresh = async (): Promise<E2eCluster> => {
     await cluster().reset();
     return cluster();
@@ -55,8 +31,10 @@ describe('ClusterNetworkPolicy on the lab cluster (two nodes, real daemons, kube
     const c = await fresh();
     await c.applyPolicies(allowAll('x'), cnp('guard-x', 'Admin', 10, { subject: ns('x'), ingress: [{ name: 'no-y', action: 'Deny', from: [ns('y')] }] }));
     await c.expectMatrices(onAllPorts(new Reachability(true).expect('y/*', 'x/*', false)));
-    await c.probe('y/a', 'x/a', TCP_80);
-    const record = await waitForDrop(c, NODE_A, 'x/a', (r) => r.source.pod === 'a' && r.source.namespace === 'y' && r.clusterPolicy !== undefined, 'y/a -> x/a');
+    const record = await waitForDrop(c, NODE_A, 'x/a', (r) => r.source.pod === 'a' && r.source.namespace === 'y' && r.clusterPolicy !== undefined, 'y/a -> x/a', {
+      since: Date.now(),
+      probe: async () => assert.equal(await c.probe('y/a', 'x/a', TCP_80, 300), 'timeout'),
+    });
     assert.deepEqual([record.direction, record.destination, record.policies, record.clusterPolicy], ['ingress', { ip: c.ip('x/a'), namespace: 'x', pod: 'a' }, [], { tier: 'Admin', name: 'guard-x', priority: 10, rule: 0, ruleName: 'no-y' }]);
   });
 
@@ -75,7 +53,7 @@ describe('ClusterNetworkPolicy on the lab cluster (two nodes, real daemons, kube
     const c = await fresh();
     const pass = cnp('pass-y', 'Admin', 5, { subject: ns('x'), ingress: [{ action: 'Pass', from: [ns('y')] }] });
     const deny = cnp('deny-y-z', 'Admin', 10, { subject: ns('x'), ingress: [{ action: 'Deny', from: [ns('y'), ns('z')] }] });
-    const baseline = cnp('base-81', 'Baseline', 10, { subject: ns('x'), ingress: [{ action: 'Deny', from: [every], protocols: [tcp(81)] }] });
+    const baseline = cnp('base-81', 'Baseline', 10, { subject: ns('x'), ingress: [{ name: 'no-81', action: 'Deny', from: [every], protocols: [tcp(81)] }] });
     const onlyY80 = policy('x', 'y-80', { podSelector: {}, policyTypes: ['Ingress'], ingress: [{ from: [{ namespaceSelector: { matchLabels: { ns: 'y' } } }], ports: [{ protocol: 'TCP', port: 80 }] }] });
     await c.applyPolicies(pass, deny, baseline, onlyY80);
     // x isolated by its NetworkPolicy: y is passed to it (TCP 80 only); z is denied by Admin; x itself by the NetworkPolicy.
@@ -93,6 +71,12 @@ describe('ClusterNetworkPolicy on the lab cluster (two nodes, real daemons, kube
       { ...TCP_81, expected: baselineOnly.clone().expectAllIngress('x/*', false) },
       { ...UDP_80, expected: baselineOnly },
     ]);
+    // y/a was passed by the Admin tier and dropped by the Baseline: the record names the Baseline rule.
+    const record = await waitForDrop(c, NODE_A, 'x/b', (r) => r.source.ip === c.ip('y/a') && r.port === 81 && r.clusterPolicy !== undefined, 'y/a -> x/b tcp/81', {
+      since: Date.now(),
+      probe: async () => assert.equal(await c.probe('y/a', 'x/b', TCP_81, 300), 'timeout'),
+    });
+    assert.deepEqual([record.direction, record.source, record.destination, record.clusterPolicy], ['ingress', { ip: c.ip('y/a'), namespace: 'y', pod: 'a' }, { ip: c.ip('x/b'), namespace: 'x', pod: 'b' }, { tier: 'Baseline', name: 'base-81', priority: 10, rule: 0, ruleName: 'no-81' }]);
     await c.applyPolicies(cnp('base-pass', 'Baseline', 1, { subject: ns('x'), ingress: [{ action: 'Pass', from: [ns('x')] }] }));
     // x's own pods are passed on to the default; y meets the Baseline's Deny, z the Admin one.
     await c.expectMatrices([{ ...TCP_81, expected: baselineOnly.clone().expect('y/*', 'x/*', false) }]);
@@ -122,47 +106,94 @@ describe('ClusterNetworkPolicy on the lab cluster (two nodes, real daemons, kube
     await c.expectMatrices([{ ...TCP_80, expected: baseline.clone().expectAllIngress('y/*', true) }]);
   });
 
-  it('Egress peers: a network (the external host), nodes (both, a pod\'s own included), and pods by label across namespaces.', async () => {
+  it('Egress peers: networks (an outside address, a pod\'s address), nodes by label (a pod\'s own node and the other, moving as nodes are relabelled), pods by label across namespaces; each Deny\'s /drops record names its rule and the pod.', async () => {
     const c = await fresh();
+    await c.setNodeLabels(NODE_B, { 'guard.example/closed': 'true' });
     await c.applyPolicies(cnp('egress', 'Admin', 10, {
       subject: ns('x'),
       egress: [
-        { action: 'Deny', to: [{ networks: ['203.0.113.10/32'] }] },
-        { action: 'Deny', to: [{ nodes: {} }] },
-        { action: 'Deny', to: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { pod: 'c' } } } }] },
+        { name: 'no-outside', action: 'Deny', to: [{ networks: [`${c.ip(EXTERNAL)}/32`] }] },
+        { name: 'no-closed-nodes', action: 'Deny', to: [{ nodes: { matchLabels: { 'guard.example/closed': 'true' } } }] },
+        { name: 'no-c', action: 'Deny', to: [{ pods: { namespaceSelector: {}, podSelector: { matchLabels: { pod: 'c' } } } }] },
+        // y/b's own address: networks match pod traffic too.
+        { name: 'no-y-b', action: 'Deny', to: [{ networks: [`${c.ip('y/b')}/32`] }] },
       ],
     }));
     const peers = [...POD_PEERS, NODE_A, NODE_B, EXTERNAL];
     const expected = new Reachability(true, { sources: POD_PEERS, targets: peers })
-      .expect('x/*', [EXTERNAL, NODE_A, NODE_B, '*/c'], false);
+      .expect('x/*', [EXTERNAL, NODE_B, '*/c', 'y/b'], false);
     await c.expectMatrices(onAllPorts(expected));
     // The external host's other address is outside the network: allowed.
     assert.equal(await c.probe('x/a', EXTERNAL_2, TCP_80), 'ok');
+
+    // Egress records name the source pod (the packet's own address) and the rule by index and name.
+    const egressRecord = async (from: string, to: string, rule: number, ruleName: string): Promise<void> => {
+      const record = await waitForDrop(c, c.podState(from).node, from, (r) => r.direction === 'egress' && r.destination.ip === c.ip(to) && r.clusterPolicy !== undefined, `${from} -> ${to}`, {
+        since: Date.now(),
+        probe: async () => assert.equal(await c.probe(from, to, UDP_80, 300), 'timeout'),
+      });
+      assert.deepEqual([record.source, record.policies, record.clusterPolicy], [{ ip: c.ip(from), namespace: 'x', pod: from.slice(2) }, [], { tier: 'Admin', name: 'egress', priority: 10, rule, ruleName }], JSON.stringify(record));
+    };
+    await egressRecord('x/a', EXTERNAL, 0, 'no-outside');
+    await egressRecord('x/c', NODE_B, 1, 'no-closed-nodes');
+    await egressRecord('x/b', 'y/b', 3, 'no-y-b');
+
+    // Both nodes closed, then node-b opened again: the rule follows the Node objects' labels.
+    const toNodes = (closed: readonly string[]): Reachability => new Reachability(true, { sources: ['x/a', 'x/c', 'y/a'], targets: [NODE_A, NODE_B] }).expect(['x/a', 'x/c'], closed, false);
+    await c.setNodeLabels(NODE_A, { 'guard.example/closed': 'true' });
+    await c.expectMatrices([{ ...TCP_80, expected: toNodes([NODE_A, NODE_B]) }]);
+    await c.setNodeLabels(NODE_B, {});
+    await c.expectMatrices([{ ...TCP_80, expected: toNodes([NODE_A]) }]);
   });
 
-  it('A named port resolves on the destination pod; renaming the pod\'s port takes it out of the rule.', async () => {
+  it('A named port resolves on the destination pod, for ingress and for egress to pods on either node; renaming a pod\'s ports moves it in or out of the rule.', async () => {
     const c = await fresh();
     await c.applyPolicies(cnp('named', 'Admin', 10, {
       subject: ns('x'),
       ingress: [{ action: 'Accept', from: [ns('y')], protocols: [{ destinationNamedPort: 'serve-80-tcp' }] }, { action: 'Deny', from: [ns('y')] }],
+      egress: [{ action: 'Deny', to: [ns('z')], protocols: [{ destinationNamedPort: 'serve-81-tcp' }] }],
     }));
-    const denied = new Reachability(true).expect('y/*', 'x/*', false);
-    await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true) }, { ...TCP_81, expected: denied }, { ...UDP_80, expected: denied }]);
+    const deniedIn = new Reachability(true).expect('y/*', 'x/*', false);
+    await c.expectMatrices([
+      { ...TCP_80, expected: new Reachability(true) },
+      { ...TCP_81, expected: deniedIn.clone().expect('x/*', 'z/*', false) },
+      { ...UDP_80, expected: deniedIn },
+    ]);
+    // x/a no longer calls 80 serve-80-tcp; z/c (on node-b) swaps the names of its TCP ports.
     await c.setPodPorts('x/a', [{ name: 'web', port: 80, protocol: 'TCP' }]);
-    await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true).expect('y/*', 'x/a', false) }]);
+    await c.setPodPorts('z/c', [
+      { name: 'serve-81-tcp', port: 80, protocol: 'TCP' },
+      { name: 'serve-80-tcp', port: 81, protocol: 'TCP' },
+      { name: 'serve-80-udp', port: 80, protocol: 'UDP' },
+    ]);
+    await c.expectMatrices([
+      { ...TCP_80, expected: new Reachability(true).expect('y/*', 'x/a', false).expect('x/*', 'z/c', false) },
+      { ...TCP_81, expected: deniedIn.clone().expect('x/*', ['z/a', 'z/b'], false) },
+    ]);
   });
 
-  it('Relabels of a subject pod, of a peer namespace and of the subject namespace take effect both ways.', async () => {
+  it('Relabels take effect both ways: subject pods join and leave, peer pods join and leave, the peer namespace and the subject namespace leave and come back.', async () => {
     const c = await fresh();
-    await c.applyPolicies(cnp('guard-a', 'Admin', 10, { subject: { pods: { namespaceSelector: { matchLabels: { ns: 'x' } }, podSelector: { matchLabels: { pod: 'a' } } } }, ingress: [{ action: 'Deny', from: [ns('y')] }] }));
-    await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true).expect('y/*', 'x/a', false) }]);
+    await c.applyPolicies(cnp('guard-a', 'Admin', 10, {
+      subject: { pods: { namespaceSelector: { matchLabels: { ns: 'x' } }, podSelector: { matchLabels: { pod: 'a' } } } },
+      ingress: [{ action: 'Deny', from: [ns('y')] }, { action: 'Deny', from: [podsLabelled({ team: 'red' })] }],
+    }));
+    const check = (from: string | readonly string[], to: string | readonly string[]): Promise<unknown> => c.expectMatrices([{ ...TCP_80, expected: new Reachability(true).expect(from, to, false) }]);
+    await check('y/*', 'x/a');
     await c.setPodLabels('x/b', { pod: 'a' });
-    await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true).expect('y/*', ['x/a', 'x/b'], false) }]);
+    await c.setPodLabels('z/c', { pod: 'c', team: 'red' });
+    await check(['y/*', 'z/c'], ['x/a', 'x/b']);
+    await c.setPodLabels('x/a', { pod: 'not-a' });
+    await c.setPodLabels('z/c', { pod: 'c' });
+    await check('y/*', 'x/b');
     await c.setNamespaceLabels('y', { ns: 'not-y' });
     await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true) }]);
     await c.setNamespaceLabels('y', { ns: 'y' });
+    await check('y/*', 'x/b');
     await c.setNamespaceLabels('x', { ns: 'not-x' });
     await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true) }]);
+    await c.setNamespaceLabels('x', { ns: 'x' });
+    await check('y/*', 'x/b');
   });
 
   it('A pod reaching itself through its Service is subject to an Admin Deny; by its own address it is not.', async () => {
@@ -185,52 +216,5 @@ describe('ClusterNetworkPolicy on the lab cluster (two nodes, real daemons, kube
     await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true) }]);
     await c.deleteClusterPolicy('open-x');
     await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true).expectAllIngress('x/*', false) }]);
-  });
-
-  it('Removing the CRD (its objects with it) leaves NetworkPolicy alone; installed again, new ClusterNetworkPolicies are enforced.', async () => {
-    const c = await fresh();
-    const guard = cnp('guard', 'Admin', 10, { subject: ns('x'), ingress: [{ action: 'Deny', from: [ns('y')] }] });
-    await c.applyPolicies(guard, denyIngress('z'));
-    const withNetworkPolicy = new Reachability(true).expectAllIngress('z/*', false);
-    await c.expectMatrices([{ ...TCP_80, expected: withNetworkPolicy.clone().expect('y/*', 'x/*', false) }]);
-    await c.setClusterPolicyCrd(false);
-    // Discovery must say "not served" twice, 5 s apart, before palisade lets the guardrails go.
-    await c.expectMatrices([{ ...TCP_80, expected: withNetworkPolicy }], { deadlineMs: 20_000 });
-    await c.setClusterPolicyCrd(true);
-    await c.applyPolicies(guard);
-    await c.expectMatrices([{ ...TCP_80, expected: withNetworkPolicy.clone().expect('y/*', 'x/*', false) }], { deadlineMs: 20_000 });
-  });
-
-  it('While ClusterNetworkPolicies and NetworkPolicies change (create, priority and action edits, relabels, deletions), a pair kept denied is never let through and one kept allowed never dropped.', async () => {
-    const c = await fresh();
-    const guard = (priority: number, extra: readonly Obj[] = []): Obj => cnp('guard', 'Admin', priority, { subject: ns('x'), ingress: [{ action: 'Deny', from: [ns('y')] }, ...extra] });
-    await c.applyPolicies(guard(10));
-    await c.expectMatrices([{ ...TCP_80, expected: new Reachability(true).expect('y/*', 'x/*', false) }]);
-    const pairs: WatchedPair[] = [
-      { from: 'y/a', to: 'x/a', ...TCP_80, allowed: false },
-      { from: 'y/c', to: 'x/b', ...UDP_80, allowed: false },
-      { from: 'y/b', to: 'x/c', ...TCP_81, allowed: false },
-      { from: 'z/a', to: 'x/b', ...TCP_80, allowed: true },
-      { from: 'x/c', to: 'z/b', ...UDP_80, allowed: true },
-    ];
-    const watch = c.watchPairs(pairs);
-    const timeline: string[] = [];
-    const step = async (what: string, change: () => Promise<void>): Promise<void> => {
-      timeline.push(`${watch.elapsed()}ms ${what}`);
-      await change();
-      await new Promise((resolve) => setTimeout(resolve, 700));
-    };
-    await step('allow-all in x', () => c.applyPolicies(allowAll('x')));
-    await step('guard to priority 500', () => c.applyPolicies(guard(500)));
-    await step('an Accept from z at priority 400', () => c.applyPolicies(cnp('accept-z', 'Admin', 400, { subject: ns('x'), ingress: [{ action: 'Accept', from: [ns('z')] }] })));
-    await step('a Baseline deny-all for x', () => c.applyPolicies(cnp('base', 'Baseline', 10, { subject: ns('x'), ingress: [{ action: 'Deny', from: [every] }] })));
-    await step('guard gains a Pass for z before its Deny', () => c.applyPolicies(guard(500, [{ action: 'Pass', from: [ns('z')] }])));
-    await step('z relabelled ns=z, team=blue', () => c.setNamespaceLabels('z', { ns: 'z', team: 'blue' }));
-    await step('x/a relabelled', () => c.setPodLabels('x/a', { pod: 'a', tier: 'web' }));
-    await step('allow-all in x deleted', () => c.deletePolicy('x', 'allow-all'));
-    await step('the Baseline deleted', () => c.deleteClusterPolicy('base'));
-    await step('guard back to priority 1', () => c.applyPolicies(guard(1)));
-    const records = await watch.stop();
-    assertNoUnexpected(records, timeline.join('; '));
   });
 });
