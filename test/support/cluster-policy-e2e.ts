@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { clusterPolicy, policy } from './builders.js';
 import { NODES } from './e2e-cluster.js';
 import type { E2eCluster, ProbeTarget } from './e2e-cluster.js';
+import type { DropRecord } from '../../daemon/drop-log.js';
 
 export type Obj = Record<string, unknown>;
 export type Tier = 'Admin' | 'Baseline';
@@ -27,24 +28,8 @@ export const sameNamespaceOnly = (namespace: string): Obj => policy(namespace, '
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-export interface DropEndpoint {
-  readonly ip: string;
-  readonly namespace?: string;
-  readonly pod?: string;
-}
-
-/** A /drops record, as daemon/drop-log.ts serves it. */
-export interface DropRecord {
-  readonly time: string;
-  readonly verdict: string;
-  readonly direction: string;
-  readonly protocol: string;
-  readonly port: number | null;
-  readonly source: DropEndpoint;
-  readonly destination: DropEndpoint;
-  readonly policies: readonly string[];
-  readonly clusterPolicy?: { readonly tier: string; readonly name: string; readonly priority: number; readonly rule: number; readonly ruleName: string };
-}
+/** A /drops record, as the daemon serves it. */
+export type { DropRecord } from '../../daemon/drop-log.js';
 
 export interface DropWait {
   /** Only records made at or after this time (ms since the epoch): the ring keeps earlier cases' records. */
